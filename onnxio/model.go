@@ -1,0 +1,506 @@
+package onnxio
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/ecprune/ecprune/onnxio/onnxpb"
+)
+
+// Newest IR version and default-domain opset this build knows. Newer ones
+// get a warning, not a refusal: the file may still only use known ops.
+const (
+	KnownIRVersion = 11
+	KnownOpset     = 23
+)
+
+// protoLimit is protobuf's hard 2 GiB message limit; Save refuses to write
+// a model above protoLimit-protoMargin without external data.
+const (
+	protoLimit  = 1<<31 - 1
+	protoMargin = 16 << 20
+)
+
+// BadInputError reports a problem with a user's file. The CLI prints it
+// as one line and exits with status 2.
+type BadInputError struct {
+	File string // the file at fault
+	Msg  string
+}
+
+func (e *BadInputError) Error() string { return e.File + ": " + e.Msg }
+
+func badInput(file, format string, args ...any) error {
+	return &BadInputError{File: file, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Model is a loaded ONNX model and where it came from, so that external
+// data can be resolved relative to the model's folder.
+type Model struct {
+	Proto    *pb.ModelProto
+	Path     string   // the model file, as given
+	Dir      string   // folder external data locations are relative to
+	Warnings []string // non-fatal findings (unknown IR version or opset)
+
+	ext map[string][]byte // external data files read so far, by location
+}
+
+// Load reads an ONNX model file and checks what ecprune relies on: it is a
+// model with a graph, every initializer's data length fits its dims, and
+// every external data reference can be read. Problems with the file are
+// *BadInputError values.
+func Load(path string) (*Model, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, badInput(path, "cannot read: %v", unwrapPath(err))
+	}
+	m, err := Parse(b, path)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Parse decodes model bytes; path names the file in messages and anchors
+// external data.
+func Parse(b []byte, path string) (*Model, error) {
+	if len(b) == 0 {
+		return nil, badInput(path, "empty file, not an ONNX model")
+	}
+	mp := &pb.ModelProto{}
+	if err := proto.Unmarshal(b, mp); err != nil {
+		return nil, badInput(path, "not an ONNX model (protobuf decoding failed: %v); truncated or another format?", err)
+	}
+	if mp.Graph == nil {
+		return nil, badInput(path, "not an ONNX model: no graph (a protobuf of another kind?)")
+	}
+	m := &Model{Proto: mp, Path: path, Dir: filepath.Dir(path), ext: map[string][]byte{}}
+	if v := mp.GetIrVersion(); v <= 0 {
+		return nil, badInput(path, "not an ONNX model: ir_version %d", v)
+	} else if v > KnownIRVersion {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%s: ir_version %d is newer than %d, which this build knows; going on", path, v, KnownIRVersion))
+	}
+	if v := m.Opset(""); v > KnownOpset {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%s: opset %d is newer than %d, which this build knows; going on", path, v, KnownOpset))
+	}
+	if err := m.checkTensors(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Opset is the imported version of a domain ("" or "ai.onnx" is the
+// default domain), or 0 if it is not imported.
+func (m *Model) Opset(domain string) int64 {
+	for _, o := range m.Proto.OpsetImport {
+		d := o.GetDomain()
+		if d == domain || (domain == "" && d == "ai.onnx") {
+			return o.GetVersion()
+		}
+	}
+	return 0
+}
+
+// checkTensors verifies that the data of every initializer matches its
+// dims, resolving external data, so that later stages can trust them.
+func (m *Model) checkTensors() error {
+	g := m.Proto.Graph
+	check := func(t *pb.TensorProto) error {
+		for _, d := range t.GetDims() {
+			if d < 0 {
+				return badInput(m.Path, "tensor %q has a negative dimension %v", t.GetName(), t.GetDims())
+			}
+		}
+		es := ElemSize(t.GetDataType())
+		if es == 0 {
+			return nil // strings and exotic types: kept as they are, never decoded
+		}
+		n := NumElements(t.GetDims())
+		if hasRaw(t) {
+			raw, err := m.RawBytes(t)
+			if err != nil {
+				return err
+			}
+			if int64(len(raw)) != n*int64(es) {
+				return badInput(m.Path, "tensor %q has %d bytes of data but dims %v of %s need %d", t.GetName(), len(raw), t.GetDims(), TypeName(t.GetDataType()), n*int64(es))
+			}
+			return nil
+		}
+		var got int
+		switch t.GetDataType() {
+		case Float:
+			got = len(t.FloatData)
+		case Double:
+			got = len(t.DoubleData)
+		case Int64:
+			got = len(t.Int64Data)
+		default:
+			got = len(t.Int32Data)
+		}
+		if int64(got) != n {
+			return badInput(m.Path, "tensor %q has %d values but dims %v need %d", t.GetName(), got, t.GetDims(), n)
+		}
+		return nil
+	}
+	for _, t := range g.Initializer {
+		if err := check(t); err != nil {
+			return err
+		}
+	}
+	for _, s := range g.SparseInitializer {
+		for _, t := range []*pb.TensorProto{s.GetValues(), s.GetIndices()} {
+			if t == nil {
+				return badInput(m.Path, "sparse initializer without values or indices")
+			}
+			if err := check(t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// externalRef is a parsed external_data entry.
+type externalRef struct {
+	location       string
+	offset, length int64 // length -1: to the end of the file
+}
+
+func parseExternal(path string, t *pb.TensorProto) (externalRef, error) {
+	r := externalRef{length: -1}
+	for _, kv := range t.ExternalData {
+		var err error
+		switch kv.GetKey() {
+		case "location":
+			r.location = kv.GetValue()
+		case "offset":
+			r.offset, err = strconv.ParseInt(kv.GetValue(), 10, 64)
+		case "length":
+			r.length, err = strconv.ParseInt(kv.GetValue(), 10, 64)
+		}
+		if err != nil {
+			return r, badInput(path, "tensor %q: bad external_data %s=%q", t.GetName(), kv.GetKey(), kv.GetValue())
+		}
+	}
+	if r.location == "" {
+		return r, badInput(path, "tensor %q: external data without a location", t.GetName())
+	}
+	if filepath.IsAbs(r.location) || strings.Contains(filepath.ToSlash(r.location), "..") {
+		return r, badInput(path, "tensor %q: external data location %q must be relative and stay in the model's folder", t.GetName(), r.location)
+	}
+	if r.offset < 0 || r.length < -1 {
+		return r, badInput(path, "tensor %q: negative external data offset or length", t.GetName())
+	}
+	return r, nil
+}
+
+// RawBytes returns a tensor's little-endian bytes from raw_data or from its
+// external data file. The returned slice must not be modified.
+func (m *Model) RawBytes(t *pb.TensorProto) ([]byte, error) {
+	if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
+		return t.RawData, nil
+	}
+	r, err := parseExternal(m.Path, t)
+	if err != nil {
+		return nil, err
+	}
+	data, ok := m.ext[r.location]
+	if !ok {
+		file := filepath.Join(m.Dir, r.location)
+		data, err = os.ReadFile(file)
+		if err != nil {
+			return nil, badInput(m.Path, "tensor %q: external data file %s: %v", t.GetName(), file, unwrapPath(err))
+		}
+		m.ext[r.location] = data
+	}
+	end := int64(len(data))
+	if r.length >= 0 {
+		end = r.offset + r.length
+	}
+	if r.offset > int64(len(data)) || end > int64(len(data)) {
+		return nil, badInput(m.Path, "tensor %q: external data file %s is %d bytes, too short for offset %d length %d",
+			t.GetName(), filepath.Join(m.Dir, r.location), len(data), r.offset, r.length)
+	}
+	return data[r.offset:end], nil
+}
+
+// Floats decodes a float tensor (FLOAT, FLOAT16, BFLOAT16, DOUBLE) from any
+// storage into float64.
+func (m *Model) Floats(t *pb.TensorProto) ([]float64, error) {
+	raw, err := m.RawBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeFloats(t, raw, hasRaw(t))
+	if err != nil {
+		return nil, badInput(m.Path, "%v", err)
+	}
+	return v, nil
+}
+
+// Ints decodes an integer tensor (INT64, INT32, INT8, UINT8).
+func (m *Model) Ints(t *pb.TensorProto) ([]int64, error) {
+	raw, err := m.RawBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeInts(t, raw, hasRaw(t))
+	if err != nil {
+		return nil, badInput(m.Path, "%v", err)
+	}
+	return v, nil
+}
+
+// DecodeFloats decodes a float tensor that holds its data inline (no
+// external data), e.g. one from a Constant node or a .pb file.
+func DecodeFloats(t *pb.TensorProto) ([]float64, error) {
+	if t.GetDataLocation() == pb.TensorProto_EXTERNAL {
+		return nil, fmt.Errorf("tensor %q: external data needs its model (use Model.Floats)", t.GetName())
+	}
+	return decodeFloats(t, t.RawData, hasRaw(t))
+}
+
+// DiskSize is the model file's size plus its external data files'.
+func (m *Model) DiskSize() (int64, error) {
+	st, err := os.Stat(m.Path)
+	if err != nil {
+		return 0, err
+	}
+	total := st.Size()
+	for _, loc := range m.ExternalLocations() {
+		st, err := os.Stat(filepath.Join(m.Dir, loc))
+		if err != nil {
+			return 0, err
+		}
+		total += st.Size()
+	}
+	return total, nil
+}
+
+// ExternalLocations lists the external data files the model refers to.
+func (m *Model) ExternalLocations() []string {
+	seen := map[string]bool{}
+	forEachTensor(m.Proto.Graph, func(t *pb.TensorProto) {
+		if t.GetDataLocation() == pb.TensorProto_EXTERNAL {
+			if r, err := parseExternal(m.Path, t); err == nil {
+				seen[r.location] = true
+			}
+		}
+	})
+	out := make([]string, 0, len(seen))
+	for l := range seen {
+		out = append(out, l)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// forEachTensor visits the graph's initializers and sparse initializers'
+// parts, the tensors that can hold external data.
+func forEachTensor(g *pb.GraphProto, f func(*pb.TensorProto)) {
+	for _, t := range g.Initializer {
+		f(t)
+	}
+	for _, s := range g.SparseInitializer {
+		if s.Values != nil {
+			f(s.Values)
+		}
+		if s.Indices != nil {
+			f(s.Indices)
+		}
+	}
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// SaveOptions says how Save lays out tensor data.
+type SaveOptions struct {
+	// ExternalThreshold > 0 moves every tensor of at least this many bytes
+	// into one external data file and repacks existing external tensors
+	// there too. 0 keeps the layout the model has: tensors that were
+	// external stay at their location and offset.
+	ExternalThreshold int64
+	// ExternalName is the external data file's name, relative to the
+	// model; default: the model file's name + ".data".
+	ExternalName string
+}
+
+// externalAlign is the offset alignment of tensors in external data files,
+// the usual choice of ONNX tools (lets runtimes mmap them page-aligned).
+const externalAlign = 4096
+
+// Save writes m to path atomically: data goes to temporary files in the
+// target folder, which are synced and renamed into place, so a failure
+// never leaves a partial file. Unchanged tensors keep their bytes.
+func (m *Model) Save(path string, opt SaveOptions) error {
+	out := proto.Clone(m.Proto).(*pb.ModelProto)
+	dir := filepath.Dir(path)
+	files := map[string]*extWriter{} // external files to write, by location
+
+	if opt.ExternalThreshold > 0 {
+		name := opt.ExternalName
+		if name == "" {
+			name = filepath.Base(path) + ".data"
+		}
+		w := &extWriter{}
+		files[name] = w
+		var err error
+		forEachTensor(out.Graph, func(t *pb.TensorProto) {
+			if err != nil {
+				return
+			}
+			raw, e := m.RawBytes(t)
+			if e != nil {
+				err = e
+				return
+			}
+			if !hasRaw(t) || int64(len(raw)) < opt.ExternalThreshold {
+				if t.GetDataLocation() == pb.TensorProto_EXTERNAL {
+					t.RawData = append([]byte{}, raw...)
+					t.ExternalData = nil
+					t.DataLocation = nil
+				}
+				return
+			}
+			off := w.add(raw)
+			t.RawData = nil
+			t.DataLocation = pb.TensorProto_EXTERNAL.Enum()
+			t.ExternalData = []*pb.StringStringEntryProto{
+				{Key: proto.String("location"), Value: proto.String(name)},
+				{Key: proto.String("offset"), Value: proto.String(strconv.FormatInt(off, 10))},
+				{Key: proto.String("length"), Value: proto.String(strconv.Itoa(len(raw)))},
+			}
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		// Keep the layout: copy each external tensor's bytes to the same
+		// location and offset in the target folder.
+		var err error
+		forEachTensor(out.Graph, func(t *pb.TensorProto) {
+			if err != nil || t.GetDataLocation() != pb.TensorProto_EXTERNAL {
+				return
+			}
+			r, e := parseExternal(m.Path, t)
+			if e != nil {
+				err = e
+				return
+			}
+			raw, e := m.RawBytes(t)
+			if e != nil {
+				err = e
+				return
+			}
+			w := files[r.location]
+			if w == nil {
+				w = &extWriter{}
+				files[r.location] = w
+			}
+			w.put(r.offset, raw)
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	size := proto.Size(out)
+	if size > protoLimit-protoMargin {
+		return fmt.Errorf("saving %s: the model is %d bytes, at or above protobuf's 2 GiB limit: save it with external data (a size threshold)", path, size)
+	}
+	b, err := proto.MarshalOptions{}.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("saving %s: %w", path, err)
+	}
+	locs := make([]string, 0, len(files))
+	for l := range files {
+		locs = append(locs, l)
+	}
+	sort.Strings(locs)
+	var written []string
+	for _, l := range locs {
+		target := filepath.Join(dir, l)
+		if err := WriteFileAtomic(target, files[l].buf); err != nil {
+			return fmt.Errorf("saving %s: external data: %w", path, err)
+		}
+		written = append(written, target)
+	}
+	if err := WriteFileAtomic(path, b); err != nil {
+		for _, w := range written {
+			os.Remove(w)
+		}
+		return fmt.Errorf("saving %s: %w", path, err)
+	}
+	return nil
+}
+
+// extWriter assembles an external data file in memory.
+type extWriter struct{ buf []byte }
+
+func (w *extWriter) add(b []byte) int64 {
+	off := (int64(len(w.buf)) + externalAlign - 1) / externalAlign * externalAlign
+	w.put(off, b)
+	return off
+}
+
+func (w *extWriter) put(off int64, b []byte) {
+	if end := off + int64(len(b)); end > int64(len(w.buf)) {
+		w.buf = append(w.buf, make([]byte, end-int64(len(w.buf)))...)
+	}
+	copy(w.buf[off:], b)
+}
+
+// WriteFileAtomic writes data to a temporary file beside path, syncs it and
+// renames it over path, so readers see the old file or the new one, never
+// a partial one.
+func WriteFileAtomic(path string, data []byte) error {
+	return WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is WriteFileAtomic for streamed output.
+func WriteAtomic(path string, write func(io.Writer) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("cannot write in %s: %w", dir, unwrapPath(err))
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = write(f); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package onnxio
+
+// OpKind is an operation of the extracted dense network. Every kind has an
+// exact ONNX meaning; the evaluator and the differentiator in package
+// analysis implement each one.
+type OpKind int
+
+// The operations ecprune evaluates and differentiates. Elementwise ops act
+// on any shape; Dense contracts the last axis.
+const (
+	OpDense       OpKind = iota // z = x W^T + b over the last axis (Layer)
+	OpIdentity                  // Identity, Dropout (inference)
+	OpCast                      // Cast between float types: rounds to CastTo
+	OpRelu                      //
+	OpLeakyRelu                 // Alpha
+	OpPRelu                     // Const: slope, broadcast against x
+	OpTanh                      //
+	OpSigmoid                   //
+	OpHardSigmoid               // max(0, min(1, Alpha*x + Beta))
+	OpHardSwish                 // x * max(0, min(1, x/6 + 1/2))
+	OpElu                       // Alpha
+	OpSelu                      // Alpha, Gamma
+	OpSoftplus                  // log(1 + exp(x))
+	OpGelu                      // Approx "none" (erf) or "tanh"
+	OpErf                       //
+	OpBatchNorm                 // inference: (x-Mean)/sqrt(Var+Eps)*Scale+Bias over axis 1
+	OpAdd                       // binary, numpy broadcasting; one operand may be Const
+	OpSub                       //
+	OpMul                       //
+	OpDiv                       //
+	OpSoftmax                   // Axis, Opset (before 13: coerced to 2-D at Axis)
+	OpLogSoftmax                // Axis, Opset
+	OpFlatten                   // Axis
+	OpReshape                   // Shape (0 copies, -1 infers), AllowZero
+	OpSqueeze                   // Axes (nil: all 1-dims)
+	OpUnsqueeze                 // Axes
+)
+
+var opNames = [...]string{"Dense", "Identity", "Cast", "Relu", "LeakyRelu", "PRelu", "Tanh", "Sigmoid",
+	"HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu", "Erf", "BatchNormalization",
+	"Add", "Sub", "Mul", "Div", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+
+func (k OpKind) String() string {
+	if int(k) < len(opNames) {
+		return opNames[k]
+	}
+	return "Op?"
+}
+
+// Const is a constant operand (an initializer or Constant node's value).
+type Const struct {
+	Name  string
+	Shape []int
+	Data  []float64
+}
+
+// Op is one operation of the network. In lists value ids; for binary ops
+// with a constant operand In has one entry and Const is the other operand
+// (ConstFirst: the constant is the left operand, as in Sub(c, x)).
+type Op struct {
+	Kind       OpKind
+	In         []int
+	Out        int
+	Node       string // ONNX node name (or op type and index) for messages
+	Layer      *Layer // OpDense
+	Const      *Const // binary ops with a constant, PRelu slope
+	ConstFirst bool
+	Alpha      float64 // LeakyRelu, HardSigmoid, Elu, Selu
+	Beta       float64 // HardSigmoid
+	Gamma      float64 // Selu
+	Approx     string  // Gelu
+	Axis       int     // Softmax, LogSoftmax, Flatten; BatchNorm: 1
+	Axes       []int   // Squeeze, Unsqueeze
+	Shape      []int64 // Reshape target
+	AllowZero  bool    // Reshape
+	Opset      int64   // default-domain opset of the model (Softmax semantics)
+	CastTo     int32   // Cast target element type
+	// BatchNorm parameters, per channel.
+	Scale, Bias, Mean, Var []float64
+	Eps                    float64
+}
+
+// Value is a named tensor flowing between ops.
+type Value struct {
+	Name string
+}
+
+// Input is a graph input the network is fed with.
+type Input struct {
+	Name     string
+	Value    int     // value id
+	Shape    []int64 // declared shape including the batch dim; -1 where dynamic
+	ElemType int32
+}
+
+// Layout is how a dense layer's weight is stored in the file.
+type Layout int
+
+const (
+	// LayoutOutIn: stored [out, in] (Gemm transB=1, or MatMul behind a
+	// Transpose of the initializer).
+	LayoutOutIn Layout = iota
+	// LayoutInOut: stored [in, out] (MatMul, Gemm transB=0).
+	LayoutInOut
+)
+
+func (l Layout) String() string {
+	if l == LayoutInOut {
+		return "[in,out]"
+	}
+	return "[out,in]"
+}
+
+// Layer is a dense layer z = W a + b with its provenance in the file, so
+// that export can write a pruned W and a shifted b back where they came
+// from, in their original layout and element type.
+type Layer struct {
+	Index   int    // position among the network's layers (graph order)
+	Name    string // the weight initializer's name (scores and flags use it)
+	Node    string // the main node's name (Gemm or MatMul)
+	Pattern string // "Gemm", "MatMul+Add", "Transpose+MatMul+Add", "MatMul", ...
+	Out, In int
+	W       []float64 // Out x In row-major, effective (alpha applied)
+	B       []float64 // Out, effective (beta applied); nil: no bias
+
+	// Provenance.
+	WeightInit   string // initializer holding the weight
+	WeightLayout Layout
+	WeightType   int32 // element type
+	Alpha        float64
+	TransposeIdx int // node index of the Transpose in front of MatMul, or -1
+	MainIdx      int // node index of the Gemm or MatMul
+	AddIdx       int // node index of the bias Add, or -1
+	BiasInit     string
+	BiasShape    []int64 // stored shape ([out], [1,out], [] for a scalar, ...)
+	BiasType     int32
+	Beta         float64
+	BiasSide     int // bias Add: which input (0 or 1) is the bias
+	BiasShared   bool
+
+	Prunable bool
+	Reason   string   // why not prunable
+	Next     []string // op types that consume the layer's output
+}
+
+// Params is the number of weights (biases excluded, as for sparsity).
+func (l *Layer) Params() int { return l.Out * l.In }
+
+// Network is the evaluable dense part of a model: ops in topological order
+// from the graph inputs to the graph outputs.
+type Network struct {
+	Values  []Value
+	Inputs  []Input
+	Outputs []int // value ids of the graph outputs, graph order
+	Ops     []Op
+	Layers  []*Layer // the dense layers, graph order (also referenced by ops)
+	Opset   int64
+
+	// Evaluable is false when some graph output depends on an op outside
+	// the supported set; Reason then names it. Layers are still listed
+	// (none prunable) so that inspect can show them.
+	Evaluable bool
+	Reason    string
+}
+
+// Prunable lists the prunable layers.
+func (n *Network) Prunable() []*Layer {
+	var out []*Layer
+	for _, l := range n.Layers {
+		if l.Prunable {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// LayerByName finds a layer by weight initializer or node name.
+func (n *Network) LayerByName(name string) *Layer {
+	for _, l := range n.Layers {
+		if l.Name == name || l.Node == name {
+			return l
+		}
+	}
+	return nil
+}
+
+// Clone copies the network with its own layer weights and biases, so a
+// pruned copy can be evaluated beside the original.
+func (n *Network) Clone() *Network {
+	c := *n
+	c.Ops = append([]Op(nil), n.Ops...)
+	c.Layers = make([]*Layer, len(n.Layers))
+	remap := map[*Layer]*Layer{}
+	for i, l := range n.Layers {
+		cl := *l
+		cl.W = append([]float64(nil), l.W...)
+		if l.B != nil {
+			cl.B = append([]float64(nil), l.B...)
+		}
+		c.Layers[i] = &cl
+		remap[l] = &cl
+	}
+	for i := range c.Ops {
+		if c.Ops[i].Layer != nil {
+			c.Ops[i].Layer = remap[c.Ops[i].Layer]
+		}
+	}
+	return &c
+}
