@@ -1,0 +1,262 @@
+package prune
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// Scope says over what set the sparsity is met.
+type Scope string
+
+const (
+	Global Scope = "global" // one ranking over all prunable layers
+	Layer  Scope = "layer"  // each layer at the sparsity on its own
+)
+
+// NM is an N:M pattern: keep N of every M consecutive weights of a row.
+type NM struct{ N, M int }
+
+// Options say what to prune.
+type Options struct {
+	Sparsity float64
+	Scope    Scope
+	// LayerSparsity fixes the sparsity of named layers (weight initializer
+	// or node name); they are ranked on their own.
+	LayerSparsity map[string]float64
+	// Skip names layers left dense.
+	Skip []string
+	// NM, when set, replaces Sparsity by an N:M pattern in every layer.
+	NM *NM
+	// Compensate adds the summed delta of pruned weights to the bias
+	// (only for scores that carry deltas).
+	Compensate bool
+}
+
+// OptionError is a bad option value; the CLI reports it as bad usage.
+type OptionError struct{ Msg string }
+
+func (e *OptionError) Error() string { return e.Msg }
+
+func optErr(format string, args ...any) error { return &OptionError{Msg: fmt.Sprintf(format, args...)} }
+
+// LayerPlan is the outcome for one layer.
+type LayerPlan struct {
+	Layer     *onnxio.Layer
+	Pruned    []bool    // Out x In: true where the weight is removed
+	W         []float64 // new weights
+	B         []float64 // new bias, or nil when the bias is unchanged and absent
+	BiasShift []float64 // added to the bias (nil without compensation)
+	Removed   int
+	Predicted float64 // sum of the scores of removed weights (for ec: first-order error)
+}
+
+// Plan is the pruning of every prunable layer.
+type Plan struct {
+	Layers  []*LayerPlan
+	Removed int
+	Total   int // prunable weights
+}
+
+// Validate checks option values, naming what is wrong.
+func (o Options) Validate(net *onnxio.Network) error {
+	if o.NM == nil && (o.Sparsity < 0 || o.Sparsity >= 1 || math.IsNaN(o.Sparsity)) {
+		return optErr("--sparsity %g is outside [0, 1)", o.Sparsity)
+	}
+	if o.Scope != Global && o.Scope != Layer && o.Scope != "" {
+		return optErr("--scope %q: want global or layer", o.Scope)
+	}
+	if o.NM != nil && (o.NM.N < 0 || o.NM.M <= 0 || o.NM.N > o.NM.M) {
+		return optErr("--nm %d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
+	}
+	for _, s := range o.Skip {
+		if net.LayerByName(s) == nil {
+			return optErr("--skip %s: no such layer (see ecprune inspect)", s)
+		}
+	}
+	for name, s := range o.LayerSparsity {
+		l := net.LayerByName(name)
+		if l == nil {
+			return optErr("--layer-sparsity %s: no such layer (see ecprune inspect)", name)
+		}
+		if !l.Prunable {
+			return optErr("--layer-sparsity %s: layer is not prunable: %s", name, l.Reason)
+		}
+		if s < 0 || s >= 1 || math.IsNaN(s) {
+			return optErr("--layer-sparsity %s=%g is outside [0, 1)", name, s)
+		}
+	}
+	return nil
+}
+
+type cand struct {
+	score float64
+	layer int
+	idx   int
+}
+
+// less is METHOD.md's order: by score, then layer order, then flat index.
+// NaN scores sort last (never pruned before a real score).
+func less(a, b cand) bool {
+	if a.score != b.score {
+		if math.IsNaN(a.score) {
+			return false
+		}
+		if math.IsNaN(b.score) {
+			return true
+		}
+		return a.score < b.score
+	}
+	if a.layer != b.layer {
+		return a.layer < b.layer
+	}
+	return a.idx < b.idx
+}
+
+// Count is METHOD.md's k = floor(s*P + 0.5).
+func Count(s float64, p int) int {
+	return int(math.Floor(s*float64(p) + 0.5))
+}
+
+// Select picks the weights to remove from scores and builds the new
+// weights and biases.
+func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
+	if err := opt.Validate(net); err != nil {
+		return nil, err
+	}
+	skip := map[*onnxio.Layer]bool{}
+	for _, s := range opt.Skip {
+		skip[net.LayerByName(s)] = true
+	}
+	fixed := map[*onnxio.Layer]float64{}
+	for name, s := range opt.LayerSparsity {
+		fixed[net.LayerByName(name)] = s
+	}
+	plan := &Plan{}
+	for _, ls := range sc.Layers {
+		plan.Layers = append(plan.Layers, &LayerPlan{Layer: ls.Layer, Pruned: make([]bool, ls.Layer.Params())})
+		plan.Total += ls.Layer.Params()
+	}
+	rank := func(cs []cand, k int) {
+		sort.Slice(cs, func(a, b int) bool { return less(cs[a], cs[b]) })
+		for _, c := range cs[:k] {
+			plan.Layers[c.layer].Pruned[c.idx] = true
+		}
+	}
+	var global []cand
+	for li, ls := range sc.Layers {
+		l := ls.Layer
+		if skip[l] {
+			continue
+		}
+		if opt.NM != nil {
+			selectNM(plan.Layers[li].Pruned, ls.Score, l.Out, l.In, *opt.NM)
+			continue
+		}
+		cs := make([]cand, len(ls.Score))
+		for q, s := range ls.Score {
+			cs[q] = cand{score: s, layer: li, idx: q}
+		}
+		if s, ok := fixed[l]; ok {
+			rank(cs, Count(s, len(cs)))
+			continue
+		}
+		if opt.Scope == Layer {
+			rank(cs, Count(opt.Sparsity, len(cs)))
+			continue
+		}
+		global = append(global, cs...)
+	}
+	if len(global) > 0 {
+		rank(global, Count(opt.Sparsity, len(global)))
+	}
+	for li, ls := range sc.Layers {
+		lp := plan.Layers[li]
+		l := ls.Layer
+		lp.W = append([]float64(nil), l.W...)
+		if l.B != nil {
+			lp.B = append([]float64(nil), l.B...)
+		}
+		compensate := opt.Compensate && ls.Delta != nil
+		if compensate {
+			lp.BiasShift = make([]float64, l.Out)
+		}
+		for q, p := range lp.Pruned {
+			if !p {
+				continue
+			}
+			lp.Removed++
+			lp.W[q] = 0
+			if !math.IsNaN(ls.Score[q]) {
+				lp.Predicted += ls.Score[q]
+			}
+			if compensate {
+				lp.BiasShift[q/l.In] += ls.Delta[q]
+			}
+		}
+		if compensate {
+			nonzero := false
+			for _, d := range lp.BiasShift {
+				nonzero = nonzero || d != 0
+			}
+			if lp.B == nil && nonzero {
+				lp.B = make([]float64, l.Out)
+			}
+			if lp.B != nil {
+				for i, d := range lp.BiasShift {
+					lp.B[i] += d
+				}
+			}
+		}
+		plan.Removed += lp.Removed
+	}
+	return plan, nil
+}
+
+// selectNM marks, in each row, all but the N highest-scoring weights of
+// every M consecutive ones (a shorter last group keeps up to N).
+func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
+	idx := make([]int, 0, nm.M)
+	for i := 0; i < out; i++ {
+		for g := 0; g < in; g += nm.M {
+			idx = idx[:0]
+			for j := g; j < min(in, g+nm.M); j++ {
+				idx = append(idx, i*in+j)
+			}
+			sort.SliceStable(idx, func(a, b int) bool {
+				return less(cand{score: score[idx[a]], idx: idx[a]}, cand{score: score[idx[b]], idx: idx[b]})
+			})
+			for _, q := range idx[:max(0, len(idx)-nm.N)] {
+				pruned[q] = true
+			}
+		}
+	}
+}
+
+// Apply installs a plan's weights and biases into a copy of the network,
+// for evaluating the pruned model without writing it.
+func Apply(net *onnxio.Network, plan *Plan) *onnxio.Network {
+	c := net.Clone()
+	for _, lp := range plan.Layers {
+		l := c.Layers[lp.Layer.Index]
+		copy(l.W, lp.W)
+		if lp.B != nil {
+			l.B = append([]float64(nil), lp.B...)
+		}
+	}
+	return c
+}
+
+// Density is the fraction of non-zero weights of a plan's layer.
+func (lp *LayerPlan) Density() float64 {
+	nz := 0
+	for _, w := range lp.W {
+		if w != 0 {
+			nz++
+		}
+	}
+	return float64(nz) / float64(len(lp.W))
+}
