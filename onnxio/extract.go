@@ -714,7 +714,10 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	}
 	l.Name = l.WeightInit
 	if l.Name == "" {
-		l.Name = label
+		l.Name = bName // a Constant's output: still the weight's name
+		if bc.transposeIdx >= 0 || bc.fromNode == "Transpose" {
+			l.Name = label
+		}
 	}
 
 	// Prunable? Decide now what only the file can tell.

@@ -1,0 +1,149 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// LayerScores are one layer's per-weight scores (lower: pruned first) and,
+// for compensating criteria, the bias shift each removal brings.
+type LayerScores struct {
+	Layer *onnxio.Layer
+	Score []float64 // Out x In
+	Delta []float64 // Out x In, nil when the criterion does not compensate
+}
+
+// Scores are a criterion's scores for every prunable layer, graph order.
+type Scores struct {
+	Method string
+	Layers []*LayerScores
+}
+
+// Criterion scores weights from the calibration statistics. Criteria are
+// comparable only within themselves: selection ranks by Score alone.
+type Criterion interface {
+	Name() string
+	// NeedsLabels: the criterion uses the loss gradient.
+	NeedsLabels() bool
+	// Compensates: pruned weights shift the bias by Delta.
+	Compensates() bool
+	Score(st *Stats, seed uint64) (*Scores, error)
+}
+
+type funcCriterion struct {
+	name       string
+	labels     bool
+	compensate bool
+	score      func(ls *LayerStats, n int, layer int, seed uint64) (score, delta []float64)
+}
+
+func (c funcCriterion) Name() string      { return c.name }
+func (c funcCriterion) NeedsLabels() bool { return c.labels }
+func (c funcCriterion) Compensates() bool { return c.compensate }
+
+func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
+	if c.labels {
+		for _, ls := range st.Layers {
+			if ls.GradW == nil {
+				return nil, fmt.Errorf("criterion %s needs labels (--labels)", c.name)
+			}
+		}
+	}
+	out := &Scores{Method: c.name}
+	for k, ls := range st.Layers {
+		s, d := c.score(ls, st.N, k, seed)
+		out.Layers = append(out.Layers, &LayerScores{Layer: ls.Layer, Score: s, Delta: d})
+	}
+	return out, nil
+}
+
+var criteria = map[string]Criterion{
+	"ec": funcCriterion{name: "ec", compensate: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
+		return ls.ECImportance(n)
+	}},
+	"ec-nocomp": funcCriterion{name: "ec-nocomp", score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
+		return ls.NoCompImportance(n), nil
+	}},
+	"magnitude": funcCriterion{name: "magnitude", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+		s := make([]float64, len(ls.Layer.W))
+		for q, w := range ls.Layer.W {
+			s[q] = math.Abs(w)
+		}
+		return s, nil
+	}},
+	"random": funcCriterion{name: "random", score: func(ls *LayerStats, _, layer int, seed uint64) ([]float64, []float64) {
+		// One stream per layer, so a layer's scores do not depend on the
+		// sizes of the layers before it.
+		r := rand.New(rand.NewPCG(seed, uint64(layer)+1))
+		s := make([]float64, len(ls.Layer.W))
+		for q := range s {
+			s[q] = r.Float64()
+		}
+		return s, nil
+	}},
+	"wanda": funcCriterion{name: "wanda", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+		l := ls.Layer
+		s := make([]float64, len(l.W))
+		for i := 0; i < l.Out; i++ {
+			for j := 0; j < l.In; j++ {
+				s[i*l.In+j] = math.Abs(l.W[i*l.In+j]) * math.Sqrt(ls.SumA2[j])
+			}
+		}
+		return s, nil
+	}},
+	"gradient": funcCriterion{name: "gradient", labels: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
+		s := make([]float64, len(ls.GradW))
+		for q, g := range ls.GradW {
+			s[q] = math.Abs(g) / float64(n)
+		}
+		return s, nil
+	}},
+	"taylor": funcCriterion{name: "taylor", labels: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
+		s := make([]float64, len(ls.GradW))
+		for q, g := range ls.GradW {
+			s[q] = math.Abs(ls.Layer.W[q]*g) / float64(n)
+		}
+		return s, nil
+	}},
+}
+
+// CriterionByName returns a statistics-based criterion. "exact" is not one
+// of them: it re-runs the network (see Exact).
+func CriterionByName(name string) (Criterion, error) {
+	if c, ok := criteria[name]; ok {
+		return c, nil
+	}
+	return nil, fmt.Errorf("unknown method %q (known: %s)", name, strings.Join(Methods(), ", "))
+}
+
+// Methods lists every pruning method name, for help texts.
+func Methods() []string {
+	out := make([]string, 0, len(criteria)+2)
+	for k := range criteria {
+		out = append(out, k)
+	}
+	out = append(out, "exact", "ec+")
+	sort.Strings(out)
+	return out
+}
+
+// NeedsLabels tells whether a method needs labels.
+func NeedsLabels(method string) bool {
+	c, ok := criteria[method]
+	return ok && c.NeedsLabels()
+}
+
+// Compensates tells whether a method shifts biases.
+func Compensates(method string) bool {
+	switch method {
+	case "exact", "ec+":
+		return true
+	}
+	c, ok := criteria[method]
+	return ok && c.Compensates()
+}

@@ -1,0 +1,584 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// Objective is what a weight's removal is measured on.
+type Objective string
+
+const (
+	// ObjOutput: the model's outputs, J_i(n) = dy(n)/dz_i (no labels).
+	ObjOutput Objective = "output"
+	// ObjLoss: the per-sample loss, J_i(n) = dL_n/dz_i (needs labels).
+	ObjLoss Objective = "loss"
+)
+
+// Task says which loss labels imply.
+type Task string
+
+const (
+	TaskClassification Task = "classification" // cross-entropy on logits
+	TaskRegression     Task = "regression"     // squared error
+)
+
+// AD modes. Forward seeds one tangent per neuron of a layer; reverse seeds
+// one cotangent per output component; probes seeds P random-sign
+// cotangents and estimates g without bias.
+const (
+	ADAuto    = "auto"
+	ADForward = "forward"
+	ADReverse = "reverse"
+)
+
+// Labels are the targets of the calibration samples, by sample index.
+type Labels struct {
+	Class  []int     // class indices, or nil
+	Target []float64 // regression targets, row-major [N, width], or nil
+	Width  int       // targets per sample
+}
+
+// Batch is a slice of calibration samples: one tensor per graph input with
+// the batch as the first axis.
+type Batch struct {
+	Start  int
+	Inputs []*Tensor
+}
+
+// Data streams calibration batches. Each may be called several times;
+// batches come in order and cover every sample once.
+type Data interface {
+	Len() int
+	Each(batch int, f func(b Batch) error) error
+}
+
+// StatsOptions tunes Collect.
+type StatsOptions struct {
+	Objective Objective
+	Task      Task
+	Labels    *Labels
+	AD        string // ADAuto, ADForward, ADReverse
+	Probes    int    // > 0: estimate g with this many random-sign VJPs when K > Probes
+	Seed      uint64
+	Batch     int
+	// Grad also accumulates sum_n dL_n/dW (for gradient and taylor);
+	// needs Labels.
+	Grad bool
+	// MaxTangent bounds the number of float64s in one batch of tangents
+	// (P x batch x width), to bound memory; 0 means 1<<24.
+	MaxTangent int
+	Log        func(format string, args ...any)
+	Progress   func(done, total int)
+}
+
+// LayerStats are the sums METHOD.md defines for one prunable layer, over
+// the calibration samples. S1 and S2 are accumulated on activations
+// shifted by Shift (the first batch's feature means), which keeps the
+// weighted variance S2 - S1^2/S0 free of cancellation: a feature constant
+// over the calibration set gets exactly 0.
+type LayerStats struct {
+	Layer *onnxio.Layer
+	Op    int       // index of the layer's Dense op in Network.Ops
+	Shift []float64 // In
+	S0    []float64 // Out: sum_n g_i(n)
+	S1    []float64 // Out x In: sum_n g_i(n) (a_j(n) - Shift_j)
+	S2    []float64 // Out x In: sum_n g_i(n) (a_j(n) - Shift_j)^2
+	SumA2 []float64 // In: sum_n a_j(n)^2 (wanda)
+	GradW []float64 // Out x In: sum_n dL_n/dW_ij, or nil
+}
+
+// Stats holds LayerStats for every prunable layer.
+type Stats struct {
+	Net       *onnxio.Network
+	Layers    []*LayerStats
+	N         int    // calibration samples
+	Mode      string // how g was computed: forward, reverse, probes(P), loss
+	Objective Objective
+	Passes    int // batches processed (to show statistics are computed once)
+
+	rng *rand.Rand // probe signs, continuing across batches
+}
+
+// GBatch computes g_i(row) = ||J_i(row)||^2 (or (dL/dz_i)^2 for the loss
+// objective) of every prunable layer on one traced batch, the way Collect
+// did: one []float64 [rows, Out] per entry of st.Layers. Methods that need
+// per-sample weights (ec+) use it.
+func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int) ([][]float64, error) {
+	if st.Mode == "loss" {
+		dz, err := lossCotangents(net, tr, st, opt, start, n)
+		if err != nil {
+			return nil, err
+		}
+		g := make([][]float64, len(dz))
+		for i, d := range dz {
+			g[i] = make([]float64, d.Len())
+			addSquares(g[i], d, 1)
+		}
+		return g, nil
+	}
+	if opt.MaxTangent <= 0 {
+		opt.MaxTangent = 1 << 24
+	}
+	if st.rng == nil {
+		st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
+	}
+	return gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng)
+}
+
+// LayerStatsFor finds the statistics of a layer.
+func (s *Stats) LayerStatsFor(l *onnxio.Layer) *LayerStats {
+	for _, ls := range s.Layers {
+		if ls.Layer == l {
+			return ls
+		}
+	}
+	return nil
+}
+
+// OutputSize is K, the number of output values per sample (all graph
+// outputs concatenated), from a trace of a batch of n samples.
+func outputSize(outs []*Tensor, n int) int {
+	k := 0
+	for _, o := range outs {
+		k += o.Len() / n
+	}
+	return k
+}
+
+// chooseMode picks the cheaper exact path: forward costs about the sum of
+// out_l (times positions) tangent passes, reverse about K.
+func chooseMode(opt StatsOptions, layers []*LayerStats, rowsPerSample []int, k int) string {
+	if opt.Objective == ObjLoss {
+		return "loss"
+	}
+	if opt.AD == ADForward {
+		return ADForward
+	}
+	if opt.Probes > 0 && k > opt.Probes && opt.AD != ADReverse {
+		return "probes"
+	}
+	if opt.AD == ADReverse {
+		return ADReverse
+	}
+	fwd := 0
+	for i, ls := range layers {
+		fwd += ls.Layer.Out * rowsPerSample[i]
+	}
+	if fwd < k {
+		return ADForward
+	}
+	return ADReverse
+}
+
+// Collect runs the network over the calibration data once and accumulates
+// the statistics of every prunable layer.
+func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
+	if !net.Evaluable {
+		return nil, fmt.Errorf("the network cannot be evaluated: %s", net.Reason)
+	}
+	if opt.Objective == "" {
+		opt.Objective = ObjOutput
+	}
+	if (opt.Objective == ObjLoss || opt.Grad) && opt.Labels == nil {
+		return nil, fmt.Errorf("the %s objective needs labels", ObjLoss)
+	}
+	if opt.Batch <= 0 {
+		opt.Batch = 256
+	}
+	if opt.MaxTangent <= 0 {
+		opt.MaxTangent = 1 << 24
+	}
+	logf := opt.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	st := &Stats{Net: net, Objective: opt.Objective}
+	for i, op := range net.Ops {
+		if op.Kind == onnxio.OpDense && op.Layer.Prunable {
+			l := op.Layer
+			st.Layers = append(st.Layers, &LayerStats{
+				Layer: l, Op: i,
+				S0: make([]float64, l.Out), S1: make([]float64, l.Out*l.In), S2: make([]float64, l.Out*l.In),
+				SumA2: make([]float64, l.In),
+			})
+			if opt.Grad {
+				st.Layers[len(st.Layers)-1].GradW = make([]float64, l.Out*l.In)
+			}
+		}
+	}
+	if len(st.Layers) == 0 {
+		return nil, fmt.Errorf("no prunable layers")
+	}
+	st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
+	total := data.Len()
+	done := 0
+	err := data.Each(opt.Batch, func(b Batch) error {
+		n := b.Inputs[0].Shape[0]
+		tr, err := Run(net, b.Inputs)
+		if err != nil {
+			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+		}
+		outs := tr.Outputs()
+		k := outputSize(outs, n)
+		rowsPer := make([]int, len(st.Layers))
+		for i, ls := range st.Layers {
+			r, _ := Flat(tr.Values[net.Ops[ls.Op].Out])
+			rowsPer[i] = r / n
+		}
+		if st.Mode == "" {
+			st.Mode = chooseMode(opt, st.Layers, rowsPer, k)
+			if st.Mode == "probes" {
+				st.Mode = fmt.Sprintf("probes(%d)", opt.Probes)
+			}
+			logf("analysis: %d layers, K=%d outputs per sample, derivatives by %s", len(st.Layers), k, st.Mode)
+		}
+		var dz []*Tensor
+		if opt.Grad || st.Mode == "loss" {
+			dz, err = lossCotangents(net, tr, st, opt, b.Start, n)
+			if err != nil {
+				return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+			}
+		}
+		var g [][]float64
+		if st.Mode == "loss" {
+			// J_i(n) = dL_n/dz_i, a scalar: g is its square.
+			g = make([][]float64, len(dz))
+			for i, d := range dz {
+				g[i] = make([]float64, d.Len())
+				addSquares(g[i], d, 1)
+			}
+		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng); err != nil {
+			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+		}
+		if !opt.Grad {
+			dz = nil
+		}
+		for i, ls := range st.Layers {
+			a := tr.Values[net.Ops[ls.Op].In[0]]
+			var gz []float64
+			if dz != nil {
+				gz = dz[i].Data
+			}
+			ls.accumulate(a.Data, g[i], gz)
+		}
+		st.N += n
+		st.Passes++
+		done += n
+		if opt.Progress != nil {
+			opt.Progress(done, total)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if st.N == 0 {
+		return nil, fmt.Errorf("no calibration samples")
+	}
+	return st, nil
+}
+
+// accumulate adds one batch: a is the layer input [rows, In], g the
+// weights g_i [rows, Out], dz (optional) dL/dz [rows, Out].
+func (ls *LayerStats) accumulate(a, g, dz []float64) {
+	l := ls.Layer
+	rows := len(a) / l.In
+	if ls.Shift == nil {
+		ls.Shift = make([]float64, l.In)
+		for r := 0; r < rows; r++ {
+			for j, v := range a[r*l.In : (r+1)*l.In] {
+				ls.Shift[j] += v
+			}
+		}
+		for j := range ls.Shift {
+			ls.Shift[j] /= float64(rows)
+		}
+	}
+	ac := make([]float64, len(a))
+	ac2 := make([]float64, len(a))
+	for r := 0; r < rows; r++ {
+		row := a[r*l.In : (r+1)*l.In]
+		for j, v := range row {
+			ls.SumA2[j] += v * v
+			d := v - ls.Shift[j]
+			ac[r*l.In+j] = d
+			ac2[r*l.In+j] = d * d
+		}
+		for i, gv := range g[r*l.Out : (r+1)*l.Out] {
+			ls.S0[i] += gv
+		}
+	}
+	gm := blas64.General{Rows: rows, Cols: l.Out, Stride: l.Out, Data: g}
+	acm := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: ac}
+	ac2m := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: ac2}
+	s1 := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.S1}
+	s2 := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.S2}
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, gm, acm, 1, s1)
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, gm, ac2m, 1, s2)
+	if dz != nil {
+		am := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: a}
+		dzm := blas64.General{Rows: rows, Cols: l.Out, Stride: l.Out, Data: dz}
+		gw := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.GradW}
+		blas64.Gemm(blas.Trans, blas.NoTrans, 1, dzm, am, 1, gw)
+	}
+}
+
+// gValues computes g_i(row) = ||J_i(row)||^2 for every prunable layer, one
+// []float64 [rows, Out] per layer.
+func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k int, rng *rand.Rand) ([][]float64, error) {
+	g := make([][]float64, len(st.Layers))
+	for i, ls := range st.Layers {
+		g[i] = make([]float64, tr.Values[net.Ops[ls.Op].Out].Len())
+	}
+	want := make([]int, len(st.Layers))
+	for i, ls := range st.Layers {
+		want[i] = net.Ops[ls.Op].Out
+	}
+	outs := tr.Outputs()
+	switch {
+	case st.Mode == ADForward:
+		for i := range st.Layers {
+			z := tr.Values[want[i]]
+			posTotal := z.Len() / n // positions x Out per sample
+			chunk := max(1, opt.MaxTangent/max(1, n*maxWidth(tr)))
+			for p0 := 0; p0 < posTotal; p0 += chunk {
+				p1 := min(posTotal, p0+chunk)
+				seed := Zeros(append([]int{p1 - p0}, z.Shape...)...)
+				per := z.Len() / n
+				for p := p0; p < p1; p++ {
+					for s := 0; s < n; s++ {
+						seed.Data[(p-p0)*z.Len()+s*per+p] = 1
+					}
+				}
+				tans, err := JVP(net, tr, want[i], seed)
+				if err != nil {
+					return nil, err
+				}
+				for p := p0; p < p1; p++ {
+					for s := 0; s < n; s++ {
+						var sum float64
+						for o, t := range tans {
+							per := outs[o].Len() / n
+							for _, v := range t.Data[(p-p0)*outs[o].Len()+s*per : (p-p0)*outs[o].Len()+(s+1)*per] {
+								sum += v * v
+							}
+						}
+						g[i][s*per+p] += sum
+					}
+				}
+			}
+		}
+	default: // reverse or probes
+		probes := 0
+		dirs := k
+		if st.Mode != ADReverse {
+			probes = opt.Probes
+			dirs = probes
+		}
+		chunk := max(1, opt.MaxTangent/max(1, n*maxWidth(tr)))
+		for p0 := 0; p0 < dirs; p0 += chunk {
+			p1 := min(dirs, p0+chunk)
+			cot := make([]*Tensor, len(outs))
+			for o, out := range outs {
+				cot[o] = Zeros(append([]int{p1 - p0}, out.Shape...)...)
+			}
+			if probes > 0 {
+				for _, c := range cot {
+					for q := range c.Data {
+						if rng.Uint64()&1 == 0 {
+							c.Data[q] = 1
+						} else {
+							c.Data[q] = -1
+						}
+					}
+				}
+			} else {
+				// direction p is output component p (outputs concatenated).
+				for p := p0; p < p1; p++ {
+					o, kk := p, 0
+					for ; o >= outs[kk].Len()/n; kk++ {
+						o -= outs[kk].Len() / n
+					}
+					per := outs[kk].Len() / n
+					for s := 0; s < n; s++ {
+						cot[kk].Data[(p-p0)*outs[kk].Len()+s*per+o] = 1
+					}
+				}
+			}
+			res, err := VJP(net, tr, cot, want)
+			if err != nil {
+				return nil, err
+			}
+			scale := 1.0
+			if probes > 0 {
+				scale = 1 / float64(probes)
+			}
+			for i := range st.Layers {
+				addSquares(g[i], res[want[i]], scale)
+			}
+		}
+	}
+	return g, nil
+}
+
+func maxWidth(tr *Trace) int {
+	w := 1
+	for _, v := range tr.Values {
+		if v != nil && v.Len() > w {
+			w = v.Len()
+		}
+	}
+	return w
+}
+
+// addSquares adds scale * sum over the leading (direction) axis of v^2.
+func addSquares(dst []float64, v *Tensor, scale float64) {
+	per := len(dst)
+	for p := 0; p < v.Len()/per; p++ {
+		for q, x := range v.Data[p*per : (p+1)*per] {
+			dst[q] += scale * x * x
+		}
+	}
+}
+
+// lossCotangents returns dL_n/dz for each prunable layer, [rows, Out].
+func lossCotangents(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int) ([]*Tensor, error) {
+	cot, err := lossCotangentAtOutput(net, tr, opt, start, n)
+	if err != nil {
+		return nil, err
+	}
+	want := make([]int, len(st.Layers))
+	for i, ls := range st.Layers {
+		want[i] = net.Ops[ls.Op].Out
+	}
+	res, err := VJP(net, tr, cot, want)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Tensor, len(want))
+	for i, w := range want {
+		out[i] = res[w]
+	}
+	return out, nil
+}
+
+// lossCotangentAtOutput is dL_n/dy for the batch starting at sample
+// start, as one cotangent direction.
+func lossCotangentAtOutput(net *onnxio.Network, tr *Trace, opt StatsOptions, start, n int) ([]*Tensor, error) {
+	outs := tr.Outputs()
+	if len(outs) != 1 {
+		return nil, fmt.Errorf("the loss objective needs a model with one output, this one has %d", len(outs))
+	}
+	y := outs[0]
+	per := y.Len() / n
+	cot := Zeros(append([]int{1}, y.Shape...)...)
+	lab := opt.Labels
+	finalSoftmax := lastOpKind(net) == onnxio.OpSoftmax
+	for s := 0; s < n; s++ {
+		row := y.Data[s*per : (s+1)*per]
+		d := cot.Data[s*per : (s+1)*per]
+		switch opt.Task {
+		case TaskRegression:
+			if lab.Target == nil || lab.Width != per {
+				return nil, fmt.Errorf("regression targets have %d values per sample, the model outputs %d", lab.Width, per)
+			}
+			t := lab.Target[(start+s)*per : (start+s+1)*per]
+			for q := range row {
+				d[q] = 2 * (row[q] - t[q])
+			}
+		default:
+			if lab.Class == nil {
+				return nil, fmt.Errorf("classification needs class labels")
+			}
+			c := lab.Class[start+s]
+			if c < 0 || c >= per {
+				return nil, fmt.Errorf("label %d of sample %d is outside the model's %d classes", c, start+s, per)
+			}
+			if finalSoftmax {
+				// L = -log y_c on probabilities.
+				d[c] = -1 / math.Max(row[c], 1e-300)
+				continue
+			}
+			// Cross-entropy on logits (also right for log-probabilities,
+			// since LogSoftmax's VJP removes the difference).
+			softmaxInto(d, row)
+			d[c]--
+		}
+	}
+	return []*Tensor{cot}, nil
+}
+
+func lastOpKind(net *onnxio.Network) onnxio.OpKind {
+	if len(net.Outputs) == 1 {
+		for i := len(net.Ops) - 1; i >= 0; i-- {
+			if net.Ops[i].Out == net.Outputs[0] {
+				return net.Ops[i].Kind
+			}
+		}
+	}
+	return -1
+}
+
+func softmaxInto(dst, x []float64) {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, v)
+	}
+	var s float64
+	for q, v := range x {
+		dst[q] = math.Exp(v - m)
+		s += dst[q]
+	}
+	for q := range dst {
+		dst[q] /= s
+	}
+}
+
+// ECImportance computes METHOD.md's importance I_ij and optimal bias shift
+// delta*_ij for one layer, row-major [Out, In].
+func (ls *LayerStats) ECImportance(n int) (imp, delta []float64) {
+	l := ls.Layer
+	imp = make([]float64, l.Out*l.In)
+	delta = make([]float64, l.Out*l.In)
+	for i := 0; i < l.Out; i++ {
+		s0 := ls.S0[i]
+		if s0 == 0 {
+			continue // the neuron never reaches the output
+		}
+		for j := 0; j < l.In; j++ {
+			q := i*l.In + j
+			w := l.W[q]
+			s1, s2 := ls.S1[q], ls.S2[q]
+			v := s2 - s1*s1/s0
+			if v < 0 {
+				v = 0 // rounding
+			}
+			imp[q] = w * w / float64(n) * v
+			delta[q] = w * (s1 + ls.Shift[j]*s0) / s0
+		}
+	}
+	return imp, delta
+}
+
+// NoCompImportance is (1/N) sum_n g_i (w_ij a_j)^2: EC with delta = 0.
+func (ls *LayerStats) NoCompImportance(n int) []float64 {
+	l := ls.Layer
+	imp := make([]float64, l.Out*l.In)
+	for i := 0; i < l.Out; i++ {
+		for j := 0; j < l.In; j++ {
+			q := i*l.In + j
+			c := ls.Shift[j]
+			s2raw := ls.S2[q] + 2*c*ls.S1[q] + c*c*ls.S0[i]
+			w := l.W[q]
+			imp[q] = math.Max(0, w*w*s2raw/float64(n))
+		}
+	}
+	return imp
+}

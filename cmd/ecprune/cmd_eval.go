@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+type evalFlags struct {
+	data    []string
+	labels  string
+	task    string
+	against string
+	save    string
+	batch   int
+	limit   int
+}
+
+func init() {
+	f := &evalFlags{}
+	register(&command{
+		name:    "eval",
+		summary: "run a model with the built-in evaluator: loss, accuracy, error against another model",
+		usage:   "MODEL --data X.npy [--labels Y.npy] [--against REF.onnx] [--save-outputs OUT.npy]",
+		examples: []string{
+			"ecprune eval pruned.onnx --data test_x.npy --labels test_y.npy --against model.onnx",
+			"ecprune eval model.onnx --data x.npy --save-outputs y.npy",
+		},
+		flags: func(fs *pflag.FlagSet) {
+			fs.StringSliceVar(&f.data, "data", nil, "inputs: .npy (first axis = samples), .npz keyed by input name, or TensorProto .pb (required)")
+			fs.StringVar(&f.labels, "labels", "", "labels (.npy class indices or float targets): loss and accuracy")
+			fs.StringVar(&f.task, "task", "", "classification or regression; default: from the labels' type")
+			fs.StringVar(&f.against, "against", "", "reference model: output MSE, max |diff| and argmax agreement against it")
+			fs.StringVar(&f.save, "save-outputs", "", "save the first output for every sample to this .npy (float32, or float64 for float64 models)")
+			fs.IntVar(&f.batch, "batch", 256, "samples per batch")
+			fs.IntVar(&f.limit, "limit", 0, "use at most this many samples (0: all)")
+		},
+		run: func(e *env, args []string) error { return runEval(e, f, args) },
+	})
+}
+
+type evalResult struct {
+	Model   string            `json:"model"`
+	Against string            `json:"against,omitempty"`
+	Task    string            `json:"task,omitempty"`
+	Quality *analysis.Quality `json:"quality"`
+	Saved   string            `json:"saved_outputs,omitempty"`
+}
+
+func runEval(e *env, f *evalFlags, args []string) error {
+	if len(args) != 1 {
+		return usagef("eval takes one model file")
+	}
+	if len(f.data) == 0 {
+		return usagef("--data is required")
+	}
+	switch f.task {
+	case "", "classification", "regression":
+	default:
+		return usagef("--task %q: want classification or regression", f.task)
+	}
+	ld, err := e.loadModel(args[0], true)
+	if err != nil {
+		return err
+	}
+	var ref *loaded
+	if f.against != "" {
+		if ref, err = e.loadModel(f.against, true); err != nil {
+			return err
+		}
+		if len(ref.net.Inputs) != len(ld.net.Inputs) || len(ref.net.Outputs) != len(ld.net.Outputs) {
+			return &onnxio.BadInputError{File: f.against, Msg: "has other inputs or outputs than " + args[0]}
+		}
+	}
+	src, err := e.openData(ld.net, f.data, f.batch, f.limit)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	r := &evalResult{Model: args[0], Against: f.against}
+	var labels *analysis.Labels
+	task := guessTask(f.task, nil)
+	if f.labels != "" {
+		raw, err := src.LoadLabels(f.labels)
+		if err != nil {
+			return err
+		}
+		task = guessTask(f.task, raw)
+		if labels, err = convertLabels(f.labels, raw, task); err != nil {
+			return err
+		}
+		r.Task = string(task)
+	}
+	var saved []float64
+	var savedShape []int
+	collect := func(start int, outs []*analysis.Tensor) error {
+		if f.save == "" {
+			return nil
+		}
+		saved = append(saved, outs[0].Data...)
+		if savedShape == nil {
+			savedShape = append([]int{0}, outs[0].Shape[1:]...)
+		}
+		savedShape[0] += outs[0].Shape[0]
+		return nil
+	}
+	var refNet *onnxio.Network
+	if ref != nil {
+		refNet = ref.net
+	}
+	q, err := analysis.Evaluate(ld.net, refNet, sourceData{src}, labels, task, f.batch, collect)
+	if err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
+	r.Quality = q
+	if f.save != "" {
+		f32 := true
+		for _, l := range ld.net.Layers {
+			if l.WeightType == onnxio.Double {
+				f32 = false
+			}
+		}
+		if err := calib.SaveNpy(f.save, saved, savedShape, f32); err != nil {
+			return err
+		}
+		r.Saved = f.save
+	}
+	return e.output(r, func(w io.Writer) {
+		fmt.Fprintf(w, "%s: %d samples", r.Model, q.N)
+		if q.Loss != nil {
+			fmt.Fprintf(w, ", loss %.6g", *q.Loss)
+		}
+		if q.Accuracy != nil {
+			fmt.Fprintf(w, ", accuracy %.4f", *q.Accuracy)
+		}
+		fmt.Fprintln(w)
+		if q.MSE != nil {
+			fmt.Fprintf(w, "against %s: output MSE %.6g, max |diff| %.6g, argmax agreement %.4f\n", f.against, *q.MSE, *q.MaxAbs, *q.ArgmaxSame)
+		}
+		if r.Saved != "" {
+			fmt.Fprintf(w, "outputs saved to %s\n", r.Saved)
+		}
+	})
+}

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune/export"
+	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune"
+)
+
+// densifyNote is said in every size report: sparse storage shrinks files,
+// ONNX Runtime densifies it on load.
+const densifyNote = "ONNX Runtime densifies sparse tensors when it loads them: the pruned file is smaller to store and ship, not faster or smaller in memory at run time"
+
+type pruneFlags struct {
+	af            analysisFlags
+	output        string
+	method        string
+	sparsity      float64
+	scope         string
+	format        string
+	nm            string
+	skip          []string
+	layerSparsity []string
+	addBias       bool
+	scores        string
+	report        string
+	external      int64
+}
+
+func (f *pruneFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.output, "output", "o", "", "the pruned model to write (required; never the input)")
+	fs.StringVar(&f.method, "method", "ec", "pruning criterion: "+strings.Join(analysis.Methods(), ", "))
+	fs.Float64Var(&f.sparsity, "sparsity", 0.5, "fraction of the prunable weights to remove, in [0, 1)")
+	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
+	fs.StringVar(&f.format, "format", "auto", "how pruned weights are stored: auto (smallest valid), constant (sparse Constant node), sparse-initializer, dense")
+	fs.StringVar(&f.nm, "nm", "", "N:M pattern instead of --sparsity, e.g. 2:4 keeps 2 of every 4 consecutive weights of a row")
+	fs.StringSliceVar(&f.skip, "skip", nil, "layers (weight initializer or node names) to leave dense")
+	fs.StringSliceVar(&f.layerSparsity, "layer-sparsity", nil, "per-layer sparsity, NAME=S,...; these layers are ranked on their own")
+	fs.BoolVar(&f.addBias, "add-bias", true, "give a bias-free layer a bias when compensation needs one")
+	fs.StringVar(&f.scores, "scores", "", "write every layer's importance and bias shift to this .npz (NAME.importance, NAME.delta, [out, in])")
+	fs.StringVar(&f.report, "report", "", "also write the report as JSON to this file")
+	fs.Int64Var(&f.external, "external-data", 0, "store tensors of at least this many bytes in OUTPUT.data (0: keep the input's layout)")
+	f.af.register(fs)
+}
+
+func init() {
+	f := &pruneFlags{}
+	register(&command{
+		name:    "prune",
+		summary: "prune a model's dense layers, compensating each removal with a bias shift",
+		usage:   "MODEL -o OUT --calib X.npy [flags]",
+		examples: []string{
+			"ecprune prune model.onnx -o pruned.onnx --calib calib_x.npy --sparsity 0.8",
+			"ecprune prune model.onnx -o pruned.onnx --calib x.npy --labels y.npy --method ec+ --sparsity 0.9 --report report.json",
+			"ecprune prune model.onnx -o pruned.onnx --calib x.npy --nm 2:4 --format dense",
+		},
+		flags: f.register,
+		run:   func(e *env, args []string) error { return runPrune(e, f, args) },
+	})
+}
+
+// pruneOptions turns flags into prune.Options.
+func (f *pruneFlags) pruneOptions(fs *pflag.FlagSet) (prune.Options, error) {
+	opt := prune.Options{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip, Compensate: true}
+	if f.nm != "" {
+		var n, m int
+		if _, err := fmt.Sscanf(f.nm, "%d:%d", &n, &m); err != nil || fmt.Sprintf("%d:%d", n, m) != f.nm {
+			return opt, usagef("--nm %q: want N:M, e.g. 2:4", f.nm)
+		}
+		if fs.Changed("sparsity") {
+			return opt, usagef("--nm and --sparsity exclude each other")
+		}
+		opt.NM = &prune.NM{N: n, M: m}
+		opt.Sparsity = 1 - float64(n)/float64(m)
+	}
+	if len(f.layerSparsity) > 0 {
+		opt.LayerSparsity = map[string]float64{}
+		for _, kv := range f.layerSparsity {
+			k, v, ok := strings.Cut(kv, "=")
+			s, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil {
+				return opt, usagef("--layer-sparsity %q: want NAME=S", kv)
+			}
+			opt.LayerSparsity[k] = s
+		}
+	}
+	return opt, nil
+}
+
+type sizeInfo struct {
+	Bytes     int64 `json:"bytes"`
+	GzipBytes int64 `json:"gzip_bytes"`
+	Params    int   `json:"params"`
+	NonZeros  int   `json:"nonzeros"`
+}
+
+type layerReport struct {
+	Name          string  `json:"name"`
+	Out           int     `json:"out"`
+	In            int     `json:"in"`
+	Params        int     `json:"params"`
+	NonZerosBef   int     `json:"nonzeros_before"`
+	NonZeros      int     `json:"nonzeros"`
+	Density       float64 `json:"density"`
+	Format        string  `json:"format"`
+	TensorBytes   int64   `json:"tensor_bytes"`
+	BiasShiftNorm float64 `json:"bias_shift_norm"`
+	Predicted     float64 `json:"predicted_error"`
+}
+
+type qualityPair struct {
+	Original *analysis.Quality `json:"original"`
+	Pruned   *analysis.Quality `json:"pruned"`
+}
+
+type pruneReport struct {
+	Model          string        `json:"model"`
+	Output         string        `json:"output"`
+	Method         string        `json:"method"`
+	Sparsity       float64       `json:"sparsity"`
+	NM             string        `json:"nm,omitempty"`
+	Scope          string        `json:"scope"`
+	Objective      string        `json:"objective"`
+	Derivatives    string        `json:"derivatives"`
+	Seed           uint64        `json:"seed"`
+	Samples        int           `json:"calibration_samples"`
+	Holdout        int           `json:"holdout_samples"`
+	Removed        int           `json:"removed"`
+	Prunable       int           `json:"prunable"`
+	Before         sizeInfo      `json:"before"`
+	After          sizeInfo      `json:"after"`
+	Layers         []layerReport `json:"layers"`
+	Calibration    qualityPair   `json:"calibration"`
+	HoldoutQ       *qualityPair  `json:"holdout,omitempty"`
+	PredictedSqErr *float64      `json:"predicted_sq_err_per_sample,omitempty"`
+	Note           string        `json:"note"`
+	Seconds        struct {
+		Analysis float64 `json:"analysis"`
+		Select   float64 `json:"select"`
+		Write    float64 `json:"write"`
+		Evaluate float64 `json:"evaluate"`
+	} `json:"seconds"`
+}
+
+func runPrune(e *env, f *pruneFlags, args []string) error {
+	if len(args) != 1 {
+		return usagef("prune takes one model file")
+	}
+	in := args[0]
+	if f.output == "" {
+		return usagef("-o OUT is required")
+	}
+	if err := checkOutputPath(in, f.output); err != nil {
+		return err
+	}
+	format, err := export.ParseFormat(f.format)
+	if err != nil {
+		return usagef("--format: %v", err)
+	}
+	opt, err := f.pruneOptions(e.fs)
+	if err != nil {
+		return err
+	}
+	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && f.method != "ec+" {
+		return usagef("--method: %v", err)
+	}
+	needGrad := analysis.NeedsLabels(f.method)
+	if needGrad && f.af.labels == "" {
+		return usagef("method %s needs labels (--labels)", f.method)
+	}
+	j, err := e.newJob(in, &f.af, needGrad)
+	if err != nil {
+		return err
+	}
+	defer j.src.Close()
+	r, err := j.pruneOne(f, opt, format, f.output)
+	if err != nil {
+		return err
+	}
+	if f.report != "" {
+		b, _ := json.MarshalIndent(r, "", "  ")
+		if err := onnxio.WriteFileAtomic(f.report, append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	return e.output(r, func(w io.Writer) { printPruneReport(w, r) })
+}
+
+// checkOutputPath refuses to overwrite the input and checks, before any
+// long analysis, that the output folder exists and is writable.
+func checkOutputPath(in, out string) error {
+	ai, _ := filepath.Abs(in)
+	ao, _ := filepath.Abs(out)
+	if ai == ao {
+		return &onnxio.BadInputError{File: out, Msg: "is the input model: refusing to overwrite it (choose another -o)"}
+	}
+	if si, err := os.Stat(in); err == nil {
+		if so, err := os.Stat(out); err == nil && os.SameFile(si, so) {
+			return &onnxio.BadInputError{File: out, Msg: "is the input model (another link to it): refusing to overwrite it"}
+		}
+	}
+	dir := filepath.Dir(out)
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return &onnxio.BadInputError{File: out, Msg: "the output folder " + dir + " does not exist"}
+	}
+	tmp, err := os.CreateTemp(dir, ".ecprune-probe-*")
+	if err != nil {
+		return &onnxio.BadInputError{File: out, Msg: "cannot write in the output folder " + dir}
+	}
+	tmp.Close()
+	os.Remove(tmp.Name())
+	return nil
+}
+
+// pruneOne prunes with one method and options, writes out, and measures.
+func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, out string) (*pruneReport, error) {
+	e := j.e
+	r := &pruneReport{
+		Model: j.ld.path, Output: out, Method: f.method, Sparsity: opt.Sparsity, Scope: string(opt.Scope),
+		Objective: f.af.objective, Derivatives: j.stats.Mode, Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
+	}
+	if opt.NM != nil {
+		r.NM = f.nm
+		r.Scope = "layer"
+	}
+	if j.hold != nil {
+		r.Holdout = j.hold.N()
+	}
+	r.Seconds.Analysis = j.statTime.Seconds()
+	t := time.Now()
+	plan, err := j.plan(f.method, opt)
+	if err != nil {
+		return nil, err
+	}
+	r.Seconds.Select = time.Since(t).Seconds()
+	t = time.Now()
+	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
+	if err != nil {
+		return nil, err
+	}
+	if err := export.Save(pm, out, f.external); err != nil {
+		return nil, err
+	}
+	r.Seconds.Write = time.Since(t).Seconds()
+	if f.scores != "" {
+		if err := j.writeScores(f.method, f.scores); err != nil {
+			os.Remove(out)
+			return nil, err
+		}
+	}
+	// Sizes and counts.
+	r.Before, err = modelSizes(j.ld.path, j.ld.net)
+	if err != nil {
+		return nil, err
+	}
+	after, err := e.loadModel(out, false)
+	if err != nil {
+		return nil, fmt.Errorf("reading back %s: %w", out, err)
+	}
+	r.After, err = modelSizes(out, after.net)
+	if err != nil {
+		return nil, err
+	}
+	r.Removed, r.Prunable = plan.Removed, plan.Total
+	for k, lp := range plan.Layers {
+		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: lp.Predicted}
+		for q, w := range lp.W {
+			if w != 0 {
+				lr.NonZeros++
+			}
+			if lp.Layer.W[q] != 0 {
+				lr.NonZerosBef++
+			}
+		}
+		if k < len(results) {
+			lr.Format, lr.TensorBytes = string(results[k].Format), results[k].Bytes
+		}
+		var ss float64
+		for _, d := range lp.BiasShift {
+			ss += d * d
+		}
+		lr.BiasShiftNorm = math.Sqrt(ss)
+		r.Layers = append(r.Layers, lr)
+	}
+	if f.method == "ec" && f.af.objective == "output" {
+		var p float64
+		for _, lp := range plan.Layers {
+			p += lp.Predicted
+		}
+		r.PredictedSqErr = &p
+	}
+	// Quality: the pruned network as written (read back from the file).
+	t = time.Now()
+	if err := after.net.Err(out); err != nil {
+		return nil, err
+	}
+	r.Calibration.Original, r.Calibration.Pruned, err = j.compare(after.net, j.src, j.labels)
+	if err != nil {
+		return nil, err
+	}
+	if j.hold != nil {
+		var hq qualityPair
+		if hq.Original, hq.Pruned, err = j.compare(after.net, j.hold, j.hlabels); err != nil {
+			return nil, err
+		}
+		r.HoldoutQ = &hq
+	}
+	r.Seconds.Evaluate = time.Since(t).Seconds()
+	return r, nil
+}
+
+// compare measures the original and a pruned network on a data set.
+func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysis.Labels) (orig, pr *analysis.Quality, err error) {
+	d := sourceData{src}
+	if labels != nil {
+		if orig, err = analysis.Evaluate(j.ld.net, nil, d, labels, j.task, j.af.batch, nil); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		orig = &analysis.Quality{N: src.N()}
+	}
+	pr, err = analysis.Evaluate(pruned, j.ld.net, d, labels, j.task, j.af.batch, nil)
+	return orig, pr, err
+}
+
+// writeScores saves a method's scores and deltas as .npz.
+func (j *job) writeScores(method, path string) error {
+	var sc *analysis.Scores
+	var err error
+	if method == "ec+" {
+		sc, err = j.methodScores("ec")
+	} else {
+		sc, err = j.methodScores(method)
+	}
+	if err != nil {
+		return err
+	}
+	arrays := map[string][]float64{}
+	shapes := map[string][]int{}
+	for _, ls := range sc.Layers {
+		arrays[ls.Layer.Name+".importance"] = ls.Score
+		shapes[ls.Layer.Name+".importance"] = []int{ls.Layer.Out, ls.Layer.In}
+		d := ls.Delta
+		if d == nil {
+			d = make([]float64, len(ls.Score))
+		}
+		arrays[ls.Layer.Name+".delta"] = d
+		shapes[ls.Layer.Name+".delta"] = []int{ls.Layer.Out, ls.Layer.In}
+	}
+	return saveNpz(path, arrays, shapes)
+}
+
+func printPruneReport(w io.Writer, r *pruneReport) {
+	what := fmt.Sprintf("%.1f%% %s", 100*r.Sparsity, r.Scope)
+	if r.NM != "" {
+		what = r.NM + " (N:M)"
+	}
+	fmt.Fprintf(w, "%s -> %s: method %s, %s, objective %s, %d calibration samples (derivatives: %s)\n",
+		r.Model, r.Output, r.Method, what, r.Objective, r.Samples, r.Derivatives)
+	fmt.Fprintf(w, "removed %d of %d prunable weights\n\n", r.Removed, r.Prunable)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
+	row := func(name string, a, b int64, human bool) {
+		if human {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t\n", name, humanBytes(a), humanBytes(b), float64(b)/float64(max(1, a)))
+		} else {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t\n", name, a, b, float64(b)/float64(max(1, a)))
+		}
+	}
+	row("size on disk", r.Before.Bytes, r.After.Bytes, true)
+	row("gzip size", r.Before.GzipBytes, r.After.GzipBytes, true)
+	row("dense weights", int64(r.Before.Params), int64(r.After.Params), false)
+	row("non-zeros", int64(r.Before.NonZeros), int64(r.After.NonZeros), false)
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "layer\tW\tdensity\tformat\tbytes\t|bias shift|")
+	for _, l := range r.Layers {
+		fmt.Fprintf(tw, "%s\t%dx%d\t%.3f\t%s\t%s\t%.4g\n", l.Name, l.Out, l.In, l.Density, l.Format, humanBytes(l.TensorBytes), l.BiasShiftNorm)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	printQuality(w, "calibration", r.Calibration)
+	if r.HoldoutQ != nil {
+		printQuality(w, "holdout", *r.HoldoutQ)
+	}
+	if r.PredictedSqErr != nil {
+		fmt.Fprintf(w, "first-order predicted output error: %.4g per sample (sum of removed importances; measured on calibration: %.4g)\n", *r.PredictedSqErr, deref(r.Calibration.Pruned.SqErr))
+	}
+	fmt.Fprintf(w, "note: %s\n", r.Note)
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
+}
+
+func printQuality(w io.Writer, name string, q qualityPair) {
+	p := q.Pruned
+	fmt.Fprintf(w, "%s (%d samples): output MSE %.4g, max |diff| %.4g, argmax agreement %.4f", name, p.N, deref(p.MSE), deref(p.MaxAbs), deref(p.ArgmaxSame))
+	if p.Loss != nil && q.Original.Loss != nil {
+		fmt.Fprintf(w, "; loss %.4g -> %.4g", *q.Original.Loss, *p.Loss)
+	}
+	if p.Accuracy != nil && q.Original.Accuracy != nil {
+		fmt.Fprintf(w, "; accuracy %.4f -> %.4f", *q.Original.Accuracy, *p.Accuracy)
+	}
+	fmt.Fprintln(w)
+}

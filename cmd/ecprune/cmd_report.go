@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ecprune/ecprune/analysis"
+)
+
+type reportFlags struct {
+	data   []string
+	labels string
+	task   string
+	batch  int
+	limit  int
+}
+
+func init() {
+	f := &reportFlags{}
+	register(&command{
+		name:    "report",
+		summary: "compare two models: size, weights, non-zeros, per-layer density, and output error on data",
+		usage:   "BEFORE AFTER [--data X.npy [--labels Y.npy]]",
+		examples: []string{
+			"ecprune report model.onnx pruned.onnx",
+			"ecprune report model.onnx pruned.onnx --data test_x.npy --labels test_y.npy --json",
+		},
+		flags: func(fs *pflag.FlagSet) {
+			fs.StringSliceVar(&f.data, "data", nil, "inputs to measure the output error of AFTER against BEFORE on")
+			fs.StringVar(&f.labels, "labels", "", "labels of --data: loss and accuracy of both models")
+			fs.StringVar(&f.task, "task", "", "classification or regression; default: from the labels' type")
+			fs.IntVar(&f.batch, "batch", 256, "samples per batch")
+			fs.IntVar(&f.limit, "limit", 0, "use at most this many samples (0: all)")
+		},
+		run: func(e *env, args []string) error { return runReport(e, f, args) },
+	})
+}
+
+type reportLayer struct {
+	Name           string  `json:"name"`
+	Out            int     `json:"out"`
+	In             int     `json:"in"`
+	DensityBefore  float64 `json:"density_before"`
+	DensityAfter   float64 `json:"density_after"`
+	BiasShiftNorm  float64 `json:"bias_shift_norm"`
+	BiasAddedAfter bool    `json:"bias_added,omitempty"`
+}
+
+type reportResult struct {
+	Before  string        `json:"before"`
+	After   string        `json:"after"`
+	SizeB   sizeInfo      `json:"size_before"`
+	SizeA   sizeInfo      `json:"size_after"`
+	Layers  []reportLayer `json:"layers"`
+	Quality *qualityPair  `json:"quality,omitempty"`
+	Note    string        `json:"note"`
+}
+
+func runReport(e *env, f *reportFlags, args []string) error {
+	if len(args) != 2 {
+		return usagef("report takes two model files, BEFORE and AFTER")
+	}
+	b, err := e.loadModel(args[0], len(f.data) > 0)
+	if err != nil {
+		return err
+	}
+	a, err := e.loadModel(args[1], len(f.data) > 0)
+	if err != nil {
+		return err
+	}
+	r := &reportResult{Before: args[0], After: args[1], Note: densifyNote}
+	if r.SizeB, err = modelSizes(args[0], b.net); err != nil {
+		return err
+	}
+	if r.SizeA, err = modelSizes(args[1], a.net); err != nil {
+		return err
+	}
+	density := func(w []float64) float64 {
+		nz := 0
+		for _, v := range w {
+			if v != 0 {
+				nz++
+			}
+		}
+		return float64(nz) / float64(max(1, len(w)))
+	}
+	// Layers are matched by position: pruning never adds or removes one.
+	for i, lb := range b.net.Layers {
+		rl := reportLayer{Name: lb.Name, Out: lb.Out, In: lb.In, DensityBefore: density(lb.W)}
+		if i < len(a.net.Layers) && a.net.Layers[i].Out == lb.Out && a.net.Layers[i].In == lb.In {
+			la := a.net.Layers[i]
+			rl.DensityAfter = density(la.W)
+			var ss float64
+			for o := 0; o < la.Out; o++ {
+				var before, after float64
+				if lb.B != nil {
+					before = lb.B[o]
+				}
+				if la.B != nil {
+					after = la.B[o]
+				}
+				ss += (after - before) * (after - before)
+			}
+			rl.BiasShiftNorm = math.Sqrt(ss)
+			rl.BiasAddedAfter = lb.B == nil && la.B != nil
+		}
+		r.Layers = append(r.Layers, rl)
+	}
+	if len(f.data) > 0 {
+		src, err := e.openData(b.net, f.data, f.batch, f.limit)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		var labels *analysis.Labels
+		task := guessTask(f.task, nil)
+		if f.labels != "" {
+			raw, err := src.LoadLabels(f.labels)
+			if err != nil {
+				return err
+			}
+			task = guessTask(f.task, raw)
+			if labels, err = convertLabels(f.labels, raw, task); err != nil {
+				return err
+			}
+		}
+		var q qualityPair
+		if labels != nil {
+			if q.Original, err = analysis.Evaluate(b.net, nil, sourceData{src}, labels, task, f.batch, nil); err != nil {
+				return err
+			}
+		} else {
+			q.Original = &analysis.Quality{N: src.N()}
+		}
+		if q.Pruned, err = analysis.Evaluate(a.net, b.net, sourceData{src}, labels, task, f.batch, nil); err != nil {
+			return err
+		}
+		r.Quality = &q
+	}
+	return e.output(r, func(w io.Writer) {
+		fmt.Fprintf(w, "%s -> %s\n", r.Before, r.After)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
+		fmt.Fprintf(tw, "size on disk\t%s\t%s\t%.3f\t\n", humanBytes(r.SizeB.Bytes), humanBytes(r.SizeA.Bytes), float64(r.SizeA.Bytes)/float64(max(1, r.SizeB.Bytes)))
+		fmt.Fprintf(tw, "gzip size\t%s\t%s\t%.3f\t\n", humanBytes(r.SizeB.GzipBytes), humanBytes(r.SizeA.GzipBytes), float64(r.SizeA.GzipBytes)/float64(max(1, r.SizeB.GzipBytes)))
+		fmt.Fprintf(tw, "dense weights\t%d\t%d\t\t\n", r.SizeB.Params, r.SizeA.Params)
+		fmt.Fprintf(tw, "non-zeros\t%d\t%d\t%.3f\t\n", r.SizeB.NonZeros, r.SizeA.NonZeros, float64(r.SizeA.NonZeros)/float64(max(1, r.SizeB.NonZeros)))
+		tw.Flush()
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nlayer\tW\tdensity before\tafter\t|bias shift|")
+		for _, l := range r.Layers {
+			fmt.Fprintf(tw, "%s\t%dx%d\t%.3f\t%.3f\t%.4g\n", l.Name, l.Out, l.In, l.DensityBefore, l.DensityAfter, l.BiasShiftNorm)
+		}
+		tw.Flush()
+		if r.Quality != nil {
+			fmt.Fprintln(w)
+			printQuality(w, "data", *r.Quality)
+		}
+		fmt.Fprintf(w, "note: %s\n", r.Note)
+	})
+}
