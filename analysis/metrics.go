@@ -14,7 +14,7 @@ type Quality struct {
 	Loss     *float64 `json:"loss,omitempty"`     // mean cross-entropy, or mean squared error for regression
 	Accuracy *float64 `json:"accuracy,omitempty"` // classification only
 	// Against the reference (nil fields when there is none).
-	MSE        *float64 `json:"output_mse,omitempty"`            // mean over samples and output values of (y - y_ref)^2
+	MSE        *float64 `json:"output_mse,omitempty"`               // mean over samples and output values of (y - y_ref)^2
 	SqErr      *float64 `json:"output_sq_err_per_sample,omitempty"` // mean over samples of ||y - y_ref||^2 (METHOD.md's units)
 	MaxAbs     *float64 `json:"output_max_abs,omitempty"`
 	ArgmaxSame *float64 `json:"argmax_agreement,omitempty"` // fraction of samples whose argmax output is the reference's

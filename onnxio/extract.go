@@ -106,7 +106,9 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		id, ok := x.vid[name]
 		if !ok {
 			if _, isConst := x.consts[name]; isConst {
-				x.notEvaluable(fmt.Sprintf("output %q is a constant", name))
+				// A weight exported as an output: nothing to evaluate or
+				// differentiate; it is left out of the network's outputs.
+				x.net.ConstOutputs = append(x.net.ConstOutputs, name)
 			} else {
 				x.notEvaluable(fmt.Sprintf("output %q is not produced by any node", name))
 			}

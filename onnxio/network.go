@@ -152,9 +152,12 @@ type Network struct {
 	Values  []Value
 	Inputs  []Input
 	Outputs []int // value ids of the graph outputs, graph order
-	Ops     []Op
-	Layers  []*Layer // the dense layers, graph order (also referenced by ops)
-	Opset   int64
+	// ConstOutputs are graph outputs that are constants (a weight exported
+	// as an output): they are not part of the evaluated outputs.
+	ConstOutputs []string
+	Ops          []Op
+	Layers       []*Layer // the dense layers, graph order (also referenced by ops)
+	Opset        int64
 
 	// Evaluable is false when some graph output depends on an op outside
 	// the supported set; Reason then names it. Layers are still listed

@@ -18,6 +18,7 @@ const (
 	Int8     = int32(pb.TensorProto_INT8)
 	Int32    = int32(pb.TensorProto_INT32)
 	Int64    = int32(pb.TensorProto_INT64)
+	Bool     = int32(pb.TensorProto_BOOL)
 	Float16  = int32(pb.TensorProto_FLOAT16)
 	Double   = int32(pb.TensorProto_DOUBLE)
 	BFloat16 = int32(pb.TensorProto_BFLOAT16)
@@ -51,7 +52,7 @@ func ElemSize(dt int32) int {
 		return 8
 	case Float16, BFloat16:
 		return 2
-	case Uint8, Int8:
+	case Uint8, Int8, Bool:
 		return 1
 	}
 	return 0
@@ -179,7 +180,7 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 				out[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
 			case Int32:
 				out[i] = int64(int32(binary.LittleEndian.Uint32(raw[4*i:])))
-			case Uint8:
+			case Uint8, Bool:
 				out[i] = int64(raw[i])
 			case Int8:
 				out[i] = int64(int8(raw[i]))
@@ -191,7 +192,7 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 	switch dt {
 	case Int64:
 		src = t.Int64Data
-	case Int32, Uint8, Int8:
+	case Int32, Uint8, Int8, Bool:
 		src = make([]int64, len(t.Int32Data))
 		for i, v := range t.Int32Data {
 			src[i] = int64(v)

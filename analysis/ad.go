@@ -1,0 +1,442 @@
+package analysis
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// Both modes carry P directions at once: a tangent or cotangent of a value
+// of shape S has shape [P, S...], direction p being the block
+// Data[p*size(S) : (p+1)*size(S)]. Batching directions turns the Dense
+// products into single large GEMMs.
+
+// JVP is forward-mode differentiation: it pushes the tangents seed (shape
+// [P, ...shape of value from]) through every op after the producer of
+// value from, linearised at the trace tr, and returns one tangent per graph
+// output (shape [P, ...output shape], in net.Outputs order). Dense layers
+// carry tangents through W only (dz = dx W^T); Cast is straight-through.
+// Ops that do not depend on from are skipped. Returned tensors are fresh or
+// shared only with internal tangents, never with seed.
+func JVP(net *onnxio.Network, tr *Trace, from int, seed *Tensor) ([]*Tensor, error) {
+	if from < 0 || from >= len(tr.Values) || tr.Values[from] == nil {
+		return nil, fmt.Errorf("JVP: value %d is not in the trace", from)
+	}
+	if len(tr.Values) != len(net.Values) {
+		return nil, fmt.Errorf("JVP: trace has %d values, network %d", len(tr.Values), len(net.Values))
+	}
+	v := tr.Values[from]
+	if seed == nil || seed.Rank() != v.Rank()+1 || !SameShape(seed.Shape[1:], v.Shape) || len(seed.Data) != ShapeSize(seed.Shape) {
+		var got any = "nil"
+		if seed != nil {
+			got = seed.Shape
+		}
+		return nil, fmt.Errorf("JVP: seed shape %v, want [P %v]", got, v.Shape)
+	}
+	p := seed.Shape[0]
+	start := 0
+	for i := range net.Ops {
+		if net.Ops[i].Out == from {
+			start = i + 1
+			break
+		}
+	}
+	last := lastUse(net)
+	tan := make([]*Tensor, len(tr.Values))
+	tan[from] = seed
+	for i := start; i < len(net.Ops); i++ {
+		op := &net.Ops[i]
+		live := false
+		for _, id := range op.In {
+			if id < 0 || id >= len(tan) {
+				return nil, opErr(i, op, fmt.Errorf("input value id %d out of range", id))
+			}
+			live = live || tan[id] != nil
+		}
+		if !live {
+			continue
+		}
+		t, err := jvpOp(net, op, tr.Values, tan, p)
+		if err != nil {
+			return nil, opErr(i, op, fmt.Errorf("JVP: %w", err))
+		}
+		tan[op.Out] = t
+		for _, id := range op.In {
+			if last[id] == i {
+				tan[id] = nil // let the GC have it: tangents are P times a value's size
+			}
+		}
+	}
+	outs := make([]*Tensor, len(net.Outputs))
+	seen := map[*float64]bool{}
+	if len(seed.Data) > 0 {
+		seen[&seed.Data[0]] = true
+	}
+	for k, id := range net.Outputs {
+		t := tan[id]
+		if t == nil {
+			outs[k] = NewTensor(withP(p, tr.Values[id].Shape), nil)
+			continue
+		}
+		if len(t.Data) > 0 {
+			if seen[&t.Data[0]] {
+				t = t.Clone()
+			}
+			seen[&t.Data[0]] = true
+		}
+		outs[k] = t
+	}
+	return outs, nil
+}
+
+// lastUse is, per value id, the index of the last op reading it
+// (len(net.Ops) for graph outputs, -1 for unread values).
+func lastUse(net *onnxio.Network) []int {
+	last := make([]int, len(net.Values))
+	for i := range last {
+		last[i] = -1
+	}
+	for i := range net.Ops {
+		for _, id := range net.Ops[i].In {
+			if id >= 0 && id < len(last) {
+				last[id] = i
+			}
+		}
+	}
+	for _, id := range net.Outputs {
+		if id >= 0 && id < len(last) {
+			last[id] = len(net.Ops)
+		}
+	}
+	return last
+}
+
+func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int) (*Tensor, error) {
+	y := vals[op.Out]
+	if y == nil {
+		return nil, errors.New("output not in the trace")
+	}
+	out := NewTensor(withP(p, y.Shape), nil)
+	if family(op.Kind) == famBinary {
+		a, b, err := binaryOperands(op, vals)
+		if err != nil {
+			return nil, err
+		}
+		var ta, tb *Tensor
+		if a.id >= 0 {
+			ta = tan[a.id]
+		}
+		if b.id >= 0 {
+			tb = tan[b.id]
+		}
+		binaryJVP(op.Kind, a.t, b.t, y, ta, tb, out.Data)
+		return out, nil
+	}
+	x, err := opInput(op, vals, 0)
+	if err != nil {
+		return nil, err
+	}
+	dx := tan[op.In[0]]
+	switch family(op.Kind) {
+	case famDense:
+		l := op.Layer
+		if l == nil {
+			return nil, errors.New("Dense op without a layer")
+		}
+		rows, _ := Flat(x)
+		matmul(false, true, p*rows, l.Out, l.In, dx.Data, l.W, out.Data, 0)
+	case famAlias:
+		out.Data = dx.Data // the layout is unchanged; tangents are never written in place
+	case famSoftmax:
+		outer, d, inner, err := softmaxGeom(op, opsetOf(net, op), x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		softmaxJVP(op.Kind == onnxio.OpLogSoftmax, y.Data, dx.Data, out.Data, outer, d, inner)
+	default:
+		d, err := diagDeriv(op, x, y)
+		if err != nil {
+			return nil, err
+		}
+		n := len(d)
+		for off := 0; off < len(out.Data); off += n {
+			o, s := out.Data[off:off+n], dx.Data[off:off+n]
+			for k, dk := range d {
+				o[k] = dk * s[k]
+			}
+		}
+	}
+	return out, nil
+}
+
+// diagDeriv is the derivative of an elementwise op at every element of x
+// (y = op(x) from the trace).
+func diagDeriv(op *onnxio.Op, x, y *Tensor) ([]float64, error) {
+	d := make([]float64, len(x.Data))
+	switch op.Kind {
+	case onnxio.OpPRelu:
+		slope, idx, err := preluSlope(op, x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range x.Data {
+			d[k] = 1
+			if v < 0 {
+				d[k] = slope[bcAt(idx, k)]
+			}
+		}
+	case onnxio.OpBatchNorm:
+		a, inner, err := bnCoeffs(op, x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		for k := range d {
+			d[k] = a[(k/inner)%len(a)]
+		}
+	default:
+		unaryDeriv(op, x.Data, y.Data, d)
+	}
+	return d, nil
+}
+
+// binaryFactors returns the partial derivatives of y = a op b with respect
+// to the broadcast operands at each output element: as slices, or as the
+// constants ca, cb when the slices are nil (Add, Sub).
+func binaryFactors(kind onnxio.OpKind, a, b, y *Tensor) (ga, gb []float64, ca, cb float64) {
+	switch kind {
+	case onnxio.OpAdd:
+		return nil, nil, 1, 1
+	case onnxio.OpSub:
+		return nil, nil, 1, -1
+	}
+	ia, ib := bcastIndex(y.Shape, a.Shape), bcastIndex(y.Shape, b.Shape)
+	ga, gb = make([]float64, len(y.Data)), make([]float64, len(y.Data))
+	for k := range ga {
+		bv := b.Data[bcAt(ib, k)]
+		if kind == onnxio.OpMul {
+			ga[k], gb[k] = bv, a.Data[bcAt(ia, k)]
+		} else { // Div: d(a/b) = da/b - (a/b) db/b
+			ga[k], gb[k] = 1/bv, -y.Data[k]/bv
+		}
+	}
+	return ga, gb, 0, 0
+}
+
+// binaryJVP sets dy = ga*da + gb*db over P directions; ta or tb nil is a
+// zero tangent (a constant, or a value independent of the seed).
+func binaryJVP(kind onnxio.OpKind, a, b, y, ta, tb *Tensor, dy []float64) {
+	ga, gb, ca, cb := binaryFactors(kind, a, b, y)
+	n := len(y.Data)
+	clear(dy)
+	for _, s := range []struct {
+		t, op *Tensor
+		g     []float64
+		c     float64
+	}{{ta, a, ga, ca}, {tb, b, gb, cb}} {
+		if s.t == nil {
+			continue
+		}
+		idx := bcastIndex(y.Shape, s.op.Shape)
+		m := s.op.Len()
+		for p := 0; p*n < len(dy); p++ {
+			o, src := dy[p*n:(p+1)*n], s.t.Data[p*m:(p+1)*m]
+			switch {
+			case idx == nil && s.g == nil:
+				for k := range o {
+					o[k] += s.c * src[k]
+				}
+			case idx == nil:
+				for k := range o {
+					o[k] += s.g[k] * src[k]
+				}
+			case s.g == nil:
+				for k := range o {
+					o[k] += s.c * src[idx[k]]
+				}
+			default:
+				for k := range o {
+					o[k] += s.g[k] * src[idx[k]]
+				}
+			}
+		}
+	}
+}
+
+// VJP is reverse-mode differentiation: it pulls the output cotangents
+// outCot (one per graph output, shape [P, ...output shape]; a nil entry is
+// zero, at least one must be given) back through the network linearised at
+// tr, and returns the cotangent (shape [P, ...value shape]) at each value
+// id in want, e.g. dy/dz for the Dense outputs. Only ops between the wanted
+// values and the outputs are visited; broadcasting sums cotangents back to
+// operand shapes. outCot is not modified.
+func VJP(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
+	if len(tr.Values) != len(net.Values) {
+		return nil, fmt.Errorf("VJP: trace has %d values, network %d", len(tr.Values), len(net.Values))
+	}
+	if len(outCot) != len(net.Outputs) {
+		return nil, fmt.Errorf("VJP: %d output cotangents for %d outputs", len(outCot), len(net.Outputs))
+	}
+	p := -1
+	for k, g := range outCot {
+		if g == nil {
+			continue
+		}
+		y := tr.Values[net.Outputs[k]]
+		if g.Rank() != y.Rank()+1 || !SameShape(g.Shape[1:], y.Shape) || len(g.Data) != ShapeSize(g.Shape) || (p >= 0 && g.Shape[0] != p) {
+			return nil, fmt.Errorf("VJP: cotangent %d has shape %v, want [P %v] with one P for all", k, g.Shape, y.Shape)
+		}
+		p = g.Shape[0]
+	}
+	if p < 0 {
+		return nil, errors.New("VJP: every output cotangent is nil")
+	}
+	wanted := make([]bool, len(tr.Values))
+	rel := make([]bool, len(tr.Values)) // depends on a wanted value: worth a cotangent
+	for _, w := range want {
+		if w < 0 || w >= len(tr.Values) || tr.Values[w] == nil {
+			return nil, fmt.Errorf("VJP: wanted value %d is not in the trace", w)
+		}
+		wanted[w], rel[w] = true, true
+	}
+	for i := range net.Ops {
+		for _, id := range net.Ops[i].In {
+			if id >= 0 && id < len(rel) && rel[id] {
+				rel[net.Ops[i].Out] = true
+			}
+		}
+	}
+	cot := make([]*Tensor, len(tr.Values))
+	for k, id := range net.Outputs {
+		if g := outCot[k]; g != nil && rel[id] {
+			if cot[id] == nil {
+				cot[id] = g.Clone() // ops accumulate into it
+			} else {
+				addTo(cot[id].Data, g.Data)
+			}
+		}
+	}
+	for i := len(net.Ops) - 1; i >= 0; i-- {
+		op := &net.Ops[i]
+		g := cot[op.Out]
+		if g == nil {
+			continue
+		}
+		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], g, p); err != nil {
+			return nil, opErr(i, op, fmt.Errorf("VJP: %w", err))
+		}
+		if !wanted[op.Out] {
+			cot[op.Out] = nil // every reader of it has been visited
+		}
+	}
+	res := make(map[int]*Tensor, len(want))
+	for _, w := range want {
+		if cot[w] == nil {
+			cot[w] = NewTensor(withP(p, tr.Values[w].Shape), nil)
+		}
+		res[w] = cot[w]
+	}
+	return res, nil
+}
+
+func addTo(dst, src []float64) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+// vjpOp accumulates the op's pull-back of g into the cotangents of its
+// relevant inputs. keepG says g is returned to the caller, so it must not
+// become (aliased as) an input's accumulator.
+func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG bool, g *Tensor, p int) error {
+	y := vals[op.Out]
+	acc := func(id int) []float64 {
+		if cot[id] == nil {
+			cot[id] = NewTensor(withP(p, vals[id].Shape), nil)
+		}
+		return cot[id].Data
+	}
+	if family(op.Kind) == famBinary {
+		a, b, err := binaryOperands(op, vals)
+		if err != nil {
+			return err
+		}
+		ga, gb, ca, cb := binaryFactors(op.Kind, a.t, b.t, y)
+		n := len(y.Data)
+		for _, s := range []struct {
+			o operand
+			g []float64
+			c float64
+		}{{a, ga, ca}, {b, gb, cb}} {
+			if s.o.id < 0 || !rel[s.o.id] {
+				continue
+			}
+			dst := acc(s.o.id)
+			idx := bcastIndex(y.Shape, s.o.t.Shape)
+			m := s.o.t.Len()
+			for q := 0; q < p; q++ {
+				src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
+				switch {
+				case idx == nil && s.g == nil:
+					for k, v := range src {
+						d[k] += s.c * v
+					}
+				case idx == nil:
+					for k, v := range src {
+						d[k] += s.g[k] * v
+					}
+				case s.g == nil:
+					for k, v := range src {
+						d[idx[k]] += s.c * v
+					}
+				default:
+					for k, v := range src {
+						d[idx[k]] += s.g[k] * v
+					}
+				}
+			}
+		}
+		return nil
+	}
+	in := op.In[0]
+	if !rel[in] {
+		return nil
+	}
+	x := vals[in]
+	switch family(op.Kind) {
+	case famDense:
+		l := op.Layer
+		if l == nil {
+			return errors.New("Dense op without a layer")
+		}
+		rows, _ := Flat(x)
+		matmul(false, false, p*rows, l.In, l.Out, g.Data, l.W, acc(in), 1)
+	case famAlias:
+		if cot[in] == nil && !keepG {
+			cot[in] = &Tensor{Shape: withP(p, x.Shape), Data: g.Data} // g dies here; reuse it
+		} else {
+			addTo(acc(in), g.Data)
+		}
+	case famSoftmax:
+		outer, d, inner, err := softmaxGeom(op, opsetOf(net, op), x.Shape)
+		if err != nil {
+			return err
+		}
+		softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data, acc(in), outer, d, inner)
+	default:
+		d, err := diagDeriv(op, x, y)
+		if err != nil {
+			return err
+		}
+		dst := acc(in)
+		n := len(d)
+		for off := 0; off < len(dst); off += n {
+			o, s := dst[off:off+n], g.Data[off:off+n]
+			for k, dk := range d {
+				o[k] += dk * s[k]
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,371 @@
+package analysis
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// Trace is the result of a forward pass: the tensor of every value of the
+// network, by value id. Layer inputs and outputs (a_j and z_i of the
+// method) are read from it, and the differentiator linearises around it.
+// Values may share data with each other (reshape-like ops do not copy) and
+// with the inputs given to Run: treat them as read-only.
+type Trace struct {
+	Values  []*Tensor // by value id
+	outputs []int     // net.Outputs at the time of the run
+}
+
+// Outputs returns the graph output tensors in the network's output order.
+func (tr *Trace) Outputs() []*Tensor {
+	out := make([]*Tensor, len(tr.outputs))
+	for i, id := range tr.outputs {
+		out[i] = tr.Values[id]
+	}
+	return out
+}
+
+// Run evaluates the network on a batch: inputs are in net.Inputs order,
+// each with the batch as its first dimension. The batch dimension may
+// differ from the declared one (calibration batches a model exported with
+// batch 1); every other declared dimension must match.
+func Run(net *onnxio.Network, inputs []*Tensor) (*Trace, error) {
+	if !net.Evaluable {
+		if net.Reason != "" {
+			return nil, fmt.Errorf("network is not evaluable: %s", net.Reason)
+		}
+		return nil, errors.New("network is not evaluable")
+	}
+	if len(inputs) != len(net.Inputs) {
+		return nil, fmt.Errorf("network has %d inputs, got %d tensors", len(net.Inputs), len(inputs))
+	}
+	vals := make([]*Tensor, len(net.Values))
+	for i, in := range net.Inputs {
+		t := inputs[i]
+		if in.Value < 0 || in.Value >= len(vals) {
+			return nil, fmt.Errorf("input %q: value id %d out of range", in.Name, in.Value)
+		}
+		if t == nil {
+			return nil, fmt.Errorf("input %q: no tensor", in.Name)
+		}
+		if len(t.Data) != ShapeSize(t.Shape) {
+			return nil, fmt.Errorf("input %q: %d values for shape %v", in.Name, len(t.Data), t.Shape)
+		}
+		if err := checkDeclared(in.Shape, t.Shape); err != nil {
+			return nil, fmt.Errorf("input %q: %w", in.Name, err)
+		}
+		vals[in.Value] = t
+	}
+	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...)}
+	if err := evalOps(net, tr, 0); err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+// checkDeclared compares a fed shape with a declared one (nil: unknown
+// rank; -1 or 0 in a declaration: dynamic). Dimension 0 is the batch and
+// is free.
+func checkDeclared(decl []int64, got []int) error {
+	if len(decl) == 0 {
+		return nil
+	}
+	if len(decl) != len(got) {
+		return fmt.Errorf("shape %v, declared %v", got, decl)
+	}
+	for i := 1; i < len(decl); i++ {
+		if decl[i] > 0 && int(decl[i]) != got[i] {
+			return fmt.Errorf("shape %v, declared %v", got, decl)
+		}
+	}
+	return nil
+}
+
+// RunFrom re-evaluates ops[start:] of net, reusing tr's values for
+// everything computed before; tr is not modified. net must have the same
+// ops as the network tr came from and may differ in layer weights (a Clone
+// with one layer changed): re-running from that layer's op (LayerOp) gives
+// the changed outputs without recomputing the unchanged prefix.
+func RunFrom(net *onnxio.Network, tr *Trace, start int) (*Trace, error) {
+	if start < 0 || start > len(net.Ops) {
+		return nil, fmt.Errorf("RunFrom: start %d out of range [0, %d]", start, len(net.Ops))
+	}
+	if len(tr.Values) != len(net.Values) {
+		return nil, fmt.Errorf("RunFrom: trace has %d values, network %d", len(tr.Values), len(net.Values))
+	}
+	nt := &Trace{Values: append([]*Tensor(nil), tr.Values...), outputs: append([]int(nil), net.Outputs...)}
+	if err := evalOps(net, nt, start); err != nil {
+		return nil, err
+	}
+	return nt, nil
+}
+
+// LayerOp is the index in net.Ops of the Dense op of layer l, or -1.
+func LayerOp(net *onnxio.Network, l *onnxio.Layer) int {
+	for i := range net.Ops {
+		if net.Ops[i].Layer == l {
+			return i
+		}
+	}
+	return -1
+}
+
+func evalOps(net *onnxio.Network, tr *Trace, start int) error {
+	for i := start; i < len(net.Ops); i++ {
+		op := &net.Ops[i]
+		if op.Out < 0 || op.Out >= len(tr.Values) {
+			return opErr(i, op, fmt.Errorf("output value id %d out of range", op.Out))
+		}
+		out, err := forwardOp(net, op, tr.Values)
+		if err != nil {
+			return opErr(i, op, err)
+		}
+		tr.Values[op.Out] = out
+	}
+	for _, id := range net.Outputs {
+		if id < 0 || id >= len(tr.Values) || tr.Values[id] == nil {
+			return fmt.Errorf("graph output value %d is not computed by any op", id)
+		}
+	}
+	return nil
+}
+
+// opErr names the failing op so that a message points into the model.
+func opErr(i int, op *onnxio.Op, err error) error {
+	return fmt.Errorf("op %d (%s %q): %w", i, op.Kind, op.Node, err)
+}
+
+// opInput fetches op input j.
+func opInput(op *onnxio.Op, vals []*Tensor, j int) (*Tensor, error) {
+	if j >= len(op.In) {
+		return nil, fmt.Errorf("missing input %d", j)
+	}
+	id := op.In[j]
+	if id < 0 || id >= len(vals) || vals[id] == nil {
+		return nil, fmt.Errorf("input value %d is not computed before the op", id)
+	}
+	return vals[id], nil
+}
+
+// opsetOf is the opset deciding an op's semantics; with none recorded,
+// the current semantics (13 and later) apply.
+func opsetOf(net *onnxio.Network, op *onnxio.Op) int64 {
+	switch {
+	case op.Opset != 0:
+		return op.Opset
+	case net.Opset != 0:
+		return net.Opset
+	}
+	return math.MaxInt32
+}
+
+func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
+	if err := checkKind(op); err != nil {
+		return nil, err
+	}
+	if family(op.Kind) == famBinary {
+		return binaryForward(op, vals)
+	}
+	x, err := opInput(op, vals, 0)
+	if err != nil {
+		return nil, err
+	}
+	switch family(op.Kind) {
+	case famDense:
+		return denseForward(op, x)
+	case famAlias:
+		shape, err := aliasShape(op, x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		if op.Kind != onnxio.OpCast {
+			return &Tensor{Shape: shape, Data: x.Data}, nil
+		}
+		if !onnxio.IsFloatType(op.CastTo) {
+			return nil, fmt.Errorf("cast to %s: only float types are supported", onnxio.TypeName(op.CastTo))
+		}
+		y := make([]float64, len(x.Data))
+		for i, v := range x.Data {
+			y[i] = onnxio.RoundTo(op.CastTo, v)
+		}
+		return &Tensor{Shape: shape, Data: y}, nil
+	case famSoftmax:
+		outer, d, inner, err := softmaxGeom(op, opsetOf(net, op), x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		y := NewTensor(x.Shape, nil)
+		softmaxForward(op.Kind == onnxio.OpLogSoftmax, x.Data, y.Data, outer, d, inner)
+		return y, nil
+	}
+	y := NewTensor(x.Shape, nil)
+	switch op.Kind {
+	case onnxio.OpPRelu:
+		slope, idx, err := preluSlope(op, x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range x.Data {
+			if v < 0 {
+				v *= slope[bcAt(idx, k)]
+			}
+			y.Data[k] = v
+		}
+	case onnxio.OpBatchNorm:
+		a, inner, err := bnCoeffs(op, x.Shape)
+		if err != nil {
+			return nil, err
+		}
+		c := len(a)
+		for k, v := range x.Data {
+			ch := (k / inner) % c
+			y.Data[k] = (v-op.Mean[ch])*a[ch] + op.Bias[ch]
+		}
+	default:
+		unaryForward(op, x.Data, y.Data)
+	}
+	return y, nil
+}
+
+// bcAt is idx[k], idx being a broadcast map from bcastIndex (nil: identity).
+func bcAt(idx []int, k int) int {
+	if idx == nil {
+		return k
+	}
+	return idx[k]
+}
+
+func denseForward(op *onnxio.Op, x *Tensor) (*Tensor, error) {
+	l := op.Layer
+	if l == nil {
+		return nil, errors.New("Dense op without a layer")
+	}
+	if len(l.W) != l.Out*l.In || (l.B != nil && len(l.B) != l.Out) {
+		return nil, fmt.Errorf("layer %q: %d weights and %d biases for %dx%d", l.Name, len(l.W), len(l.B), l.Out, l.In)
+	}
+	rows, cols := Flat(x)
+	if x.Rank() < 2 || cols != l.In {
+		return nil, fmt.Errorf("layer %q takes [..., %d], got input shape %v", l.Name, l.In, x.Shape)
+	}
+	shape := append(append([]int(nil), x.Shape[:x.Rank()-1]...), l.Out)
+	y := NewTensor(shape, nil)
+	beta := 0.0
+	if l.B != nil {
+		for r := 0; r < rows; r++ {
+			copy(y.Data[r*l.Out:(r+1)*l.Out], l.B)
+		}
+		beta = 1
+	}
+	matmul(false, true, rows, l.Out, l.In, x.Data, l.W, y.Data, beta)
+	return y, nil
+}
+
+// preluSlope checks that the slope broadcasts to x's shape (ONNX
+// unidirectional broadcasting) and returns it with its broadcast map.
+func preluSlope(op *onnxio.Op, xs []int) ([]float64, []int, error) {
+	c := op.Const
+	if c == nil {
+		return nil, nil, errors.New("PRelu without a slope")
+	}
+	if len(c.Data) != ShapeSize(c.Shape) {
+		return nil, nil, fmt.Errorf("slope %q: %d values for shape %v", c.Name, len(c.Data), c.Shape)
+	}
+	bs, err := BroadcastShape(xs, c.Shape)
+	if err != nil || !SameShape(bs, xs) {
+		return nil, nil, fmt.Errorf("slope %q of shape %v does not broadcast to input shape %v", c.Name, c.Shape, xs)
+	}
+	return c.Data, bcastIndex(xs, c.Shape), nil
+}
+
+// bnCoeffs returns the per-channel factor Scale/sqrt(Var+Eps) of an
+// inference BatchNormalization over axis 1, and the number of elements per
+// channel and sample (the product of the dims after axis 1).
+func bnCoeffs(op *onnxio.Op, xs []int) (a []float64, inner int, err error) {
+	if len(xs) < 2 {
+		return nil, 0, fmt.Errorf("input of rank %d, need at least 2", len(xs))
+	}
+	c := xs[1]
+	if len(op.Scale) != c || len(op.Bias) != c || len(op.Mean) != c || len(op.Var) != c {
+		return nil, 0, fmt.Errorf("%d channels in input shape %v, parameters have %d, %d, %d, %d",
+			c, xs, len(op.Scale), len(op.Bias), len(op.Mean), len(op.Var))
+	}
+	a = make([]float64, c)
+	for i := range a {
+		a[i] = op.Scale[i] / math.Sqrt(op.Var[i]+op.Eps)
+	}
+	return a, max(ShapeSize(xs[2:]), 1), nil
+}
+
+// operand is one side of a binary op: a value (id >= 0) or the constant.
+type operand struct {
+	id int
+	t  *Tensor
+}
+
+func binaryOperands(op *onnxio.Op, vals []*Tensor) (a, b operand, err error) {
+	if op.Const == nil {
+		if len(op.In) != 2 {
+			return a, b, fmt.Errorf("%d inputs, want 2", len(op.In))
+		}
+		x, err := opInput(op, vals, 0)
+		if err != nil {
+			return a, b, err
+		}
+		y, err := opInput(op, vals, 1)
+		if err != nil {
+			return a, b, err
+		}
+		return operand{op.In[0], x}, operand{op.In[1], y}, nil
+	}
+	if len(op.In) != 1 {
+		return a, b, fmt.Errorf("%d inputs besides constant %q, want 1", len(op.In), op.Const.Name)
+	}
+	c := op.Const
+	if len(c.Data) != ShapeSize(c.Shape) {
+		return a, b, fmt.Errorf("constant %q: %d values for shape %v", c.Name, len(c.Data), c.Shape)
+	}
+	x, err := opInput(op, vals, 0)
+	if err != nil {
+		return a, b, err
+	}
+	v, k := operand{op.In[0], x}, operand{-1, &Tensor{Shape: c.Shape, Data: c.Data}}
+	if op.ConstFirst {
+		return k, v, nil
+	}
+	return v, k, nil
+}
+
+func binaryForward(op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
+	a, b, err := binaryOperands(op, vals)
+	if err != nil {
+		return nil, err
+	}
+	shape, err := BroadcastShape(a.t.Shape, b.t.Shape)
+	if err != nil {
+		return nil, err
+	}
+	ia, ib := bcastIndex(shape, a.t.Shape), bcastIndex(shape, b.t.Shape)
+	y := NewTensor(shape, nil)
+	ad, bd := a.t.Data, b.t.Data
+	switch op.Kind {
+	case onnxio.OpAdd:
+		for k := range y.Data {
+			y.Data[k] = ad[bcAt(ia, k)] + bd[bcAt(ib, k)]
+		}
+	case onnxio.OpSub:
+		for k := range y.Data {
+			y.Data[k] = ad[bcAt(ia, k)] - bd[bcAt(ib, k)]
+		}
+	case onnxio.OpMul:
+		for k := range y.Data {
+			y.Data[k] = ad[bcAt(ia, k)] * bd[bcAt(ib, k)]
+		}
+	case onnxio.OpDiv:
+		for k := range y.Data {
+			y.Data[k] = ad[bcAt(ia, k)] / bd[bcAt(ib, k)]
+		}
+	}
+	return y, nil
+}

@@ -1,0 +1,208 @@
+package export
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// Save writes m (the result of Apply, whose Path is the source model) to
+// out, atomically. threshold > 0 moves every tensor of at least that many
+// bytes into out+".data" (repacking external tensors there too); 0 keeps
+// the layout, copying untouched external tensors to their locations
+// beside out.
+//
+// It refuses to write over the source model file or any of its external
+// data files, by name or through another link (os.SameFile): a pruned
+// model saved over its source would leave the user with nothing to compare
+// against, and an external data file rewritten in place would corrupt the
+// source. Problems with the output path are *onnxio.BadInputError values.
+func Save(m *onnxio.Model, out string, threshold int64) error {
+	if out == "" {
+		return &onnxio.BadInputError{File: out, Msg: "no output path given"}
+	}
+	if threshold < 0 {
+		return fmt.Errorf("saving %s: negative external data threshold %d", out, threshold)
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return &onnxio.BadInputError{File: out, Msg: "is a folder, not a file name"}
+	}
+	dir := filepath.Dir(out)
+	if err := checkWritable(dir); err != nil {
+		return &onnxio.BadInputError{File: out, Msg: err.Error()}
+	}
+
+	// Files Save will write, and the source's files it must not touch.
+	targets := []string{out}
+	if threshold > 0 {
+		targets = append(targets, filepath.Join(dir, filepath.Base(out)+".data"))
+	} else {
+		for _, loc := range m.ExternalLocations() {
+			targets = append(targets, filepath.Join(dir, loc))
+		}
+	}
+	protected := []string{m.Path}
+	locs := m.ExternalLocations()
+	// Tensors Apply changed no longer refer to their external files, so
+	// the source file says which ones it had.
+	if b, err := os.ReadFile(m.Path); err == nil {
+		locs = append(locs, externalLocations(b)...)
+	}
+	for _, loc := range locs {
+		protected = append(protected, filepath.Join(m.Dir, loc))
+	}
+	for _, t := range targets {
+		for _, p := range protected {
+			if sameFile(t, p) {
+				what := "the input model"
+				if p != m.Path {
+					what = "external data file " + p + " of the input model " + m.Path
+				}
+				msg := "would overwrite " + what + "; choose another output file name"
+				if t != out && threshold == 0 {
+					msg = "would overwrite " + what + " (the pruned model keeps its external data layout); write to another folder or save with an external data threshold"
+				}
+				return &onnxio.BadInputError{File: out, Msg: msg}
+			}
+		}
+	}
+	if err := m.Save(out, onnxio.SaveOptions{ExternalThreshold: threshold}); err != nil {
+		return fmt.Errorf("saving the pruned model: %w", err)
+	}
+	return nil
+}
+
+// checkWritable verifies that a file can be created in dir, so a bad
+// output path is reported before any work is written.
+func checkWritable(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("output folder %s: %v", dir, unwrapPath(err))
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output folder %s is not a folder", dir)
+	}
+	f, err := os.CreateTemp(dir, ".ecprune-probe*")
+	if err != nil {
+		return fmt.Errorf("output folder %s is not writable: %v", dir, unwrapPath(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// sameFile reports whether a and b name the same file: the same cleaned
+// absolute path (even if it does not exist yet) or, for existing files,
+// the same inode through another name or link.
+func sameFile(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == bb {
+		return true
+	}
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(sa, sb)
+}
+
+// Field numbers in onnx.proto used to find external data locations
+// without decoding (and copying) a whole model.
+const (
+	fieldModelGraph        = 7  // ModelProto.graph
+	fieldGraphInitializer  = 5  // GraphProto.initializer
+	fieldGraphSparse       = 15 // GraphProto.sparse_initializer
+	fieldSparseValues      = 1  // SparseTensorProto.values
+	fieldSparseIndices     = 2  // SparseTensorProto.indices
+	fieldTensorExternal    = 13 // TensorProto.external_data
+	fieldStringEntryKey    = 1  // StringStringEntryProto.key
+	fieldStringEntryValue  = 2  // StringStringEntryProto.value
+	externalLocationKeyStr = "location"
+)
+
+// externalLocations lists the external data locations of a serialised
+// model's initializers. Malformed input gives what could be read.
+func externalLocations(model []byte) []string {
+	var out []string
+	tensor := func(t []byte) {
+		eachField(t, func(num protowire.Number, v []byte) {
+			if num != fieldTensorExternal {
+				return
+			}
+			var key, val string
+			eachField(v, func(num protowire.Number, s []byte) {
+				switch num {
+				case fieldStringEntryKey:
+					key = string(s)
+				case fieldStringEntryValue:
+					val = string(s)
+				}
+			})
+			if key == externalLocationKeyStr && val != "" {
+				out = append(out, val)
+			}
+		})
+	}
+	eachField(model, func(num protowire.Number, g []byte) {
+		if num != fieldModelGraph {
+			return
+		}
+		eachField(g, func(num protowire.Number, v []byte) {
+			switch num {
+			case fieldGraphInitializer:
+				tensor(v)
+			case fieldGraphSparse:
+				eachField(v, func(num protowire.Number, t []byte) {
+					if num == fieldSparseValues || num == fieldSparseIndices {
+						tensor(t)
+					}
+				})
+			}
+		})
+	})
+	return out
+}
+
+// eachField calls f for every length-delimited field of a message,
+// skipping the others.
+func eachField(b []byte, f func(protowire.Number, []byte)) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		if typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return
+			}
+			f(num, v)
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+	}
+}
