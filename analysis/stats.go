@@ -472,13 +472,16 @@ func lossCotangents(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions,
 // lossCotangentAtOutput is dL_n/dy for the batch starting at sample
 // start, as one cotangent direction.
 func lossCotangentAtOutput(net *onnxio.Network, tr *Trace, opt StatsOptions, start, n int) ([]*Tensor, error) {
+	// The loss is on the first output (the prediction head); other outputs
+	// get a zero cotangent.
 	outs := tr.Outputs()
-	if len(outs) != 1 {
-		return nil, fmt.Errorf("the loss objective needs a model with one output, this one has %d", len(outs))
-	}
 	y := outs[0]
 	per := y.Len() / n
-	cot := Zeros(append([]int{1}, y.Shape...)...)
+	cots := make([]*Tensor, len(outs))
+	for o, out := range outs {
+		cots[o] = Zeros(append([]int{1}, out.Shape...)...)
+	}
+	cot := cots[0]
 	lab := opt.Labels
 	finalSoftmax := lastOpKind(net) == onnxio.OpSoftmax
 	for s := 0; s < n; s++ {
@@ -512,7 +515,7 @@ func lossCotangentAtOutput(net *onnxio.Network, tr *Trace, opt StatsOptions, sta
 			d[c]--
 		}
 	}
-	return []*Tensor{cot}, nil
+	return cots, nil
 }
 
 func lastOpKind(net *onnxio.Network) onnxio.OpKind {
