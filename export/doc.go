@@ -13,7 +13,8 @@
 // layer that had none (a C input for Gemm, an Add after MatMul), a private
 // copy of a bias that other nodes share, and the sparse encodings.
 //
-// A pruned weight can be stored three ways (see ../shared/ONNX.md):
+// A pruned weight can be stored three ways (the project notes on ONNX
+// give the sources):
 //
 //   - dense: the same initializer with zeros written. Valid everywhere,
 //     no smaller on disk (but it compresses well).

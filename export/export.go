@@ -37,13 +37,11 @@ func ParseFormat(s string) (Format, error) {
 // MetadataKey is the metadata_props key Apply records Options.Metadata under.
 const MetadataKey = "ecprune"
 
-// Minimum versions for sparse tensors: SparseTensorProto exists from IR 6,
-// Constant's sparse_value from opset 11.
+// Version limits that decide what may be written.
 const (
-	minSparseIR       = 6
-	minConstantOpset  = 11
+	minSparseIR       = 6  // SparseTensorProto exists from IR 6
+	minConstantOpset  = 11 // Constant's sparse_value from opset 11
 	minNoLegacyBcast  = 7  // Add before opset 7 needs broadcast=1 to broadcast
-	minOptionalGemmC  = 11 // Gemm's C is optional from opset 11
 	minInitsNotInputs = 4  // below IR 4 every initializer must be a graph input
 )
 
@@ -78,8 +76,11 @@ type TensorResult struct {
 // Apply writes updates into a copy of m and returns it with one result per
 // update. m is not modified; the copy keeps m's Path and Dir, so external
 // data of tensors left untouched still resolves from the source folder
-// (save it with Save). Updates must refer to distinct prunable layers of
-// a network extracted from m.
+// (save it with Save). The copy shares m's cache of external data files:
+// do not use the two from different goroutines at once. Updates must refer
+// to distinct prunable layers of a network extracted from m; a layer that
+// does not match m's graph is an error, as is any update that cannot be
+// written exactly (see the package documentation).
 func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []TensorResult, error) {
 	format, err := ParseFormat(string(opt.Format))
 	if err != nil {
@@ -88,7 +89,9 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 	if opt.Metadata != "" && !json.Valid([]byte(opt.Metadata)) {
 		return nil, nil, fmt.Errorf("export: metadata is not valid JSON")
 	}
-	out := *m // copies the external data cache with it, unexported fields included
+	// A shallow copy keeps Path, Dir and the (unexported) cache of external
+	// data files, so untouched external tensors still resolve.
+	out := *m
 	out.Proto = proto.Clone(m.Proto).(*pb.ModelProto)
 	out.Warnings = append([]string(nil), m.Warnings...)
 	e := newEditor(&out, format, opt.AddBias)
@@ -125,7 +128,6 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 // inserted nodes are kept aside and spliced in by finish, so the indices in
 // the layers stay valid throughout.
 type editor struct {
-	m            *onnxio.Model
 	g            *pb.GraphProto
 	idx          *onnxio.Graph
 	format       Format
@@ -148,7 +150,7 @@ type editor struct {
 func newEditor(m *onnxio.Model, format Format, addBias bool) *editor {
 	g := m.Proto.Graph
 	e := &editor{
-		m: m, g: g, idx: onnxio.NewGraph(g), format: format, allowAddBias: addBias,
+		g: g, idx: onnxio.NewGraph(g), format: format, allowAddBias: addBias,
 		opset: m.Opset(""), ir: m.Proto.GetIrVersion(),
 		names:  map[string]bool{},
 		before: map[int][]*pb.NodeProto{}, after: map[int][]*pb.NodeProto{},

@@ -276,14 +276,15 @@ func TestAutoPicksSmaller(t *testing.T) {
 
 // smallCase is a hand-built model with one pruning job.
 type smallCase struct {
-	name    string
-	model   func() *pb.ModelProto
-	opt     Options
-	frac    float64
-	noBias  bool   // leave biases alone (Update.B nil)
-	wantErr string // Apply must fail with this text
-	full    bool   // the checker's full_check must pass
-	check   func(t *testing.T, src, res *pb.ModelProto, rs []TensorResult, ups []Update)
+	name     string
+	model    func() *pb.ModelProto
+	opt      Options
+	frac     float64
+	noBias   bool   // leave biases alone (Update.B nil)
+	wantErr  string // Apply must fail with this text
+	forceAll bool   // mark every layer prunable (to test refusals in Apply itself)
+	full     bool   // the checker's full_check must pass
+	check    func(t *testing.T, src, res *pb.ModelProto, rs []TensorResult, ups []Update)
 }
 
 func gemmModel(ir, opset int64, asInputs bool, cDims []int64, attrs ...*pb.AttributeProto) func() *pb.ModelProto {
@@ -562,6 +563,19 @@ func TestSmallModels(t *testing.T) {
 		{name: "double sparse", model: twoLayerModel(8, 13, false, onnxio.Double), opt: Options{Format: SparseInitializer}},
 		{name: "value_info of a weight made a Constant", model: weightValueInfo, opt: Options{Format: Constant}, full: true},
 		{name: "value_info of a weight made a sparse initializer", model: weightValueInfo, opt: Options{Format: SparseInitializer}},
+		{
+			// Extract sees one reader of W (the Identity) and calls both
+			// layers prunable; writing W for one would change the other.
+			name: "weight shared behind an Identity", opt: Options{}, wantErr: "shared by several nodes", forceAll: true,
+			model: func() *pb.ModelProto {
+				inits := []*pb.TensorProto{onnxio.NewFloatTensor("W", onnxio.Float, []int64{4, 4}, ramp(16, 1))}
+				return smallModel(8, 13, onnxio.Float, 4, 4, []*pb.NodeProto{
+					node("id", "Identity", []string{"W"}, "Wi"),
+					node("mm1", "MatMul", []string{"x", "Wi"}, "h"),
+					node("mm2", "MatMul", []string{"h", "Wi"}, "y"),
+				}, inits, false)
+			},
+		},
 		{name: "float typed storage stays typed", model: typedModel(onnxio.Float), opt: Options{Format: Dense}, full: true, check: checkTyped},
 		{name: "float16 typed storage stays typed", model: typedModel(onnxio.Float16), opt: Options{Format: Dense}, full: true, check: checkTyped},
 		{name: "double typed storage stays typed", model: typedModel(onnxio.Double), opt: Options{Format: Dense}, full: true, check: checkTyped},
@@ -589,6 +603,16 @@ func TestSmallModels(t *testing.T) {
 			src, net := load(t, path)
 			if !net.Evaluable {
 				t.Fatalf("test model not evaluable: %s", net.Reason)
+			}
+			if tc.forceAll {
+				// Extract already refuses the layers; export must refuse
+				// them too if a caller insists.
+				for _, l := range net.Layers {
+					if l.Prunable || !strings.Contains(l.Reason, "shared") {
+						t.Fatalf("layer %s: prunable=%v reason %q, want not prunable (shared)", l.Name, l.Prunable, l.Reason)
+					}
+					l.Prunable = true
+				}
 			}
 			frac := tc.frac
 			if frac == 0 {

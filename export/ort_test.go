@@ -156,11 +156,7 @@ func TestORTAddedBiases(t *testing.T) {
 // included) into a data file.
 func TestORTExternalData(t *testing.T) {
 	ort.Require(t)
-	path, err := filepath.Abs(realModel(t, "mnist_mlp_gemm.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, net := load(t, path)
+	src, net := load(t, realModel(t, "mnist_mlp_gemm.onnx"))
 	x := ortInput(net.Inputs[0].Shape, 2)
 	ups := pruneUpdates(net, 0.8, false)
 	var ref []float64
@@ -189,10 +185,7 @@ func TestORTExternalData(t *testing.T) {
 		if external == 0 && f != Constant {
 			t.Fatalf("%s: nothing went to external data", f)
 		}
-		// testmodels/ort hands ORT the model's bytes, so ORT resolves
-		// external data from the working directory.
-		t.Chdir(filepath.Dir(out))
-		y := runORT(t, filepath.Base(out), x)
+		y := runORT(t, out, x) // ORT resolves the data file beside out
 		if ref == nil {
 			ref = y
 		} else if d := maxDiff(y, ref); d > 1e-5 {

@@ -729,13 +729,13 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	case x.g.IsOutput[bc.init]:
 		l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is also a graph output", bc.init)
 	default:
-		users := x.g.Consumers[bc.init]
-		if l.TransposeIdx >= 0 {
-			tout := firstOutput(x.g.G.Node[l.TransposeIdx])
-			if len(users) > 1 || len(x.g.Consumers[tout]) > 1 || x.g.IsOutput[tout] {
-				l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is shared by several nodes", bc.init)
-			}
-		} else if len(users) > 1 {
+		// Readers through Identity or Transpose count as readers of the
+		// initializer itself: editing it changes all of them.
+		users, exposed := x.readers(bc.init)
+		switch {
+		case exposed:
+			l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is also a graph output", bc.init)
+		case len(users) > 1:
 			names := make([]string, len(users))
 			for k, u := range users {
 				names[k] = nodeLabel(u, x.g.G.Node[u])
@@ -756,6 +756,30 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	x.net.Layers = append(x.net.Layers, l)
 	x.addOp(Op{Kind: OpDense, In: []int{x.vid[aName]}, Node: label, Layer: l, Opset: x.opset}, out)
 	return nil
+}
+
+// readers lists the nodes that read a value, looking through Identity and
+// Transpose nodes, and whether it reaches a graph output that way.
+func (x *extractor) readers(name string) (nodes []int, exposed bool) {
+	exposed = x.g.IsOutput[name]
+	for _, u := range x.g.Consumers[name] {
+		n := x.g.G.Node[u]
+		if op := n.GetOpType(); (op == "Identity" || op == "Transpose") && len(n.Output) > 0 {
+			sub, exp := x.readers(n.Output[0])
+			if op == "Transpose" && len(sub) == 1 && !exp {
+				nodes = append(nodes, sub...) // the weight's own Transpose
+				continue
+			}
+			nodes = append(nodes, sub...)
+			exposed = exposed || exp
+			if len(sub) == 0 && !exp {
+				nodes = append(nodes, u)
+			}
+			continue
+		}
+		nodes = append(nodes, u)
+	}
+	return nodes, exposed
 }
 
 // addLayerOnly lists a layer that cannot be evaluated (for inspect).

@@ -268,13 +268,16 @@ func NewFloatTensor(name string, dt int32, dims []int64, values []float64) *pb.T
 }
 
 func halfBits(dt int32, v float64) uint16 {
-	if v == 0 {
-		return 0
-	}
+	var b uint16
 	if dt == Float16 {
-		return float16.Fromfloat32(float32(v)).Bits()
+		b = float16.Fromfloat32(float32(v)).Bits()
+	} else {
+		b = f32ToBF16(float32(v))
 	}
-	return f32ToBF16(float32(v))
+	if b&0x7fff == 0 {
+		return 0 // a value that rounds to zero is written as +0
+	}
+	return b
 }
 
 func encodeRaw(dt int32, values []float64) []byte {
@@ -286,7 +289,9 @@ func encodeRaw(dt int32, values []float64) []byte {
 		}
 		switch dt {
 		case Float:
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(v)))
+			if f := float32(v); f != 0 { // -1e-300 rounds to -0: keep +0
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+			}
 		case Double:
 			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
 		case Float16, BFloat16:
