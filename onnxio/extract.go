@@ -23,11 +23,17 @@ var quantizedOps = map[string]bool{
 	"ConvInteger": true, "QLinearConv": true, "DynamicQuantizeMatMul": true, "MatMulIntegerToFloat": true,
 }
 
+// maxDense bounds the elements of a sparse tensor ecprune densifies (2^28,
+// 2 GiB in float64, far above any dense layer it prunes): a larger one is
+// refused rather than allocated.
+const maxDense = 1 << 28
+
 // constVal is a constant known at extraction time.
 type constVal struct {
 	tensor *pb.TensorProto // nil for values computed by folding
 	shape  []int
 	floats []float64 // nil until needed, or for integer tensors
+	sparse *pb.SparseTensorProto // densified on first use
 	ints   []int64
 	dtype  int32
 	// origin: the initializer a folded weight came from, and the Transpose
@@ -74,10 +80,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		x.consts[name] = &constVal{tensor: t, shape: dimsInt(t.GetDims()), dtype: t.GetDataType(), init: name, transposeIdx: -1}
 	}
 	for name, s := range x.g.Sparse {
-		x.consts[name] = &constVal{tensor: nil, shape: dimsInt(s.GetDims()), dtype: s.GetValues().GetDataType(), fromNode: "sparse_initializer", transposeIdx: -1}
-		if err := x.densifySparse(x.consts[name], s); err != nil {
-			return nil, err
-		}
+		x.consts[name] = &constVal{sparse: s, shape: dimsInt(s.GetDims()), dtype: s.GetValues().GetDataType(), fromNode: "sparse_initializer", transposeIdx: -1}
 	}
 	for name, t := range opt.Constants {
 		x.consts[name] = &constVal{tensor: t, shape: dimsInt(t.GetDims()), dtype: t.GetDataType(), fromNode: "bound input", transposeIdx: -1}
@@ -172,6 +175,12 @@ func (x *extractor) floatsOf(c *constVal) ([]float64, error) {
 	if c.floats != nil {
 		return c.floats, nil
 	}
+	if c.sparse != nil {
+		if err := x.densifySparse(c, c.sparse); err != nil {
+			return nil, err
+		}
+		return c.floats, nil
+	}
 	if c.tensor == nil {
 		if c.ints != nil {
 			f := make([]float64, len(c.ints))
@@ -226,6 +235,9 @@ func (x *extractor) densifySparse(c *constVal, s *pb.SparseTensorProto) error {
 		return err
 	}
 	total := NumElements(s.GetDims())
+	if total < 0 || total > maxDense {
+		return badInput(x.m.Path, "sparse tensor %q: dims %v are invalid or too large to densify", s.GetValues().GetName(), s.GetDims())
+	}
 	dense := make([]float64, total)
 	rank := len(s.GetDims())
 	idims := s.GetIndices().GetDims()
@@ -278,9 +290,7 @@ func (x *extractor) constFromNode(i int, n *pb.NodeProto) error {
 		s := v.GetSparseTensor()
 		c.shape = dimsInt(s.GetDims())
 		c.dtype = s.GetValues().GetDataType()
-		if err := x.densifySparse(c, s); err != nil {
-			return err
-		}
+		c.sparse = s
 	case "value_float":
 		c.floats, c.shape, c.dtype = []float64{float64(v.GetF())}, []int{}, Float
 	case "value_floats":
@@ -305,6 +315,9 @@ func (x *extractor) constFromNode(i int, n *pb.NodeProto) error {
 func (x *extractor) node(i int, n *pb.NodeProto) error {
 	op := n.GetOpType()
 	label := nodeLabel(i, n)
+	if len(n.Output) == 0 || n.Output[0] == "" {
+		return badInput(x.m.Path, "node %s (%s) has no output", label, op)
+	}
 	if d := n.GetDomain(); d != "" && d != "ai.onnx" {
 		x.markUnavailable(n, fmt.Sprintf("op %s of domain %s (node %s)", op, d, label))
 		return nil
@@ -761,11 +774,19 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 // readers lists the nodes that read a value, looking through Identity and
 // Transpose nodes, and whether it reaches a graph output that way.
 func (x *extractor) readers(name string) (nodes []int, exposed bool) {
+	return x.readersSeen(name, map[string]bool{})
+}
+
+func (x *extractor) readersSeen(name string, seen map[string]bool) (nodes []int, exposed bool) {
+	if seen[name] {
+		return nil, false // a cycle: only in invalid graphs
+	}
+	seen[name] = true
 	exposed = x.g.IsOutput[name]
 	for _, u := range x.g.Consumers[name] {
 		n := x.g.G.Node[u]
 		if op := n.GetOpType(); (op == "Identity" || op == "Transpose") && len(n.Output) > 0 {
-			sub, exp := x.readers(n.Output[0])
+			sub, exp := x.readersSeen(n.Output[0], seen)
 			if op == "Transpose" && len(sub) == 1 && !exp {
 				nodes = append(nodes, sub...) // the weight's own Transpose
 				continue

@@ -124,28 +124,21 @@ func (m *Model) checkTensors() error {
 			return nil // strings and exotic types: kept as they are, never decoded
 		}
 		n := NumElements(t.GetDims())
+		if n < 0 {
+			return badInput(m.Path, "tensor %q has invalid dims %v", t.GetName(), t.GetDims())
+		}
+		var raw []byte
 		if hasRaw(t) {
-			raw, err := m.RawBytes(t)
-			if err != nil {
+			var err error
+			if raw, err = m.RawBytes(t); err != nil {
 				return err
 			}
-			if int64(len(raw)) != n*int64(es) {
+			if got := storedCount(t, raw, true); got != n {
 				return badInput(m.Path, "tensor %q has %d bytes of data but dims %v of %s need %d", t.GetName(), len(raw), t.GetDims(), TypeName(t.GetDataType()), n*int64(es))
 			}
 			return nil
 		}
-		var got int
-		switch t.GetDataType() {
-		case Float:
-			got = len(t.FloatData)
-		case Double:
-			got = len(t.DoubleData)
-		case Int64:
-			got = len(t.Int64Data)
-		default:
-			got = len(t.Int32Data)
-		}
-		if int64(got) != n {
+		if got := storedCount(t, nil, false); got != n {
 			return badInput(m.Path, "tensor %q has %d values but dims %v need %d", t.GetName(), got, t.GetDims(), n)
 		}
 		return nil

@@ -58,10 +58,15 @@ func ElemSize(dt int32) int {
 	return 0
 }
 
-// NumElements is the product of dims (1 for a scalar).
+// NumElements is the product of dims (1 for a scalar), or -1 when a dim is
+// negative or the product overflows: a corrupt file must not make ecprune
+// allocate without bound.
 func NumElements(dims []int64) int64 {
 	n := int64(1)
 	for _, d := range dims {
+		if d < 0 || (d > 0 && n > math.MaxInt64/d) {
+			return -1
+		}
 		n *= d
 	}
 	return n
@@ -99,7 +104,10 @@ func decodeFloats(t *pb.TensorProto, raw []byte, useRaw bool) ([]float64, error)
 	dt := t.GetDataType()
 	n := NumElements(t.GetDims())
 	if n < 0 {
-		return nil, fmt.Errorf("tensor %q: negative dimension in %v", t.GetName(), t.GetDims())
+		return nil, fmt.Errorf("tensor %q: bad dims %v", t.GetName(), t.GetDims())
+	}
+	if have := storedCount(t, raw, useRaw); have != n {
+		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %v of %s (want %d)", t.GetName(), have, t.GetDims(), TypeName(dt), n)
 	}
 	out := make([]float64, n)
 	if useRaw {
@@ -165,6 +173,12 @@ func decodeFloats(t *pb.TensorProto, raw []byte, useRaw bool) ([]float64, error)
 func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 	dt := t.GetDataType()
 	n := NumElements(t.GetDims())
+	if n < 0 {
+		return nil, fmt.Errorf("tensor %q: bad dims %v", t.GetName(), t.GetDims())
+	}
+	if have := storedCount(t, raw, useRaw); have != n {
+		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %v of %s (want %d)", t.GetName(), have, t.GetDims(), TypeName(dt), n)
+	}
 	out := make([]int64, n)
 	if useRaw {
 		es := ElemSize(dt)
@@ -205,6 +219,28 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 	}
 	copy(out, src)
 	return out, nil
+}
+
+// storedCount is how many elements a tensor's data holds (-1 when raw
+// bytes are not a whole number of elements or the type is not decodable).
+func storedCount(t *pb.TensorProto, raw []byte, useRaw bool) int64 {
+	dt := t.GetDataType()
+	if useRaw {
+		es := ElemSize(dt)
+		if es == 0 || len(raw)%es != 0 {
+			return -1
+		}
+		return int64(len(raw) / es)
+	}
+	switch dt {
+	case Float:
+		return int64(len(t.FloatData))
+	case Double:
+		return int64(len(t.DoubleData))
+	case Int64:
+		return int64(len(t.Int64Data))
+	}
+	return int64(len(t.Int32Data))
 }
 
 // hasRaw tells whether a tensor keeps its data in raw_data (or externally),
