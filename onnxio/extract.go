@@ -32,7 +32,7 @@ const maxDense = 1 << 28
 type constVal struct {
 	tensor *pb.TensorProto // nil for values computed by folding
 	shape  []int
-	floats []float64 // nil until needed, or for integer tensors
+	floats []float64             // nil until needed, or for integer tensors
 	sparse *pb.SparseTensorProto // densified on first use
 	ints   []int64
 	dtype  int32
