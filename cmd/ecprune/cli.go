@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -44,11 +46,13 @@ func register(c *command) { commands[c.name] = c }
 type env struct {
 	stdout, stderr io.Writer
 	fs             *pflag.FlagSet
-	json           bool
+	json           bool   // the result goes to stdout as JSON
+	jsonFile       string // --json=FILE: the result also goes to FILE as JSON
 	quiet          bool
 	verbose        bool
 	progress       string
 	stderrTTY      bool
+	bar            *progress // the progress bar on stderr, if one is showing
 }
 
 // usageError is bad usage: exit 2 with a hint.
@@ -61,20 +65,29 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // logf writes a log line to stderr unless --quiet.
 func (e *env) logf(format string, args ...any) {
 	if !e.quiet {
-		fmt.Fprintf(e.stderr, "ecprune: "+format+"\n", args...)
+		e.aside(func() { fmt.Fprintf(e.stderr, "ecprune: "+format+"\n", args...) })
 	}
 }
 
 // debugf writes a log line only with --verbose.
 func (e *env) debugf(format string, args ...any) {
 	if e.verbose && !e.quiet {
-		fmt.Fprintf(e.stderr, "ecprune: "+format+"\n", args...)
+		e.aside(func() { fmt.Fprintf(e.stderr, "ecprune: "+format+"\n", args...) })
 	}
 }
 
 // output prints a command's result: as one JSON document with --json,
 // else as text.
 func (e *env) output(v any, text func(w io.Writer)) error {
+	if e.jsonFile != "" {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encoding the JSON result: %w", err)
+		}
+		if err := onnxio.WriteFileAtomic(e.jsonFile, append(b, '\n')); err != nil {
+			return err
+		}
+	}
 	if e.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -92,13 +105,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	name := args[0]
 	switch name {
 	case "-h", "--help", "help":
-		if len(args) > 1 {
-			if c, ok := commands[args[1]]; ok {
-				printCommandHelp(stdout, c)
-				return exitOK
+		// Flags (--json, --verbose...) may come with help; the first other
+		// argument names the command.
+		rest := slices.DeleteFunc(slices.Clone(args[1:]), func(a string) bool { return strings.HasPrefix(a, "-") })
+		asJSON := wantsJSON(args[1:])
+		if len(rest) > 0 {
+			c, ok := commands[rest[0]]
+			if !ok {
+				msg := fmt.Sprintf("unknown command %q (see 'ecprune help')", rest[0])
+				fmt.Fprintf(stderr, "ecprune: %s\n", msg)
+				if asJSON {
+					writeJSONError(stdout, msg, exitBad, "help")
+				}
+				return exitBad
 			}
-			fmt.Fprintf(stderr, "ecprune: unknown command %q\n", args[1])
-			return exitBad
+			if asJSON {
+				return writeJSON(stdout, helpOf(c))
+			}
+			printCommandHelp(stdout, c)
+			return exitOK
+		}
+		if asJSON {
+			return writeJSON(stdout, helpOfAll())
 		}
 		printHelp(stdout)
 		return exitOK
@@ -107,7 +135,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "ecprune: unknown command %q (see 'ecprune help')\n", name)
+		msg := fmt.Sprintf("unknown command %q (see 'ecprune help')", name)
+		fmt.Fprintf(stderr, "ecprune: %s\n", msg)
+		if wantsJSON(args[1:]) {
+			writeJSONError(stdout, msg, exitBad, name)
+		}
 		return exitBad
 	}
 	e := &env{stdout: stdout, stderr: stderr}
@@ -117,17 +149,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("ecprune "+c.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
-	fs.BoolVar(&e.json, "json", false, "print one JSON document on stdout (errors too, as {\"error\": ...})")
-	fs.BoolVarP(&e.quiet, "quiet", "q", false, "no log lines or progress on stderr")
-	fs.BoolVar(&e.verbose, "verbose", false, "more log lines on stderr")
-	fs.StringVar(&e.progress, "progress", "auto", "progress bar: auto (when stderr is a terminal), always, never")
-	help := fs.BoolP("help", "h", false, "show this help")
+	help := e.registerCommon(fs)
 	if c.flags != nil {
 		c.flags(fs)
 	}
 	e.fs = fs
 	err := fs.Parse(args[1:])
+	if err != nil && wantsJSON(args[1:]) {
+		// Parsing stops at the first bad flag, possibly before --json:
+		// the caller still asked for a JSON error.
+		e.json = true
+	}
 	if err == nil && *help {
+		if e.json {
+			return writeJSON(stdout, helpOf(c))
+		}
 		printCommandHelp(stdout, c)
 		return exitOK
 	}
@@ -142,6 +178,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !errors.As(err, new(*usageError)) {
 			err = &usageError{err.Error()}
 		}
+	} else if msg := checkJSONFile(e.jsonFile); msg != "" {
+		// Checked now rather than after a long run.
+		err = &onnxio.BadInputError{File: e.jsonFile, Msg: msg}
 	} else {
 		err = c.run(e, fs.Args())
 	}
@@ -155,13 +194,101 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: ecprune %s %s (see 'ecprune %s --help')\n", c.name, c.usage, c.name)
 	}
 	if e.json {
-		kind := "error"
-		if code == exitBad {
-			kind = "bad_input"
-		}
-		json.NewEncoder(stdout).Encode(map[string]any{"error": map[string]any{"message": msg, "kind": kind, "exit_code": code, "command": c.name}})
+		writeJSONError(stdout, msg, code, c.name)
 	}
 	return code
+}
+
+// checkJSONFile says what is wrong with --json=FILE's path, or "".
+func checkJSONFile(path string) string {
+	if path == "" {
+		return ""
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return "--json=FILE names a folder, not a file"
+	}
+	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
+		return "the folder of --json=FILE does not exist"
+	}
+	return ""
+}
+
+// writeJSONError prints the error document of --json: {"error": {message,
+// kind, exit_code, command}}, kind "bad_input" for exit status 2 and
+// "error" otherwise. Scripts can rely on these field names.
+func writeJSONError(w io.Writer, msg string, code int, cmd string) {
+	kind := "error"
+	if code == exitBad {
+		kind = "bad_input"
+	}
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "kind": kind, "exit_code": code, "command": cmd}})
+}
+
+// writeJSON prints v as the JSON document of a command that cannot fail
+// otherwise (help), and returns its exit status.
+func writeJSON(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return exitError
+	}
+	return exitOK
+}
+
+// registerCommon adds the flags every command takes and returns --help's
+// value. Help lists them from the same definitions.
+func (e *env) registerCommon(fs *pflag.FlagSet) *bool {
+	fs.Var(jsonFlag{e}, "json", "print the result as one JSON document on stdout (errors too, as {\"error\": {...}}); --json=`FILE` writes it to FILE instead and keeps the text on stdout")
+	fs.Lookup("json").NoOptDefVal = "true"
+	fs.BoolVarP(&e.quiet, "quiet", "q", false, "no log lines or progress on stderr")
+	fs.BoolVar(&e.verbose, "verbose", false, "more log lines on stderr")
+	fs.StringVar(&e.progress, "progress", "auto", "progress bar: auto (when stderr is a terminal), always, never")
+	return fs.BoolP("help", "h", false, "show this help")
+}
+
+// jsonFlag is --json: bare (or =true) for JSON on stdout, =FILE for a file.
+// One flag for both keeps --json uniform across commands while letting a
+// command's JSON result be saved alongside its text output.
+type jsonFlag struct{ e *env }
+
+func (j jsonFlag) String() string {
+	if j.e == nil || !j.e.json && j.e.jsonFile == "" {
+		return "false"
+	}
+	if j.e.jsonFile != "" {
+		return j.e.jsonFile
+	}
+	return "true"
+}
+
+func (j jsonFlag) Set(s string) error {
+	switch s {
+	case "true":
+		j.e.json, j.e.jsonFile = true, ""
+	case "false":
+		j.e.json, j.e.jsonFile = false, ""
+	case "":
+		return errors.New("--json=FILE needs a file name")
+	default:
+		j.e.json, j.e.jsonFile = false, s
+	}
+	return nil
+}
+
+func (j jsonFlag) Type() string { return "json" }
+
+// wantsJSON reports whether args ask for JSON on stdout, without parsing
+// them (for errors found before or while parsing).
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
 }
 
 // exitCode maps an error to the documented exit statuses.
@@ -200,8 +327,76 @@ func printHelp(w io.Writer) {
 		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Examples:")
+	fmt.Fprintln(w, "  ecprune inspect model.onnx")
+	fmt.Fprintln(w, "  ecprune prune model.onnx -o pruned.onnx --calib calib_x.npy --sparsity 0.8")
+	fmt.Fprintln(w, "  ecprune eval pruned.onnx --data test_x.npy --labels test_y.npy --against model.onnx")
+	fmt.Fprintln(w, "  ecprune sweep model.onnx --calib calib_x.npy --test test_x.npy --test-labels test_y.npy --plot sweep.png")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Flags every command takes:")
+	fs := pflag.NewFlagSet("common", pflag.ContinueOnError)
+	fs.SortFlags = false
+	(&env{}).registerCommon(fs)
+	fmt.Fprint(w, flagUsages(fs))
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'ecprune COMMAND --help' for a command's flags and examples.")
 	fmt.Fprintln(w, "Exit status: 0 success, 2 bad input or usage, 1 any other failure.")
+}
+
+// flagDoc and commandDoc are help as JSON (help --json), for tools that
+// build forms or completions from it.
+type flagDoc struct {
+	Name      string `json:"name"`
+	Shorthand string `json:"shorthand,omitempty"`
+	Type      string `json:"type"`
+	Default   string `json:"default"`
+	Usage     string `json:"usage"`
+}
+
+type commandDoc struct {
+	Name     string    `json:"name"`
+	Summary  string    `json:"summary"`
+	Usage    string    `json:"usage"`
+	Examples []string  `json:"examples,omitempty"`
+	Flags    []flagDoc `json:"flags"`
+}
+
+func flagDocs(fs *pflag.FlagSet) []flagDoc {
+	var out []flagDoc
+	fs.VisitAll(func(f *pflag.Flag) {
+		_, usage := pflag.UnquoteUsage(f)
+		out = append(out, flagDoc{f.Name, f.Shorthand, f.Value.Type(), f.DefValue, usage})
+	})
+	return out
+}
+
+func helpOf(c *command) commandDoc {
+	fs := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	(&env{}).registerCommon(fs)
+	return commandDoc{Name: c.name, Summary: c.summary, Usage: "ecprune " + c.name + " " + c.usage, Examples: c.examples, Flags: flagDocs(fs)}
+}
+
+func helpOfAll() any {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	cmds := make([]commandDoc, len(names))
+	for i, n := range names {
+		cmds[i] = helpOf(commands[n])
+	}
+	fs := pflag.NewFlagSet("common", pflag.ContinueOnError)
+	fs.SortFlags = false
+	(&env{}).registerCommon(fs)
+	return map[string]any{
+		"commands": cmds, "common_flags": flagDocs(fs),
+		"exit_codes": map[string]string{"0": "success", "1": "any other failure", "2": "bad input or usage"},
+	}
 }
 
 func printCommandHelp(w io.Writer, c *command) {
@@ -217,10 +412,62 @@ func printCommandHelp(w io.Writer, c *command) {
 	if c.flags != nil {
 		c.flags(fs)
 	}
-	fs.Bool("json", false, "print one JSON document on stdout (errors too, as {\"error\": ...})")
-	fs.BoolP("quiet", "q", false, "no log lines or progress on stderr")
-	fs.Bool("verbose", false, "more log lines on stderr")
-	fs.String("progress", "auto", "progress bar: auto (when stderr is a terminal), always, never")
-	fmt.Fprintln(w, "\nFlags (default in brackets where there is one):")
-	fmt.Fprint(w, fs.FlagUsages())
+	(&env{}).registerCommon(fs)
+	fmt.Fprintln(w, "\nFlags:")
+	fmt.Fprint(w, flagUsages(fs))
+}
+
+// flagUsages lists every flag with its default, zero values included:
+// pflag's own listing hides defaults such as 0 and "", and help should say
+// what leaving any flag out means.
+func flagUsages(fs *pflag.FlagSet) string {
+	var names, usages []string
+	width := 0
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		name := "      --" + f.Name
+		if f.Shorthand != "" {
+			name = "  -" + f.Shorthand + ", --" + f.Name
+		}
+		varname, usage := pflag.UnquoteUsage(f)
+		switch {
+		case varname == "":
+		case f.NoOptDefVal != "":
+			name += "[=" + varname + "]"
+		default:
+			name += " " + varname
+		}
+		// A usage that explains its default itself ("default: from the
+		// labels' type", "required") is clearer than "(default none)".
+		if !strings.Contains(usage, "default:") && !strings.Contains(usage, "required") {
+			def := f.DefValue
+			if def == "" || def == "[]" {
+				def = "none"
+			}
+			usage += " (default " + def + ")"
+		}
+		names, usages = append(names, name), append(usages, usage)
+		width = max(width, len(name))
+	})
+	// Usages wrap at 100 columns under their own column, so that help reads
+	// in an ordinary terminal.
+	col := max(40, 100-width-3)
+	var b strings.Builder
+	for i := range names {
+		line, pad := "", fmt.Sprintf("%-*s   ", width, names[i])
+		for _, word := range strings.Fields(usages[i]) {
+			if line != "" && len(line)+1+len(word) > col {
+				fmt.Fprintf(&b, "%s%s\n", pad, line)
+				line, pad = "", strings.Repeat(" ", width+3)
+			}
+			if line != "" {
+				line += " "
+			}
+			line += word
+		}
+		fmt.Fprintf(&b, "%s%s\n", pad, line)
+	}
+	return b.String()
 }

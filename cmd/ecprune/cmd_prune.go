@@ -167,6 +167,14 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err := checkOutputPath(in, f.output); err != nil {
 		return err
 	}
+	for flag, p := range map[string]string{"--report": f.report, "--scores": f.scores} {
+		if p == "" {
+			continue
+		}
+		if err := checkOutputPath(in, p); err != nil {
+			return &onnxio.BadInputError{File: p, Msg: flag + ": " + err.(*onnxio.BadInputError).Msg}
+		}
+	}
 	format, err := export.ParseFormat(f.format)
 	if err != nil {
 		return usagef("--format: %v", err)

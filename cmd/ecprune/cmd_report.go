@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/onnxio"
 )
 
 type reportFlags struct {
@@ -72,6 +73,9 @@ func runReport(e *env, f *reportFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := comparable(b, a); err != nil {
+		return err
+	}
 	r := &reportResult{Before: args[0], After: args[1], Note: densifyNote}
 	if r.SizeB, err = modelSizes(args[0], b.net); err != nil {
 		return err
@@ -91,7 +95,7 @@ func runReport(e *env, f *reportFlags, args []string) error {
 	// Layers are matched by position: pruning never adds or removes one.
 	for i, lb := range b.net.Layers {
 		rl := reportLayer{Name: lb.Name, Out: lb.Out, In: lb.In, DensityBefore: density(lb.W)}
-		if i < len(a.net.Layers) && a.net.Layers[i].Out == lb.Out && a.net.Layers[i].In == lb.In {
+		{
 			la := a.net.Layers[i]
 			rl.DensityAfter = density(la.W)
 			var ss float64
@@ -162,4 +166,36 @@ func runReport(e *env, f *reportFlags, args []string) error {
 		}
 		fmt.Fprintf(w, "note: %s\n", r.Note)
 	})
+}
+
+// comparable checks that AFTER is BEFORE with other weights: the same
+// inputs, outputs and dense layers. Pruning never changes those, so a
+// mismatch means the user named two unrelated models.
+func comparable(b, a *loaded) error {
+	bad := func(msg string) error {
+		return &onnxio.BadInputError{File: a.path, Msg: msg + " than " + b.path + ": not a pruned version of it"}
+	}
+	if len(a.net.Inputs) != len(b.net.Inputs) || len(a.net.Outputs) != len(b.net.Outputs) {
+		return bad("has other inputs or outputs")
+	}
+	for i := range a.net.Inputs {
+		sa, sb := a.net.Inputs[i].Shape, b.net.Inputs[i].Shape
+		if len(sa) != len(sb) {
+			return bad("has inputs of another rank")
+		}
+		for d := 1; d < len(sa); d++ {
+			if sa[d] != sb[d] && sa[d] > 0 && sb[d] > 0 {
+				return bad("has inputs of another shape")
+			}
+		}
+	}
+	if len(a.net.Layers) != len(b.net.Layers) {
+		return bad(fmt.Sprintf("has %d dense layers, not %d,", len(a.net.Layers), len(b.net.Layers)))
+	}
+	for i, lb := range b.net.Layers {
+		if la := a.net.Layers[i]; la.Out != lb.Out || la.In != lb.In {
+			return bad(fmt.Sprintf("has a layer %d of %dx%d, not %dx%d,", i, la.Out, la.In, lb.Out, lb.In))
+		}
+	}
+	return nil
 }

@@ -22,23 +22,50 @@ type progress struct {
 	total int
 }
 
+// progressUnits names what each progress bar counts, for its rate.
+var progressUnits = map[string]string{"analysis": "samples", "sweep": "points", "exact": "weights"}
+
 func (e *env) newProgress(label string, total int) *progress {
 	p := &progress{e: e, label: label, total: total, start: time.Now(), last: time.Now()}
 	if e.quiet || e.progress == "never" {
 		return p
 	}
 	if e.progress == "always" || e.stderrTTY {
+		unit := progressUnits[label]
+		if unit == "" {
+			unit = "it"
+		}
 		p.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription(label),
 			progressbar.OptionShowCount(),
 			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString(unit),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
+		// The clock starts now: otherwise it starts at the first update
+		// and that update's rate is computed over microseconds.
+		p.bar.StartWithoutRender()
+		e.bar = p
 	}
 	return p
+}
+
+// aside runs print (a log line) with the bar cleared from the line, so
+// that log lines and the bar do not end up on one line; the next update
+// draws the bar again.
+func (e *env) aside(print func()) {
+	p := e.bar
+	if p == nil {
+		print()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar.Clear()
+	print()
 }
 
 // set reports that done of total units are finished; safe for concurrent
@@ -67,5 +94,8 @@ func (p *progress) set(done, total int) {
 func (p *progress) finish() {
 	if p != nil && p.bar != nil {
 		p.bar.Finish()
+		if p.e.bar == p {
+			p.e.bar = nil
+		}
 	}
 }

@@ -98,6 +98,8 @@ func TestPruneBadInput(t *testing.T) {
 		{"no calib", []string{inCopy, "-o", out}, "--calib"},
 		{"bad format", []string{inCopy, "-o", out, "--calib", pdeX, "--format", "zip"}, "format"},
 		{"bad nm", []string{inCopy, "-o", out, "--calib", pdeX, "--nm", "2-4"}, "--nm"},
+		{"report folder missing", []string{inCopy, "-o", out, "--calib", pdeX, "--report", filepath.Join(dir, "no", "r.json")}, "--report"},
+		{"wrong dtype", []string{inCopy, "-o", out, "--calib", filepath.Join("..", "..", "analysis", "calib", "testdata", "c8.npy")}, "c8.npy"},
 		{"unknown flag", []string{inCopy, "-o", out, "--calib", pdeX, "--sparsty", "0.5"}, "sparsty"},
 	}
 	before := fileHash(t, inCopy)
@@ -334,5 +336,18 @@ func TestPruneReport(t *testing.T) {
 	}
 	if st, err := os.Stat(scores); err != nil || st.Size() == 0 {
 		t.Errorf("scores file: %v", err)
+	}
+}
+
+// TestReportRefusesUnrelatedModels: report compares a model with a pruned
+// version of it; two unrelated models are bad input.
+func TestReportRefusesUnrelatedModels(t *testing.T) {
+	code, _, stderr := runCLI(t, "report", model("mnist_mlp_gemm.onnx"), model("pde_mlp.onnx"))
+	if code != exitBad || !strings.Contains(stderr, "not a pruned version") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "report", model("mnist_mlp_gemm.onnx"), model("mnist_mlp_gemm.onnx"), "--data", data("mnist_test_x.npy"), "--labels", data("mnist_test_y.npy"))
+	if code != 0 || !strings.Contains(stdout, "argmax agreement 1.0000") || !strings.Contains(stdout, "output MSE 0,") {
+		t.Errorf("a model compared with itself: exit %d %s %s", code, stdout, stderr)
 	}
 }
