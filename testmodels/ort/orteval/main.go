@@ -3,8 +3,10 @@
 // squared error for regression. The README's result tables come from it,
 // so that every reported number is what a deployment would see.
 //
-// Usage: go run ./testmodels/ort/orteval --data X.npy --labels Y.npy [--task classification|regression] MODEL...
-// It prints one JSON object per model on stdout. It needs the ONNX Runtime
+// Usage: go run ./testmodels/ort/orteval --data X.npy --labels Y.npy [--task classification|regression] [--table] MODEL...
+// It prints one JSON object per model on stdout, or with --table a Markdown
+// table of files named METHOD_sSPARSITY.onnx (as `ecprune sweep --save-dir`
+// writes them): one row per method, one column per sparsity. It needs the ONNX Runtime
 // library (ECPRUNE_ORT_LIB, or .ci/ort from scripts/setup-deps.sh).
 package main
 
@@ -13,6 +15,12 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -39,11 +47,13 @@ func run() error {
 	data := pflag.String("data", "", "inputs (.npy, first axis = samples)")
 	labels := pflag.String("labels", "", "labels (.npy class indices or float targets)")
 	task := pflag.String("task", "", "classification or regression (default: from the labels' type)")
+	table := pflag.Bool("table", false, "print a Markdown table (rows: methods, columns: sparsities) instead of JSON lines")
 	pflag.Parse()
 	if *data == "" || *labels == "" || pflag.NArg() == 0 {
 		return fmt.Errorf("usage: orteval --data X.npy --labels Y.npy MODEL...")
 	}
 	enc := json.NewEncoder(os.Stdout)
+	var results []result
 	for _, path := range pflag.Args() {
 		m, err := onnxio.Load(path)
 		if err != nil {
@@ -111,9 +121,90 @@ func run() error {
 			a := float64(correct) / float64(n)
 			r.Accuracy = &a
 		}
+		if *table {
+			results = append(results, r)
+			continue
+		}
 		if err := enc.Encode(r); err != nil {
 			return err
 		}
 	}
+	if *table {
+		printTable(results)
+	}
 	return nil
+}
+
+var sweepName = regexp.MustCompile(`^(.+)_s([0-9.]+)\.onnx$`)
+
+// printTable lays out results of METHOD_sS.onnx files: "loss (accuracy)"
+// per cell, the lowest loss of each column in bold. Other files (the dense
+// model) come first as their own rows.
+func printTable(rs []result) {
+	cells := map[string]map[string]result{}
+	var methods, sparsities []string
+	var others []result
+	for _, r := range rs {
+		m := sweepName.FindStringSubmatch(filepath.Base(r.Model))
+		if m == nil {
+			others = append(others, r)
+			continue
+		}
+		if cells[m[1]] == nil {
+			cells[m[1]] = map[string]result{}
+			methods = append(methods, m[1])
+		}
+		if !slices.Contains(sparsities, m[2]) {
+			sparsities = append(sparsities, m[2])
+		}
+		cells[m[1]][m[2]] = r
+	}
+	sort.Strings(sparsities)
+	cell := func(r result) string {
+		if r.Accuracy != nil {
+			return fmt.Sprintf("%.3f (%.1f%%)", r.Loss, 100**r.Accuracy)
+		}
+		return fmt.Sprintf("%.3g", r.Loss)
+	}
+	fmt.Print("| method |")
+	for _, s := range sparsities {
+		v, _ := strconv.ParseFloat(s, 64)
+		fmt.Printf(" %g%% |", 100*v)
+	}
+	fmt.Print("\n|---|")
+	for range sparsities {
+		fmt.Print("---|")
+	}
+	fmt.Println()
+	for _, r := range others {
+		fmt.Printf("| %s (dense) |", strings.TrimSuffix(filepath.Base(r.Model), ".onnx"))
+		for range sparsities {
+			fmt.Printf(" %s |", cell(r))
+		}
+		fmt.Println()
+	}
+	best := map[string]float64{}
+	for _, s := range sparsities {
+		best[s] = math.Inf(1)
+		for _, m := range methods {
+			if r, ok := cells[m][s]; ok && r.Loss < best[s] {
+				best[s] = r.Loss
+			}
+		}
+	}
+	for _, m := range methods {
+		fmt.Printf("| %s |", m)
+		for _, s := range sparsities {
+			r, ok := cells[m][s]
+			switch {
+			case !ok:
+				fmt.Print(" |")
+			case r.Loss == best[s]:
+				fmt.Printf(" **%s** |", cell(r))
+			default:
+				fmt.Printf(" %s |", cell(r))
+			}
+		}
+		fmt.Println()
+	}
 }
