@@ -16,6 +16,9 @@ import (
 type Trace struct {
 	Values  []*Tensor // by value id
 	outputs []int     // net.Outputs at the time of the run
+	// w32, when set, gives float32 copies of the layer weights and the
+	// Dense products run in float32 (the forward pass of probe estimates).
+	w32 func(*onnxio.Layer) []float32
 }
 
 // Outputs returns the graph output tensors in the network's output order.
@@ -32,6 +35,12 @@ func (tr *Trace) Outputs() []*Tensor {
 // differ from the declared one (calibration batches a model exported with
 // batch 1); every other declared dimension must match.
 func Run(net *onnxio.Network, inputs []*Tensor) (*Trace, error) {
+	return run(net, inputs, nil)
+}
+
+// run is Run, with the Dense products in float32 when w32 is set (see
+// Trace.w32).
+func run(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32) (*Trace, error) {
 	if !net.Evaluable {
 		if net.Reason != "" {
 			return nil, fmt.Errorf("network is not evaluable: %s", net.Reason)
@@ -58,7 +67,7 @@ func Run(net *onnxio.Network, inputs []*Tensor) (*Trace, error) {
 		}
 		vals[in.Value] = t
 	}
-	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...)}
+	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32}
 	if err := evalOps(net, tr, 0); err != nil {
 		return nil, err
 	}
@@ -118,7 +127,16 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 		if op.Out < 0 || op.Out >= len(tr.Values) {
 			return opErr(i, op, fmt.Errorf("output value id %d out of range", op.Out))
 		}
-		out, err := forwardOp(net, op, tr.Values)
+		var out *Tensor
+		var err error
+		if tr.w32 != nil && op.Kind == onnxio.OpDense && op.Layer != nil {
+			var x *Tensor
+			if x, err = opInput(op, tr.Values, 0); err == nil {
+				out, err = denseForwardW(op, x, tr.w32(op.Layer))
+			}
+		} else {
+			out, err = forwardOp(net, op, tr.Values)
+		}
 		if err != nil {
 			return opErr(i, op, err)
 		}
@@ -238,6 +256,12 @@ func bcAt(idx []int, k int) int {
 }
 
 func denseForward(op *onnxio.Op, x *Tensor) (*Tensor, error) {
+	return denseForwardW(op, x, nil)
+}
+
+// denseForwardW is denseForward with the product in float32 with the
+// weights w32 when they are given.
+func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
 	l := op.Layer
 	if l == nil {
 		return nil, errors.New("Dense op without a layer")
@@ -258,7 +282,11 @@ func denseForward(op *onnxio.Op, x *Tensor) (*Tensor, error) {
 		}
 		beta = 1
 	}
-	matmul(false, true, rows, l.Out, l.In, x.Data, l.W, y.Data, beta)
+	if w32 != nil {
+		matmulW32(false, true, rows, l.Out, l.In, x.Data, w32, y.Data, beta)
+	} else {
+		matmul(false, true, rows, l.Out, l.In, x.Data, l.W, y.Data, beta)
+	}
 	return y, nil
 }
 

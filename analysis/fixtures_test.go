@@ -171,7 +171,7 @@ func TestEvaluatorMatchesORT(t *testing.T) {
 			if worst > f.tol {
 				t.Errorf("evaluator vs ORT: error %.3g > %.3g", worst, f.tol)
 			}
-			t.Logf("evaluator vs ORT: max error %.2g (tolerance %.0g)", worst, f.tol)
+			t.Logf("%s: evaluator vs ORT: max error %.2g (tolerance %.0g)", f.name, worst, f.tol)
 		})
 	}
 }

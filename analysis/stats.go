@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
+	"strings"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -104,6 +102,21 @@ type Stats struct {
 	Passes    int // batches processed (to show statistics are computed once)
 
 	rng *rand.Rand // probe signs, continuing across batches
+	// w32 holds float32 copies of the weights while probes are estimated
+	// (their products run in float32; see weights32).
+	w32 map[*onnxio.Layer][]float32
+}
+
+// weights32 returns the float32 copy of a layer's weights, made once per
+// Collect.
+func (s *Stats) weights32(l *onnxio.Layer) []float32 {
+	w, ok := s.w32[l]
+	if !ok {
+		w = make([]float32, len(l.W))
+		toF32(w, l.W)
+		s.w32[l] = w
+	}
+	return w
 }
 
 // GBatch computes g_i(row) = ||J_i(row)||^2 (or (dL/dz_i)^2 for the loss
@@ -221,7 +234,11 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	done := 0
 	err := data.Each(opt.Batch, func(b Batch) error {
 		n := b.Inputs[0].Shape[0]
-		tr, err := Run(net, b.Inputs)
+		var w32 func(*onnxio.Layer) []float32
+		if st.w32 != nil {
+			w32 = st.weights32 // probes: float32 forward pass
+		}
+		tr, err := run(net, b.Inputs, w32)
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
@@ -236,6 +253,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			st.Mode = chooseMode(opt, st.Layers, rowsPer, k)
 			if st.Mode == "probes" {
 				st.Mode = fmt.Sprintf("probes(%d)", opt.Probes)
+				st.w32 = map[*onnxio.Layer][]float32{}
 			}
 			logf("analysis: %d layers, K=%d outputs per sample, derivatives by %s", len(st.Layers), k, st.Mode)
 		}
@@ -266,7 +284,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			if dz != nil {
 				gz = dz[i].Data
 			}
-			ls.accumulate(a.Data, g[i], gz)
+			ls.accumulate(a.Data, g[i], gz, strings.HasPrefix(st.Mode, "probes"))
 		}
 		st.N += n
 		st.Passes++
@@ -282,12 +300,15 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	if st.N == 0 {
 		return nil, fmt.Errorf("no calibration samples")
 	}
+	st.w32 = nil // let the GC have the float32 weights
 	return st, nil
 }
 
 // accumulate adds one batch: a is the layer input [rows, In], g the
-// weights g_i [rows, Out], dz (optional) dL/dz [rows, Out].
-func (ls *LayerStats) accumulate(a, g, dz []float64) {
+// weights g_i [rows, Out], dz (optional) dL/dz [rows, Out]. f32 does the
+// batch's S1/S2 products in float32 (probe estimates); the sums over
+// batches stay float64.
+func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool) {
 	l := ls.Layer
 	rows := len(a) / l.In
 	if ls.Shift == nil {
@@ -315,18 +336,15 @@ func (ls *LayerStats) accumulate(a, g, dz []float64) {
 			ls.S0[i] += gv
 		}
 	}
-	gm := blas64.General{Rows: rows, Cols: l.Out, Stride: l.Out, Data: g}
-	acm := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: ac}
-	ac2m := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: ac2}
-	s1 := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.S1}
-	s2 := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.S2}
-	blas64.Gemm(blas.Trans, blas.NoTrans, 1, gm, acm, 1, s1)
-	blas64.Gemm(blas.Trans, blas.NoTrans, 1, gm, ac2m, 1, s2)
+	mm := matmul
+	if f32 {
+		mm = matmul32
+	}
+	// S1 += g^T ac, S2 += g^T ac2: [Out, rows] x [rows, In].
+	mm(true, false, l.Out, l.In, rows, g, ac, ls.S1, 1)
+	mm(true, false, l.Out, l.In, rows, g, ac2, ls.S2, 1)
 	if dz != nil {
-		am := blas64.General{Rows: rows, Cols: l.In, Stride: l.In, Data: a}
-		dzm := blas64.General{Rows: rows, Cols: l.Out, Stride: l.Out, Data: dz}
-		gw := blas64.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: ls.GradW}
-		blas64.Gemm(blas.Trans, blas.NoTrans, 1, dzm, am, 1, gw)
+		matmul(true, false, l.Out, l.In, rows, dz, a, ls.GradW, 1)
 	}
 }
 
@@ -385,11 +403,40 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 		chunk := max(1, opt.MaxTangent/max(1, n*maxWidth(tr)))
 		for p0 := 0; p0 < dirs; p0 += chunk {
 			p1 := min(dirs, p0+chunk)
+			var signs [][]float32
+			if probes > 0 {
+				// Float32 end to end when the ops allow it.
+				signs = make([][]float32, len(outs))
+				for o, out := range outs {
+					c := *getF32((p1 - p0) * out.Len())
+					for q := range c {
+						c[q] = float32(1 - 2*int(rng.Uint64()&1))
+					}
+					signs[o] = c
+				}
+				kept := append([][]float32(nil), signs...)
+				if res, ok := vjp32(net, tr, signs, p1-p0, want); ok {
+					for i := range st.Layers {
+						addSquares32(g[i], res[want[i]], 1/float64(probes))
+					}
+					for _, r := range res {
+						putF32(&r)
+					}
+					continue
+				}
+				signs = kept
+			}
 			cot := make([]*Tensor, len(outs))
 			for o, out := range outs {
 				cot[o] = Zeros(append([]int{p1 - p0}, out.Shape...)...)
 			}
-			if probes > 0 {
+			if signs != nil {
+				for o, c := range cot {
+					for q, v := range signs[o] {
+						c.Data[q] = float64(v)
+					}
+				}
+			} else if probes > 0 {
 				for _, c := range cot {
 					for q := range c.Data {
 						if rng.Uint64()&1 == 0 {
@@ -412,7 +459,11 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 					}
 				}
 			}
-			res, err := VJP(net, tr, cot, want)
+			mm := matmul
+			if probes > 0 {
+				mm = matmul32 // the estimate's noise dwarfs float32 rounding
+			}
+			res, err := vjp(net, tr, cot, want, mm)
 			if err != nil {
 				return nil, err
 			}
@@ -436,6 +487,19 @@ func maxWidth(tr *Trace) int {
 		}
 	}
 	return w
+}
+
+// addSquares32 is addSquares on a float32 [P, len(dst)] block.
+func addSquares32(dst []float64, v []float32, scale float64) {
+	per := len(dst)
+	parallelChunks(per, func(lo, hi int) {
+		d := dst[lo:hi]
+		for p := 0; p < len(v)/per; p++ {
+			for q, x := range v[p*per+lo : p*per+hi] {
+				d[q] += scale * float64(x) * float64(x)
+			}
+		}
+	})
 }
 
 // addSquares adds scale * sum over the leading (direction) axis of v^2.

@@ -13,6 +13,7 @@ import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/analysis/calib"
 	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/testmodels"
 	"github.com/ecprune/ecprune/testmodels/checker"
 	"github.com/ecprune/ecprune/testmodels/ort"
 )
@@ -214,7 +215,7 @@ func compareORT(t *testing.T, path, dataPath string, n int) {
 		if rel := relErr(outs[i].Data, o.Data); rel > 1e-5 {
 			t.Errorf("output %d: ORT vs evaluator relative error %.3g > 1e-5", i, rel)
 		} else {
-			t.Logf("%s output %d: ORT vs evaluator relative error %.2g", filepath.Base(path), i, rel)
+			t.Logf("%s output %d: ORT vs evaluator relative error %.2g", t.Name(), i, rel)
 		}
 	}
 }
@@ -349,5 +350,104 @@ func TestReportRefusesUnrelatedModels(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "report", model("mnist_mlp_gemm.onnx"), model("mnist_mlp_gemm.onnx"), "--data", data("mnist_test_x.npy"), "--labels", data("mnist_test_y.npy"))
 	if code != 0 || !strings.Contains(stdout, "argmax agreement 1.0000") || !strings.Contains(stdout, "output MSE 0,") {
 		t.Errorf("a model compared with itself: exit %d %s %s", code, stdout, stderr)
+	}
+}
+
+// TestPruneEveryFixture prunes every test model that has a prunable layer,
+// in every format, with a compensating and a plain method, and checks the
+// file: the ONNX checker accepts it (where onnx 1.12 knows the opset) and
+// ONNX Runtime's outputs equal ecprune's evaluation of the written file.
+func TestPruneEveryFixture(t *testing.T) {
+	ort.Require(t)
+	for _, c := range testmodels.All() {
+		if c.Unsupported != "" {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			path, err := c.Write(filepath.Join(dir, "in"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 24
+			shape := []int{n}
+			for _, d := range c.InputShape {
+				shape = append(shape, int(d))
+			}
+			x := filepath.Join(dir, "x.npy")
+			if err := calib.SaveNpy(x, c.Inputs(n, 2), shape, true); err != nil {
+				t.Fatal(err)
+			}
+			m, _ := onnxio.Load(path)
+			net, _ := onnxio.Extract(m, onnxio.ExtractOptions{})
+			if len(net.Prunable()) == 0 {
+				t.Skip("no prunable layer")
+			}
+			opset := m.Opset("")
+			for _, format := range []string{"auto", "constant", "sparse-initializer", "dense"} {
+				for _, method := range []string{"ec+", "ec", "magnitude"} {
+					if (format == "constant" && opset < 11) || (format != "auto" && format != "dense" && m.Proto.GetIrVersion() < 6) {
+						continue // not valid there; export refuses, tested in package export
+					}
+					out := filepath.Join(dir, format+"-"+method+".onnx")
+					code, _, stderr := runCLI(t, "prune", "--quiet", path, "-o", out, "--calib", x, "--sparsity", "0.6", "--format", format, "--method", method)
+					if code != 0 {
+						t.Fatalf("%s %s: %s", format, method, stderr)
+					}
+					if opset <= 17 {
+						checker.Check(t, out, format != "sparse-initializer")
+					}
+					compareORTTol(t, out, x, n, c.Tol)
+				}
+			}
+		})
+	}
+}
+
+// compareORTTol is compareORT with a fixture's tolerance,
+// |got-want| <= tol*max(1,|want|).
+func compareORTTol(t *testing.T, path, dataPath string, n int, tol float64) {
+	t.Helper()
+	m, err := onnxio.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := net.Inputs[0]
+	src, err := calib.Open([]string{dataPath}, []calib.InputSpec{{Name: in.Name, Shape: in.Shape}}, calib.Options{Batch: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := src.ReadBatch(0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := analysis.Run(net, []*analysis.Tensor{analysis.NewTensor(b.Shapes[0], b.Inputs[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := make([]int64, len(b.Shapes[0]))
+	for i, d := range b.Shapes[0] {
+		shape[i] = int64(d)
+	}
+	res, err := ort.Run(path, map[string]ort.Tensor{in.Name: {Shape: shape, Data: b.Inputs[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range net.Outputs {
+		want := res[net.Values[id].Name].Data
+		got := tr.Outputs()[i].Data
+		if len(want) != len(got) {
+			t.Fatalf("%s: output %d has %d values, ORT %d", filepath.Base(path), i, len(got), len(want))
+		}
+		for k := range want {
+			if math.Abs(got[k]-want[k]) > tol*math.Max(1, math.Abs(want[k])) {
+				t.Fatalf("%s: output %d[%d]: evaluator %g, ORT %g", filepath.Base(path), i, k, got[k], want[k])
+			}
+		}
 	}
 }

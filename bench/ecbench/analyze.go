@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// analyzeResult is what `ecbench analyze` prints (one JSON line).
+type analyzeResult struct {
+	Model    string  `json:"model"`
+	Samples  int     `json:"samples"`
+	Mode     string  `json:"mode"`
+	Dirs     int     `json:"directions"` // cotangent directions per sample
+	Seconds  float64 `json:"seconds"`    // statistics + importance + delta
+	Collect  float64 `json:"collect_seconds"`
+	Flops    float64 `json:"flops"` // operation count of the algorithm
+	GFlops   float64 `json:"gflops"`
+	Load     float64 `json:"load_seconds"`
+	Checksum float64 `json:"checksum"` // sum of importances (keeps the work alive)
+}
+
+type sourceData struct{ src *calib.Source }
+
+func (d sourceData) Len() int { return d.src.N() }
+
+func (d sourceData) Each(batch int, f func(analysis.Batch) error) error {
+	for b, err := range d.src.WithBatch(batch).Batches() {
+		if err != nil {
+			return err
+		}
+		ins := make([]*analysis.Tensor, len(b.Inputs))
+		for i := range b.Inputs {
+			ins[i] = analysis.NewTensor(b.Shapes[i], b.Inputs[i])
+		}
+		if err := f(analysis.Batch{Start: b.Start, Inputs: ins}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cmdAnalyze loads a model and calibration data the way `ecprune prune`
+// does, then times analysis.Collect and ECImportance of every layer.
+func cmdAnalyze(args []string) error {
+	fs := flag.NewFlagSet("analyze", flag.ExitOnError)
+	probes := fs.Int("probes", 0, "random-sign probes (0: exact)")
+	batch := fs.Int("batch", 256, "samples per batch")
+	limit := fs.Int("limit", 0, "use at most this many samples")
+	ad := fs.String("ad", "auto", "auto, forward or reverse")
+	maxTan := fs.Int("max-tangent", 0, "StatsOptions.MaxTangent (0: default)")
+	cpuprof := fs.String("cpuprofile", "", "write a CPU profile")
+	fs.Parse(args)
+	if fs.NArg() != 2 {
+		return fmt.Errorf("analyze MODEL X.npy")
+	}
+	t0 := time.Now()
+	m, err := onnxio.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
+	if err != nil {
+		return err
+	}
+	if err := net.Err(fs.Arg(0)); err != nil {
+		return err
+	}
+	m = nil // ecprune keeps the protobuf for writing; the analysis does not need it
+	specs := make([]calib.InputSpec, len(net.Inputs))
+	for i, in := range net.Inputs {
+		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
+	}
+	src, err := calib.Open([]string{fs.Arg(1)}, specs, calib.Options{Batch: *batch, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	load := time.Since(t0)
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	t := time.Now()
+	st, err := analysis.Collect(net, sourceData{src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan})
+	if err != nil {
+		return err
+	}
+	collect := time.Since(t)
+	var sum float64
+	for _, ls := range st.Layers {
+		imp, delta := ls.ECImportance(st.N)
+		for q := range imp {
+			sum += imp[q] + 0*delta[q]
+		}
+	}
+	secs := time.Since(t).Seconds()
+	dirs, flops := opCount(net, st)
+	r := analyzeResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Dirs: dirs, Seconds: secs, Collect: collect.Seconds(),
+		Flops: flops, GFlops: flops / secs / 1e9, Load: load.Seconds(), Checksum: sum}
+	runtime.KeepAlive(net)
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// opCount is the operation count of the algorithm on a chain of dense
+// layers (what the benchmark models are): multiply-adds count 2.
+//
+//	forward pass        2 N sum_l In_l Out_l
+//	reverse, D dirs     2 D N sum_{l after the first prunable} In_l Out_l
+//	forward mode        2 N sum_{p prunable} Out_p sum_{l after p} In_l Out_l
+//	S1 and S2           4 N sum_{p prunable} In_p Out_p
+//
+// D is K (exact reverse) or P (probes). Elementwise work is not counted.
+func opCount(net *onnxio.Network, st *analysis.Stats) (dirs int, flops float64) {
+	n := float64(st.N)
+	k := net.Layers[len(net.Layers)-1].Out // K of a chain
+	size := func(l *onnxio.Layer) float64 { return float64(l.In) * float64(l.Out) }
+	first := -1
+	for i, l := range net.Layers {
+		flops += 2 * n * size(l)
+		if l.Prunable {
+			flops += 4 * n * size(l)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	after := func(i int) float64 {
+		var s float64
+		for _, l := range net.Layers[i+1:] {
+			s += size(l)
+		}
+		return s
+	}
+	switch {
+	case st.Mode == analysis.ADForward:
+		for i, l := range net.Layers {
+			if l.Prunable {
+				dirs += l.Out
+				flops += 2 * n * float64(l.Out) * after(i)
+			}
+		}
+	case st.Mode == analysis.ADReverse:
+		dirs = k
+		flops += 2 * float64(dirs) * n * after(first)
+	default: // probes(P)
+		fmt.Sscanf(st.Mode, "probes(%d)", &dirs)
+		flops += 2 * float64(dirs) * n * after(first)
+	}
+	return dirs, flops
+}

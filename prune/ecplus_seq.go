@@ -1,0 +1,1013 @@
+package prune
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// ecp is the state of one ec+ run.
+//
+// Memory and passes. The sequential stage needs, per layer, g-weighted
+// sums over the samples of a', e, a'^2 and e*a'. g and z0 come from the
+// original network: one pass computes them for every layer and keeps them
+// when they fit (ecpMemLimit), otherwise each later pass recomputes them
+// (GBatch with a fresh state, so probes are drawn again identically). A
+// layer whose per-sample a', e and g fit is "resident": one pass fills
+// them, and each greedy round updates e in memory (e_i -= w_ij a'_j for the
+// removed weights) and recomputes the covariances from memory. Otherwise
+// the layer is "streamed": every round costs one more pass that recomputes
+// e = z' - z0 with the round's weights. Exact covariance updates without
+// either would need sum_n g_i a'_j a'_k, an In x In matrix per neuron.
+type ecp struct {
+	net  *onnxio.Network
+	data analysis.Data
+	st   *analysis.Stats
+	eo   ECPlusOptions
+	task analysis.Task
+	logf func(string, ...any)
+
+	gmode string // Stats.Mode GBatch runs with
+	gopt  analysis.StatsOptions
+
+	n       int         // calibration samples
+	rowsPer []int       // per layer: rows of its input per sample
+	s0      [][]float64 // per layer: sum_n g_i(n) of the original network
+	gMean   [][]float64 // per layer: mean_n g_i(n)
+	// Original network per layer, [rows, Out] in sample order, or nil.
+	gCache, zCache [][]float64
+
+	rv *refitView
+
+	// Traces of cur from the last layer's first pass: the values before
+	// op prevOp are final.
+	prev   []keptTrace
+	prevOp int
+
+	rd *resident // buffers reused from layer to layer
+}
+
+func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPlusOptions, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
+	e := &ecp{net: net, data: data, st: st, eo: eo, task: task, logf: logf, gmode: st.Mode}
+	switch {
+	case st.Mode == analysis.ADForward || st.Mode == analysis.ADReverse:
+	case len(st.Mode) > 7 && st.Mode[:7] == "probes(":
+		var p int
+		if _, err := fmt.Sscanf(st.Mode, "probes(%d)", &p); err != nil || p <= 0 {
+			return nil, fmt.Errorf("ec+: cannot read the probe count from derivative mode %q", st.Mode)
+		}
+		e.gopt.Probes = p
+		logf("ec+: g estimated with %d random-sign probes (seed 0)", p)
+	default:
+		// "loss" needs labels, which ec+ is not given; the mode is
+		// chosen from the shapes on the first batch.
+		e.gmode = ""
+		logf("ec+: the %s objective needs labels; ec+ weights by the output objective's g", st.Mode)
+	}
+	e.gopt.Objective = analysis.ObjOutput
+	e.gopt.Task = task
+	e.rv = newRefitView(net, task)
+	return e, nil
+}
+
+// freshStats is a copy of the statistics for GBatch with its own random
+// state, so that every pass draws the same probes.
+func (e *ecp) freshStats() *analysis.Stats {
+	return &analysis.Stats{Net: e.net, Layers: e.st.Layers, N: e.st.N, Mode: e.gmode, Objective: analysis.ObjOutput}
+}
+
+// origPass computes g of the original network once: its per-neuron sums
+// (for lambda's mean) and, when they fit, g and z0 of every layer. It also
+// settles the refit's targets.
+func (e *ecp) origPass() error {
+	gs := e.freshStats()
+	layers := e.st.Layers
+	e.s0 = make([][]float64, len(layers))
+	e.rowsPer = make([]int, len(layers))
+	for li, ls := range layers {
+		e.s0[li] = make([]float64, ls.Layer.Out)
+	}
+	first := true
+	cache := false
+	err := e.data.Each(ecpBatch, func(b analysis.Batch) error {
+		n, err := batchLen(b)
+		if err != nil {
+			return err
+		}
+		tr, err := analysis.Run(e.net, b.Inputs)
+		if err != nil {
+			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+		}
+		if first {
+			first = false
+			total := 0
+			for li, ls := range layers {
+				z := tr.Values[e.net.Ops[ls.Op].Out]
+				e.rowsPer[li] = z.Len() / ls.Layer.Out / n
+				total += 2 * e.data.Len() * e.rowsPer[li] * ls.Layer.Out
+			}
+			if e.gmode == "" {
+				e.gmode = e.chooseMode(tr, n)
+				gs.Mode = e.gmode
+			}
+			if cache = total <= ecpMemLimit; cache {
+				e.gCache = make([][]float64, len(layers))
+				e.zCache = make([][]float64, len(layers))
+				for li, ls := range layers {
+					size := e.data.Len() * e.rowsPer[li] * ls.Layer.Out
+					e.gCache[li] = make([]float64, 0, size)
+					e.zCache[li] = make([]float64, 0, size)
+				}
+			} else {
+				e.logf("ec+: g and z of the original network (%d values) are recomputed on every pass", total)
+			}
+			e.rv.settle(e.net, tr, n, e.data.Len())
+		}
+		g, err := analysis.GBatch(e.net, tr, gs, e.gopt, b.Start, n)
+		if err != nil {
+			return fmt.Errorf("samples %d..%d: g: %w", b.Start, b.Start+n-1, err)
+		}
+		for li, ls := range layers {
+			out := ls.Layer.Out
+			z := tr.Values[e.net.Ops[ls.Op].Out].Data
+			if len(z) != n*e.rowsPer[li]*out || len(g[li]) != len(z) {
+				return fmt.Errorf("samples %d..%d: layer %q has %d outputs, want %d per sample", b.Start, b.Start+n-1, ls.Layer.Name, len(z)/n, e.rowsPer[li]*out)
+			}
+			for r := 0; r < len(z)/out; r++ {
+				for i, v := range g[li][r*out : (r+1)*out] {
+					e.s0[li][i] += v
+				}
+			}
+			if cache {
+				e.gCache[li] = append(e.gCache[li], g[li]...)
+				e.zCache[li] = append(e.zCache[li], z...)
+			}
+		}
+		if err := e.rv.keepTargets(tr, n); err != nil {
+			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+		}
+		e.n += n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if e.n == 0 {
+		return fmt.Errorf("no calibration samples")
+	}
+	e.gMean = make([][]float64, len(layers))
+	for li := range layers {
+		e.gMean[li] = make([]float64, len(e.s0[li]))
+		rows := float64(e.n * e.rowsPer[li])
+		for i, s := range e.s0[li] {
+			e.gMean[li][i] = s / rows
+		}
+	}
+	return nil
+}
+
+// chooseMode picks the cheaper exact way to get g under the output
+// objective: reverse costs about K passes, forward about sum(Out).
+func (e *ecp) chooseMode(tr *analysis.Trace, n int) string {
+	k := 0
+	for _, o := range tr.Outputs() {
+		k += o.Len() / n
+	}
+	fwd := 0
+	for li, ls := range e.st.Layers {
+		fwd += ls.Layer.Out * e.rowsPer[li]
+	}
+	if fwd < k {
+		return analysis.ADForward
+	}
+	return analysis.ADReverse
+}
+
+func batchLen(b analysis.Batch) (int, error) {
+	if len(b.Inputs) == 0 || b.Inputs[0] == nil || b.Inputs[0].Rank() == 0 {
+		return 0, fmt.Errorf("samples from %d: a batch without inputs", b.Start)
+	}
+	return b.Inputs[0].Shape[0], nil
+}
+
+// prefixNet is net evaluated only up to op (inclusive), whose output
+// becomes the only graph output. It shares ops and layers with net.
+func prefixNet(net *onnxio.Network, op int) *onnxio.Network {
+	c := *net
+	c.Ops = net.Ops[: op+1 : op+1]
+	c.Outputs = []int{net.Ops[op].Out}
+	return &c
+}
+
+// layerPass runs the data through cur up to layer li and calls f per batch
+// with a' [rows, In] and z' [rows, Out] of cur, and the original network's
+// z0 and flattened g' = g + lambda mean(g), both [rows, Out]; r0 is the
+// batch's first row. inputOnly stops before the layer (zc and z0 nil).
+//
+// Passes run cur from the kept traces of the previous layer's first pass
+// (e.prev) when there are some: everything before that layer is final, so
+// each layer's product is computed once, not once per layer after it.
+// store keeps this pass's traces for the next layer.
+func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f func(a, zc, z0, g []float64, rows, r0 int) error) error {
+	ls := e.st.Layers[li]
+	out := ls.Layer.Out
+	op := ls.Op
+	in := cur.Ops[op].In[0]
+	pre := prefixNet(cur, op)
+	if inputOnly {
+		pre = prefixTo(cur, op, in)
+	}
+	gs := e.freshStats()
+	mean := e.gMean[li]
+	lambda := e.eo.Lambda
+	var kept []keptTrace
+	var gpBuf []float64
+	size := 0
+	batch := 0
+	err := e.data.Each(ecpBatch, func(b analysis.Batch) error {
+		n, err := batchLen(b)
+		if err != nil {
+			return err
+		}
+		var prev *keptTrace
+		if batch < len(e.prev) {
+			prev = &e.prev[batch]
+			if prev.start != b.Start || prev.n != n {
+				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
+			}
+		}
+		batch++
+		rows := n * e.rowsPer[li]
+		r0 := b.Start * e.rowsPer[li]
+		var z0, g, a, zc []float64
+		var tr0 *analysis.Trace
+		if e.gCache != nil {
+			if b.Start < 0 || (r0+rows)*out > len(e.zCache[li]) {
+				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
+			}
+			z0, g = e.zCache[li][r0*out:(r0+rows)*out], e.gCache[li][r0*out:(r0+rows)*out]
+		} else {
+			if tr0, err = analysis.Run(e.net, b.Inputs); err != nil {
+				return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
+			}
+			gg, err := analysis.GBatch(e.net, tr0, gs, e.gopt, b.Start, n)
+			if err != nil {
+				return fmt.Errorf("samples %d..%d: g: %w", b.Start, b.Start+n-1, err)
+			}
+			z0, g = tr0.Values[e.net.Ops[op].Out].Data, gg[li]
+		}
+		var tr *analysis.Trace
+		if inputOnly && tr0 != nil {
+			tr, z0 = tr0, nil // the prefix is the original's
+			a = tr.Values[in].Data
+		} else {
+			if prev != nil {
+				tr, err = analysis.RunFrom(pre, prev.tr, e.prevOp)
+			} else {
+				tr, err = analysis.Run(pre, b.Inputs)
+			}
+			if err != nil {
+				return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+			}
+			a = tr.Values[in].Data
+			if inputOnly {
+				z0 = nil
+			} else {
+				zc = tr.Values[cur.Ops[op].Out].Data
+			}
+		}
+		if len(a) != rows*ls.Layer.In || (zc != nil && len(zc) != rows*out) || len(g) != rows*out {
+			return fmt.Errorf("samples %d..%d: layer input or output changed shape between passes", b.Start, b.Start+n-1)
+		}
+		if store {
+			for _, v := range tr.Values {
+				if v != nil {
+					size += v.Len()
+				}
+			}
+			if store = size <= ecpMemLimit; store {
+				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n})
+			} else {
+				kept = nil
+			}
+		}
+		gp := grow(&gpBuf, len(g))
+		for r := 0; r < rows; r++ {
+			for i := 0; i < out; i++ {
+				gp[r*out+i] = g[r*out+i] + lambda*mean[i]
+			}
+		}
+		return f(a, zc, z0, gp, rows, r0)
+	})
+	if err != nil {
+		return err
+	}
+	if store {
+		e.prev, e.prevOp = kept, op
+	}
+	return nil
+}
+
+// prefixTo is net evaluated up to (not including) op, with value id as
+// its only output.
+func prefixTo(net *onnxio.Network, op, id int) *onnxio.Network {
+	c := *net
+	c.Ops = net.Ops[:op:op]
+	c.Outputs = []int{id}
+	return &c
+}
+
+// upstreamClean tells whether the layers processed before li are all as
+// in the original network, so that li's input is the original's and its
+// residual is exactly zero.
+func (e *ecp) upstreamClean(cur *onnxio.Network, li int) bool {
+	for _, ls := range e.st.Layers[:li] {
+		l, o := cur.Ops[ls.Op].Layer, ls.Layer
+		for q, w := range l.W {
+			if math.Float64bits(w) != math.Float64bits(o.W[q]) {
+				return false
+			}
+		}
+		for i, b := range l.B {
+			ob := 0.0
+			if o.B != nil {
+				ob = o.B[i]
+			}
+			if b != ob {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// collectMatches tells whether Collect's sums of layer li were built from
+// the same g as ec+'s, so that on the original input they give the
+// moments without another product. Only for exact g: with probes Collect
+// keeps its products in float32.
+func (e *ecp) collectMatches(li int) bool {
+	ls := e.st.Layers[li]
+	l := ls.Layer
+	if e.gmode != analysis.ADForward && e.gmode != analysis.ADReverse {
+		return false
+	}
+	if ls.Shift == nil || len(ls.Shift) != l.In || len(ls.S0) != l.Out || len(ls.S1) != l.Out*l.In || len(ls.S2) != l.Out*l.In || e.st.N != e.n {
+		return false
+	}
+	for i, s := range e.s0[li] {
+		if math.Abs(s-ls.S0[i]) > 1e-9*math.Abs(ls.S0[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// ecpSums are one layer's g'-weighted sums over the samples (rows). a' is
+// shifted by the first batch's mean so that variances and covariances
+// do not cancel.
+type ecpSums struct {
+	out, in int
+	shift   []float64 // In
+	s0      []float64 // Out: sum g
+	s1, s2  []float64 // Out x In: sum g (a-shift), sum g (a-shift)^2
+	se      []float64 // Out: sum g e
+	sea     []float64 // Out x In: sum g e (a-shift)
+	e1      []float64 // Out: sum e, unweighted (bias when sum g = 0)
+	rows    int
+
+	acBuf, ac2Buf, geBuf, eBuf []float64 // per-batch scratch
+}
+
+func newECPSums(out, in int) *ecpSums {
+	return &ecpSums{out: out, in: in, s0: make([]float64, out), s1: make([]float64, out*in), s2: make([]float64, out*in),
+		se: make([]float64, out), sea: make([]float64, out*in), e1: make([]float64, out)}
+}
+
+// resetResidual clears the residual sums before a new pass over e.
+func (s *ecpSums) resetResidual() {
+	clear(s.se)
+	clear(s.sea)
+	clear(s.e1)
+	s.rows = 0
+}
+
+// center returns a - shift, fixing shift on the first call.
+func (s *ecpSums) center(a []float64, rows int) []float64 {
+	if s.shift == nil {
+		s.shift = make([]float64, s.in)
+		for r := 0; r < rows; r++ {
+			for j, v := range a[r*s.in : (r+1)*s.in] {
+				s.shift[j] += v
+			}
+		}
+		for j := range s.shift {
+			s.shift[j] /= float64(max(rows, 1))
+		}
+	}
+	ac := grow(&s.acBuf, rows*s.in)
+	for r := 0; r < rows; r++ {
+		for j, v := range a[r*s.in : (r+1)*s.in] {
+			ac[r*s.in+j] = v - s.shift[j]
+		}
+	}
+	return ac
+}
+
+// grow returns (*buf)[:n], reallocating when too short: per-batch scratch
+// reused across batches.
+func grow(buf *[]float64, n int) []float64 {
+	if cap(*buf) < n {
+		*buf = make([]float64, n)
+	}
+	return (*buf)[:n]
+}
+
+// addMoments adds s0, s1, s2 of a batch with centred inputs ac.
+func (s *ecpSums) addMoments(ac, g []float64, rows int) {
+	ac2 := grow(&s.ac2Buf, len(ac))
+	for q, v := range ac {
+		ac2[q] = v * v
+	}
+	for r := 0; r < rows; r++ {
+		for i, v := range g[r*s.out : (r+1)*s.out] {
+			s.s0[i] += v
+		}
+	}
+	gemmTN(rows, s.out, s.in, g, ac, s.s1)
+	gemmTN(rows, s.out, s.in, g, ac2, s.s2)
+}
+
+// addResidual adds se, e1 and (withSEA) sea of a batch.
+func (s *ecpSums) addResidual(ac, e, g []float64, rows int, withSEA bool) {
+	ge := grow(&s.geBuf, len(e))
+	for q, v := range e {
+		ge[q] = g[q] * v
+	}
+	for r := 0; r < rows; r++ {
+		for i := 0; i < s.out; i++ {
+			s.se[i] += ge[r*s.out+i]
+			s.e1[i] += e[r*s.out+i]
+		}
+	}
+	if withSEA {
+		gemmTN(rows, s.out, s.in, ge, ac, s.sea)
+	}
+	s.rows += rows
+}
+
+// gemmTN adds x^T y to c: x is [rows, m], y [rows, n], c [m, n].
+func gemmTN(rows, m, n int, x, y, c []float64) {
+	if rows == 0 || m == 0 || n == 0 {
+		return
+	}
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1,
+		blas64.General{Rows: rows, Cols: m, Stride: m, Data: x[:rows*m]},
+		blas64.General{Rows: rows, Cols: n, Stride: n, Data: y[:rows*n]},
+		1, blas64.General{Rows: m, Cols: n, Stride: n, Data: c[:m*n]})
+}
+
+// variance is the g-weighted sum of squared deviations of a'_j for neuron
+// i (N times EC's importance per w^2); 0 for a neuron that never reaches
+// the output.
+func (s *ecpSums) variance(q int) float64 {
+	i := q / s.in
+	if s.s0[i] == 0 {
+		return 0
+	}
+	v := s.s2[q] - s.s1[q]*s.s1[q]/s.s0[i]
+	return math.Max(v, 0) // rounding
+}
+
+// covariance is sum_n g (e_i - mean e_i)(a'_j - mean a'_j).
+func (s *ecpSums) covariance(q int) float64 {
+	i := q / s.in
+	if s.s0[i] == 0 {
+		return 0
+	}
+	return s.sea[q] - s.se[i]*s.s1[q]/s.s0[i]
+}
+
+// costs is ec+'s removal cost w^2 Var_g(a') - 2c w Cov_g(e, a') of every
+// weight (0 for neurons that never reach the output).
+func (s *ecpSums) costs(w []float64, c float64) []float64 {
+	out := make([]float64, len(w))
+	for q, wq := range w {
+		out[q] = wq*wq*s.variance(q) - 2*c*wq*s.covariance(q)
+	}
+	return out
+}
+
+// biasFix is the change of b_i that makes the g-weighted mean of the
+// residual zero (the unweighted mean where g is zero throughout).
+func (s *ecpSums) biasFix(i int) float64 {
+	if s.s0[i] > 0 {
+		return -s.se[i] / s.s0[i]
+	}
+	if s.rows > 0 {
+		return -s.e1[i] / float64(s.rows)
+	}
+	return 0
+}
+
+type scored struct {
+	s float64
+	q int
+}
+
+// cmpScored orders by score then index; NaN sorts last.
+func cmpScored(a, b scored) int {
+	an, bn := math.IsNaN(a.s), math.IsNaN(b.s)
+	switch {
+	case an && !bn:
+		return 1
+	case bn && !an:
+		return -1
+	case !an && a.s != b.s:
+		return cmp.Compare(a.s, b.s)
+	}
+	return cmp.Compare(a.q, b.q)
+}
+
+// rowQuotas ranks all weights of a layer by score (then flat index) and
+// counts, per row, how many of the k lowest fall in it.
+func rowQuotas(score []float64, out, in, k int) []int {
+	cs := make([]scored, len(score))
+	for q, s := range score {
+		cs[q] = scored{s, q}
+	}
+	smallest(cs, k)
+	quota := make([]int, out)
+	for _, c := range cs[:k] {
+		quota[c.q/in]++
+	}
+	return quota
+}
+
+// smallest reorders cs so that cs[:k] are its k smallest elements by
+// cmpScored, in no particular order: quickselect with a median-of-three
+// pivot, sorting past a depth limit. cmpScored is a total order (indices
+// differ), so which elements end up in cs[:k] is fully determined.
+func smallest(cs []scored, k int) {
+	if k <= 0 || k >= len(cs) {
+		return
+	}
+	lo, hi := 0, len(cs)
+	depth := 2 * bits.Len(uint(len(cs)))
+	for hi-lo > 16 {
+		if depth == 0 {
+			break
+		}
+		depth--
+		m := lo + (hi-lo)/2
+		if cmpScored(cs[m], cs[lo]) < 0 {
+			cs[m], cs[lo] = cs[lo], cs[m]
+		}
+		if cmpScored(cs[hi-1], cs[lo]) < 0 {
+			cs[hi-1], cs[lo] = cs[lo], cs[hi-1]
+		}
+		if cmpScored(cs[hi-1], cs[m]) < 0 {
+			cs[hi-1], cs[m] = cs[m], cs[hi-1]
+		}
+		cs[m], cs[hi-1] = cs[hi-1], cs[m] // the median is the pivot, at hi-1
+		pivot := cs[hi-1]
+		p := lo
+		for i := lo; i < hi-1; i++ {
+			if cmpScored(cs[i], pivot) < 0 {
+				cs[i], cs[p] = cs[p], cs[i]
+				p++
+			}
+		}
+		cs[p], cs[hi-1] = cs[hi-1], cs[p]
+		switch {
+		case k == p || k == p+1:
+			return
+		case k < p:
+			hi = p
+		default:
+			lo = p + 1
+		}
+	}
+	slices.SortFunc(cs[lo:hi], cmpScored)
+}
+
+// roundTake is how many of a row's quota go in round t of T: the quota
+// split as evenly as integers allow, summing to quota over the rounds.
+func roundTake(quota, t, rounds int) int {
+	return quota*(t+1)/rounds - quota*t/rounds
+}
+
+// ecpLayerResult is what pruning one layer produced.
+type ecpLayerResult struct {
+	pruned    []bool
+	removed   int
+	predicted float64
+	resident  bool
+	passes    int
+}
+
+// resident holds one layer's per-sample data transposed, one contiguous
+// run of rows per feature or neuron, so that removing w_ij updates e_i with
+// one axpy: centred a' [In, rows], e and g' [Out, rows].
+type resident struct {
+	ac, e, g []float64
+	rows     int
+
+	ge, gr, acg, c []float64 // scratch of addResidualOn
+}
+
+func newResident(rows, out, in int) *resident {
+	return &resident{ac: make([]float64, in*rows), e: make([]float64, out*rows), g: make([]float64, out*rows), rows: rows}
+}
+
+// reuseResident is newResident on the buffers of the previous layer's.
+func (e *ecp) reuseResident(rows, out, in int) *resident {
+	rd := e.rd
+	if rd == nil {
+		rd = &resident{}
+		e.rd = rd
+	}
+	rd.rows = rows
+	rd.ac = grow(&rd.ac, in*rows)
+	rd.g = grow(&rd.g, out*rows)
+	rd.e = grow(&rd.e, out*rows)
+	clear(rd.e) // put leaves it alone where e is zero
+	return rd
+}
+
+// put stores a batch's rows from row r0 on; e nil is zero.
+func (rd *resident) put(ac, e, g []float64, rows, r0, out, in int) {
+	for r := 0; r < rows; r++ {
+		for j, v := range ac[r*in : (r+1)*in] {
+			rd.ac[j*rd.rows+r0+r] = v
+		}
+		for i := 0; i < out; i++ {
+			rd.g[i*rd.rows+r0+r] = g[r*out+i]
+			if e != nil {
+				rd.e[i*rd.rows+r0+r] = e[r*out+i]
+			}
+		}
+	}
+}
+
+// update subtracts the removed weights' contributions w_ij a'_j from e_i;
+// a' = ac + shift, and the shifts' part is one constant per row. constCol
+// (or nil) marks features whose ac is all zeros.
+func (rd *resident) update(removed []scored, w, shift []float64, in int, constCol []bool) {
+	n := rd.rows
+	if n == 0 {
+		return
+	}
+	rowShift := make([]float64, len(rd.e)/n)
+	for _, c := range removed {
+		i, j := c.q/in, c.q%in
+		wq := w[c.q]
+		if constCol == nil || !constCol[j] {
+			blas64.Axpy(-wq, blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
+		}
+		rowShift[i] += wq * shift[j]
+	}
+	for i, ws := range rowShift {
+		if ws != 0 {
+			ei := rd.e[i*n : (i+1)*n]
+			for r := range ei {
+				ei[r] -= ws
+			}
+		}
+	}
+}
+
+// addResidual adds the residual sums of the resident data (se, e1 and,
+// withSEA, sea).
+func (rd *resident) addResidual(s *ecpSums, withSEA bool) {
+	rd.addResidualOn(s, withSEA, nil, nil)
+}
+
+// addResidualOn is addResidual with sea computed only for the given rows
+// and columns (nil: all); the other entries of sea are left at 0. The
+// rounds need it only where a weight can still be removed.
+func (rd *resident) addResidualOn(s *ecpSums, withSEA bool, rows, cols []int) {
+	n := rd.rows
+	ge := grow(&rd.ge, len(rd.e))
+	for q, v := range rd.e {
+		ge[q] = rd.g[q] * v
+	}
+	for i := 0; i < s.out; i++ {
+		var se, e1 float64
+		for r := 0; r < n; r++ {
+			se += ge[i*n+r]
+			e1 += rd.e[i*n+r]
+		}
+		s.se[i] += se
+		s.e1[i] += e1
+	}
+	s.rows += n
+	if !withSEA || n == 0 {
+		return
+	}
+	if len(rows) == s.out && len(cols) == s.in {
+		rows, cols = nil, nil // all of them: no gathering
+	}
+	if rows == nil && cols == nil {
+		blas64.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas64.General{Rows: s.out, Cols: n, Stride: n, Data: ge},
+			blas64.General{Rows: s.in, Cols: n, Stride: n, Data: rd.ac},
+			1, blas64.General{Rows: s.out, Cols: s.in, Stride: s.in, Data: s.sea})
+		return
+	}
+	if len(rows) == 0 || len(cols) == 0 {
+		return
+	}
+	// Gather the rows of ge and of ac (both one contiguous run per
+	// neuron or feature), multiply, scatter.
+	gr := grow(&rd.gr, len(rows)*n)
+	for k, i := range rows {
+		copy(gr[k*n:(k+1)*n], ge[i*n:(i+1)*n])
+	}
+	ac := grow(&rd.acg, len(cols)*n)
+	for k, j := range cols {
+		copy(ac[k*n:(k+1)*n], rd.ac[j*n:(j+1)*n])
+	}
+	c := grow(&rd.c, len(rows)*len(cols))
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1,
+		blas64.General{Rows: len(rows), Cols: n, Stride: n, Data: gr},
+		blas64.General{Rows: len(cols), Cols: n, Stride: n, Data: ac},
+		0, blas64.General{Rows: len(rows), Cols: len(cols), Stride: len(cols), Data: c})
+	for k, i := range rows {
+		for m, j := range cols {
+			s.sea[i*s.in+j] += c[k*len(cols)+m]
+		}
+	}
+}
+
+// moments adds the first pass's sums of the resident data: s0, s1, s2
+// (withMoments), se and e1 (withResidual), sea (withSEA). s1 and sea share
+// their right operand, so they are one product.
+func (rd *resident) moments(s *ecpSums, withMoments, withResidual, withSEA bool) {
+	n, out, in := rd.rows, s.out, s.in
+	if !withResidual {
+		s.rows += n
+	} else {
+		rd.addResidualOn(s, false, nil, nil)
+	}
+	if n == 0 || (!withMoments && !withSEA) {
+		return
+	}
+	left := rd.gr[:0]
+	m := 0
+	if withMoments {
+		for i := 0; i < out; i++ {
+			var s0 float64
+			for _, v := range rd.g[i*n : (i+1)*n] {
+				s0 += v
+			}
+			s.s0[i] += s0
+		}
+		left = append(left, rd.g...)
+		m += out
+	}
+	if withSEA {
+		left = append(left, rd.ge[:out*n]...) // g e, from addResidualOn
+		m += out
+	}
+	rd.gr = left
+	prod := grow(&rd.c, m*in)
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1,
+		blas64.General{Rows: m, Cols: n, Stride: n, Data: left},
+		blas64.General{Rows: in, Cols: n, Stride: n, Data: rd.ac},
+		0, blas64.General{Rows: m, Cols: in, Stride: in, Data: prod})
+	off := 0
+	if withMoments {
+		addTo(s.s1, prod[:out*in])
+		off = out * in
+		ac2 := grow(&rd.acg, len(rd.ac))
+		for q, v := range rd.ac {
+			ac2[q] = v * v
+		}
+		blas64.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas64.General{Rows: out, Cols: n, Stride: n, Data: rd.g},
+			blas64.General{Rows: in, Cols: n, Stride: n, Data: ac2},
+			1, blas64.General{Rows: out, Cols: in, Stride: in, Data: s.s2})
+	}
+	if withSEA {
+		addTo(s.sea, prod[off:off+out*in])
+	}
+}
+
+func addTo(dst, src []float64) {
+	for q, v := range src {
+		dst[q] += v
+	}
+}
+
+// constant marks the features whose centred input is 0 in every sample:
+// their variance and covariances are exactly 0, so they need no products.
+func (rd *resident) constant(in int) []bool {
+	c := make([]bool, in)
+	for j := range c {
+		c[j] = true
+		for _, v := range rd.ac[j*rd.rows : (j+1)*rd.rows] {
+			if v != 0 {
+				c[j] = false
+				break
+			}
+		}
+	}
+	return c
+}
+
+// pruneLayer removes k weights of layer li of cur (whose earlier layers
+// are final) and sets its bias; cur's layer ends up pruned and corrected.
+func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error) {
+	ls := e.st.Layers[li]
+	l := cur.Ops[ls.Op].Layer
+	out, in := l.Out, l.In
+	if l.B == nil {
+		l.B = make([]float64, out)
+	}
+	res := &ecpLayerResult{pruned: make([]bool, out*in)}
+	rowsTotal := e.n * e.rowsPer[li]
+	var rd *resident
+	if rowsTotal*(in+2*out) <= ecpMemLimit {
+		rd = e.reuseResident(rowsTotal, out, in)
+		res.resident = true
+	}
+	sums, err := e.firstPass(cur, li, k > 0, rd)
+	if err != nil {
+		return nil, err
+	}
+	res.passes++
+	if k > 0 {
+		ec := make([]float64, out*in)
+		for q, w := range l.W {
+			ec[q] = w * w * sums.variance(q)
+		}
+		quota := rowQuotas(ec, out, in, k)
+		rounds := e.eo.Rounds
+		var constCol []bool
+		if rd != nil {
+			constCol = rd.constant(in)
+		}
+		var removed []scored
+		for t := 0; t < rounds; t++ {
+			removed = removed[:0]
+			cost := sums.costs(l.W, e.eo.C)
+			for i := 0; i < out; i++ {
+				take := roundTake(quota[i], t, rounds)
+				if take == 0 {
+					continue
+				}
+				cs := make([]scored, 0, in)
+				for j := 0; j < in; j++ {
+					if q := i*in + j; !res.pruned[q] {
+						cs = append(cs, scored{cost[q], q})
+					}
+				}
+				smallest(cs, take)
+				for _, c := range cs[:take] {
+					res.pruned[c.q] = true
+					res.removed++
+					if !math.IsNaN(c.s) {
+						res.predicted += c.s
+					}
+					removed = append(removed, c)
+				}
+			}
+			if len(removed) == 0 {
+				continue
+			}
+			// The residual sums for the next round (or, after the last,
+			// the bias): e loses w_ij a'_j for every removal.
+			last := t == rounds-1
+			if rd != nil {
+				rd.update(removed, l.W, sums.shift, in, constCol)
+			}
+			for _, c := range removed {
+				l.W[c.q] = 0
+			}
+			sums.resetResidual()
+			if rd != nil {
+				// Covariances only where a weight can still go in a later
+				// round: rows with quota left, their unpruned columns.
+				var rows, cols []int
+				if !last {
+					live := make([]bool, in)
+					for i := 0; i < out; i++ {
+						if quota[i] == quota[i]*(t+1)/rounds {
+							continue // all of the row's quota is taken
+						}
+						rows = append(rows, i)
+						for j := 0; j < in; j++ {
+							live[j] = live[j] || !res.pruned[i*in+j]
+						}
+					}
+					for j, lv := range live {
+						if lv && !constCol[j] {
+							cols = append(cols, j)
+						}
+					}
+				}
+				rd.addResidualOn(sums, !last, rows, cols)
+				continue
+			}
+			err := e.layerPass(cur, li, false, false, func(a, zc, z0, g []float64, rows, _ int) error {
+				sums.addResidual(sums.center(a, rows), sub(grow(&sums.eBuf, len(zc)), zc, z0), g, rows, !last)
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			res.passes++
+		}
+	}
+	for i := range l.B {
+		l.B[i] += sums.biasFix(i)
+	}
+	res.predicted /= float64(max(rowsTotal, 1))
+	mode := "streamed"
+	if res.resident {
+		mode = "resident"
+	}
+	e.logf("ec+: layer %s: removed %d of %d (%s, %d data passes)", l.Name, res.removed, out*in, mode, res.passes)
+	return res, nil
+}
+
+// sub sets d = x - y and returns it.
+func sub(d, x, y []float64) []float64 {
+	for q := range x {
+		d[q] = x[q] - y[q]
+	}
+	return d
+}
+
+// firstPass accumulates a layer's sums on cur (and fills rd, if not nil).
+// With the original input, e is exactly zero and, when Collect used the
+// same g, its sums give the moments: S0' = S0 + lambda m N and so on. This
+// spares the first layer, usually the widest, its forward product and two
+// of its three weighted products.
+func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident) (*ecpSums, error) {
+	ls := e.st.Layers[li]
+	out, in := ls.Layer.Out, ls.Layer.In
+	sums := newECPSums(out, in)
+	clean := e.upstreamClean(cur, li)
+	reuse := clean && e.collectMatches(li)
+	var sumA, sumA2 []float64
+	if reuse {
+		sums.shift = ls.Shift
+		sumA, sumA2 = make([]float64, in), make([]float64, in)
+	}
+	err := e.layerPass(cur, li, clean, true, func(a, zc, z0, g []float64, rows, r0 int) error {
+		ac := sums.center(a, rows)
+		if reuse {
+			for r := 0; r < rows; r++ {
+				for j, v := range ac[r*in : (r+1)*in] {
+					sumA[j] += v
+					sumA2[j] += v * v
+				}
+			}
+		}
+		var r []float64
+		if !clean {
+			r = sub(grow(&sums.eBuf, len(zc)), zc, z0)
+		}
+		if rd != nil {
+			// The products are done once on all rows, below.
+			rd.put(ac, r, g, rows, r0, out, in)
+			return nil
+		}
+		if !reuse {
+			sums.addMoments(ac, g, rows)
+		}
+		if clean {
+			sums.rows += rows
+		} else {
+			sums.addResidual(ac, r, g, rows, withSEA)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rd != nil {
+		rd.moments(sums, !reuse, !clean, withSEA && !clean)
+	}
+	if reuse {
+		rows := float64(e.n * e.rowsPer[li])
+		for i := 0; i < out; i++ {
+			lm := e.eo.Lambda * e.gMean[li][i]
+			sums.s0[i] = ls.S0[i] + lm*rows
+			for j := 0; j < in; j++ {
+				sums.s1[i*in+j] = ls.S1[i*in+j] + lm*sumA[j]
+				sums.s2[i*in+j] = ls.S2[i*in+j] + lm*sumA2[j]
+			}
+		}
+	}
+	return sums, nil
+}
