@@ -43,7 +43,7 @@ type pruneFlags struct {
 
 func (f *pruneFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "", "the pruned model to write (required; never the input)")
-	fs.StringVar(&f.method, "method", "ec", "pruning criterion: "+strings.Join(analysis.Methods(), ", "))
+	fs.StringVar(&f.method, "method", "ec+", "pruning method: ec+ (recommended: sequential EC with a bias refit), ec (the paper's one-shot method), or a baseline: "+strings.Join(analysis.Methods(), ", "))
 	fs.Float64Var(&f.sparsity, "sparsity", 0.5, "fraction of the prunable weights to remove, in [0, 1)")
 	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
 	fs.StringVar(&f.format, "format", "auto", "how pruned weights are stored: auto (smallest valid), constant (sparse Constant node), sparse-initializer, dense")

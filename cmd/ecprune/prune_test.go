@@ -255,11 +255,17 @@ func TestPruneDeterministic(t *testing.T) {
 // TestGemmMatMulSameMasks: the Gemm and MatMul exports of the same network
 // prune identically (same masks, same bias shifts).
 func TestGemmMatMulSameMasks(t *testing.T) {
+	for _, method := range []string{"ec", "ec+"} {
+		t.Run(method, func(t *testing.T) { gemmMatMulSame(t, method) })
+	}
+}
+
+func gemmMatMulSame(t *testing.T, method string) {
 	dir := t.TempDir()
 	nets := map[string]*onnxio.Network{}
 	for _, name := range []string{"mnist_mlp_gemm.onnx", "mnist_mlp_matmul.onnx"} {
 		out := filepath.Join(dir, name)
-		code, _, stderr := runCLI(t, "prune", "--quiet", model(name), "-o", out, "--calib", data("mnist_calib_x.npy"), "--sparsity", "0.8", "--format", "dense")
+		code, _, stderr := runCLI(t, "prune", "--quiet", "--method", method, model(name), "-o", out, "--calib", data("mnist_calib_x.npy"), "--sparsity", "0.8", "--format", "dense")
 		if code != 0 {
 			t.Fatal(stderr)
 		}
@@ -293,7 +299,7 @@ func TestPruneReport(t *testing.T) {
 	out := filepath.Join(dir, "p.onnx")
 	rep := filepath.Join(dir, "r.json")
 	scores := filepath.Join(dir, "s.npz")
-	code, stdout, stderr := runCLI(t, "prune", "--quiet", "--json", model("mnist_mlp_gemm.onnx"), "-o", out, "--calib", data("mnist_calib_x.npy"),
+	code, stdout, stderr := runCLI(t, "prune", "--quiet", "--json", "--method", "ec", model("mnist_mlp_gemm.onnx"), "-o", out, "--calib", data("mnist_calib_x.npy"),
 		"--labels", data("mnist_calib_y.npy"), "--sparsity", "0.7", "--holdout", "0.25", "--report", rep, "--scores", scores)
 	if code != 0 {
 		t.Fatal(stderr)
