@@ -120,7 +120,9 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		x.net.Outputs = append(x.net.Outputs, id)
 	}
 	if x.fatal != "" {
-		x.notEvaluable(x.fatal)
+		// A quantized model: the advice matters more than which output
+		// depends on it.
+		x.net.Evaluable, x.net.Reason = false, x.fatal
 	}
 	if len(x.net.Inputs) == 0 && x.net.Evaluable {
 		x.notEvaluable("the graph has no inputs to feed")

@@ -457,3 +457,5 @@ func compareORTTol(t *testing.T, path, dataPath string, n int, tol float64) {
 		}
 	}
 }
+
+func testmodelsCase(name string) (testmodels.Case, bool) { return testmodels.ByName(name) }
