@@ -74,6 +74,12 @@ type StatsOptions struct {
 	MaxTangent int
 	Log        func(format string, args ...any)
 	Progress   func(done, total int)
+	// Observe, if set, sees every batch's trace and g (one [rows, Out]
+	// slice per entry of Stats.Layers) before they are summed, so that a
+	// method needing per-sample values of the original network (ec+) can
+	// keep them instead of running a pass of its own. It must not modify
+	// them.
+	Observe func(st *Stats, b Batch, tr *Trace, g [][]float64) error
 }
 
 // LayerStats are the sums METHOD.md defines for one prunable layer, over
@@ -277,6 +283,11 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 		}
 		if !opt.Grad {
 			dz = nil
+		}
+		if opt.Observe != nil {
+			if err := opt.Observe(st, b, tr, g); err != nil {
+				return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+			}
 		}
 		for i, ls := range st.Layers {
 			a := tr.Values[net.Ops[ls.Op].In[0]]

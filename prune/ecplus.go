@@ -18,6 +18,8 @@ type ECPlusOptions struct {
 	C          float64 // weight of the residual-cancelling credit
 	Rounds     int     // greedy rounds per layer
 	RefitSteps int     // Levenberg-Marquardt steps on all biases
+	// Prep, if set, holds what the statistics pass kept for ec+.
+	Prep *ECPlusPrep
 }
 
 // RegisterFlags adds ec+'s flags with their defaults.
@@ -125,10 +127,14 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		return nil, err
 	}
 	t0 := time.Now()
-	if err := e.origPass(); err != nil {
-		return nil, fmt.Errorf("ec+: original network: %w", err)
+	if eo.Prep.take(e) {
+		logf("ec+: g of the original network kept from the statistics pass")
+	} else {
+		if err := e.origPass(); err != nil {
+			return nil, fmt.Errorf("ec+: original network: %w", err)
+		}
+		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
-	logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	cur := net.Clone()
 	plan := &Plan{Total: budget.Total}
 	for li, ls := range st.Layers {

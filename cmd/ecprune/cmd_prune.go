@@ -190,7 +190,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if needGrad && f.af.labels == "" {
 		return usagef("method %s needs labels (--labels)", f.method)
 	}
-	j, err := e.newJob(in, &f.af, needGrad)
+	j, err := e.newJob(in, &f.af, needGrad, f.method == "ec+")
 	if err != nil {
 		return err
 	}

@@ -206,7 +206,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	}
 
 	needGrad := slices.ContainsFunc(methods, analysis.NeedsLabels)
-	j, err := e.newJob(model, &f.af, needGrad)
+	j, err := e.newJob(model, &f.af, needGrad, slices.Contains(methods, "ec+"))
 	if err != nil {
 		return err
 	}

@@ -61,10 +61,11 @@ type job struct {
 	hlabels  *analysis.Labels // of hold
 	stats    *analysis.Stats
 	scores   map[string]*analysis.Scores
+	prep     *prune.ECPlusPrep // what the statistics pass kept for ec+, or nil
 	statTime time.Duration
 }
 
-func (e *env) newJob(modelPath string, af *analysisFlags, needGrad bool) (*job, error) {
+func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool) (*job, error) {
 	if len(af.calib) == 0 {
 		return nil, usagef("--calib is required")
 	}
@@ -121,6 +122,12 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad bool) (*job, 
 	} else {
 		j.task = guessTask(af.task, nil)
 	}
+	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
+	if ecplus {
+		// ec+ keeps per-sample values of this pass instead of its own.
+		j.prep = prune.NewECPlusPrep(ld.net, sourceData{j.src}, j.task)
+		observe = j.prep.Observe
+	}
 	t := time.Now()
 	p := e.newProgress("analysis", j.src.N())
 	j.stats, err = analysis.Collect(ld.net, sourceData{j.src}, analysis.StatsOptions{
@@ -129,6 +136,7 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad bool) (*job, 
 		Grad:     needGrad && j.labels != nil,
 		Log:      e.logf,
 		Progress: p.set,
+		Observe:  observe,
 	})
 	p.finish()
 	if err != nil {
@@ -185,7 +193,9 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		return prune.ECPlus(j.ld.net, sourceData{j.src}, j.stats, ecs, opt, j.af.ecplus, j.task, j.e.debugf)
+		eo := j.af.ecplus
+		eo.Prep = j.prep
+		return prune.ECPlus(j.ld.net, sourceData{j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
 	}
 	sc, err := j.methodScores(method)
 	if err != nil {
