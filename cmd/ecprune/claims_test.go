@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/ecprune/ecprune/analysis/calib"
-	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/testmodels/ort"
 )
 
@@ -32,33 +31,13 @@ func sharedDir(t *testing.T) string {
 // accuracy for classification, mean squared error for regression.
 func ortLoss(t *testing.T, model, x, y string, classify bool) (loss, acc float64) {
 	t.Helper()
-	m, err := onnxio.Load(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := net.Inputs[0]
-	src, err := calib.Open([]string{x}, []calib.InputSpec{{Name: in.Name, Shape: in.Shape}}, calib.Options{Batch: 1 << 20})
+	net, b, res := ortRun(t, model, x, 0)
+	src, err := calib.Open([]string{x}, []calib.InputSpec{{Name: net.Inputs[0].Name, Shape: net.Inputs[0].Shape}}, calib.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	lab, err := src.LoadLabels(y)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := src.ReadBatch(0, src.N())
-	if err != nil {
-		t.Fatal(err)
-	}
-	shape := make([]int64, len(b.Shapes[0]))
-	for i, d := range b.Shapes[0] {
-		shape[i] = int64(d)
-	}
-	res, err := ort.Run(model, map[string]ort.Tensor{in.Name: {Shape: shape, Data: b.Inputs[0]}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,13 +12,9 @@ import (
 )
 
 type evalFlags struct {
-	data    []string
-	labels  string
-	task    string
+	dataFlags
 	against string
 	save    string
-	batch   int
-	limit   int
 }
 
 func init() {
@@ -32,13 +28,10 @@ func init() {
 			"ecprune eval model.onnx --data x.npy --save-outputs y.npy",
 		},
 		flags: func(fs *pflag.FlagSet) {
-			fs.StringSliceVar(&f.data, "data", nil, "inputs: .npy (first axis = samples), .npz keyed by input name, or TensorProto .pb (required)")
-			fs.StringVar(&f.labels, "labels", "", "labels (.npy class indices or float targets): loss and accuracy")
-			fs.StringVar(&f.task, "task", "", "classification or regression; default: from the labels' type")
+			f.dataFlags.register(fs, "inputs: .npy (first axis = samples), .npz keyed by input name, or TensorProto .pb (required)",
+				"labels (.npy class indices or float targets): loss and accuracy")
 			fs.StringVar(&f.against, "against", "", "reference model: output MSE, max |diff| and argmax agreement against it")
 			fs.StringVar(&f.save, "save-outputs", "", "save the first output for every sample to this .npy (float32, or float64 for float64 models)")
-			fs.IntVar(&f.batch, "batch", 256, "samples per batch")
-			fs.IntVar(&f.limit, "limit", 0, "use at most this many samples (0: all)")
 		},
 		run: func(e *env, args []string) error { return runEval(e, f, args) },
 	})
@@ -59,10 +52,8 @@ func runEval(e *env, f *evalFlags, args []string) error {
 	if len(f.data) == 0 {
 		return usagef("--data is required")
 	}
-	switch f.task {
-	case "", "classification", "regression":
-	default:
-		return usagef("--task %q: want classification or regression", f.task)
+	if err := f.check(); err != nil {
+		return err
 	}
 	ld, err := e.loadModel(args[0], true)
 	if err != nil {
@@ -77,23 +68,13 @@ func runEval(e *env, f *evalFlags, args []string) error {
 			return &onnxio.BadInputError{File: f.against, Msg: "has other inputs or outputs than " + args[0]}
 		}
 	}
-	src, err := e.openData(ld.net, f.data, f.batch, f.limit)
+	src, labels, task, err := f.open(e, ld.net)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	r := &evalResult{Model: args[0], Against: f.against}
-	var labels *analysis.Labels
-	task := guessTask(f.task, nil)
-	if f.labels != "" {
-		raw, err := src.LoadLabels(f.labels)
-		if err != nil {
-			return err
-		}
-		task = guessTask(f.task, raw)
-		if labels, err = convertLabels(f.labels, raw, task); err != nil {
-			return err
-		}
+	if labels != nil {
 		r.Task = string(task)
 	}
 	var saved []float64
@@ -113,7 +94,7 @@ func runEval(e *env, f *evalFlags, args []string) error {
 	if ref != nil {
 		refNet = ref.net
 	}
-	q, err := analysis.Evaluate(ld.net, refNet, sourceData{src}, labels, task, f.batch, collect)
+	q, err := analysis.Evaluate(ld.net, refNet, sourceData{Src: src}, labels, task, f.batch, collect)
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}

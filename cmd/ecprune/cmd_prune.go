@@ -334,7 +334,7 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 
 // compare measures the original and a pruned network on a data set.
 func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysis.Labels) (orig, pr *analysis.Quality, err error) {
-	d := sourceData{src}
+	d := sourceData{Src: src}
 	if labels != nil {
 		if orig, err = analysis.Evaluate(j.ld.net, nil, d, labels, j.task, j.af.batch, nil); err != nil {
 			return nil, nil, err

@@ -12,13 +12,7 @@ import (
 	"github.com/ecprune/ecprune/onnxio"
 )
 
-type reportFlags struct {
-	data   []string
-	labels string
-	task   string
-	batch  int
-	limit  int
-}
+type reportFlags struct{ dataFlags }
 
 func init() {
 	f := &reportFlags{}
@@ -31,11 +25,8 @@ func init() {
 			"ecprune report model.onnx pruned.onnx --data test_x.npy --labels test_y.npy --json",
 		},
 		flags: func(fs *pflag.FlagSet) {
-			fs.StringSliceVar(&f.data, "data", nil, "inputs to measure the output error of AFTER against BEFORE on")
-			fs.StringVar(&f.labels, "labels", "", "labels of --data: loss and accuracy of both models")
-			fs.StringVar(&f.task, "task", "", "classification or regression; default: from the labels' type")
-			fs.IntVar(&f.batch, "batch", 256, "samples per batch")
-			fs.IntVar(&f.limit, "limit", 0, "use at most this many samples (0: all)")
+			f.dataFlags.register(fs, "inputs to measure the output error of AFTER against BEFORE on",
+				"labels of --data: loss and accuracy of both models")
 		},
 		run: func(e *env, args []string) error { return runReport(e, f, args) },
 	})
@@ -64,6 +55,9 @@ type reportResult struct {
 func runReport(e *env, f *reportFlags, args []string) error {
 	if len(args) != 2 {
 		return usagef("report takes two model files, BEFORE and AFTER")
+	}
+	if err := f.check(); err != nil {
+		return err
 	}
 	b, err := e.loadModel(args[0], len(f.data) > 0)
 	if err != nil {
@@ -115,32 +109,20 @@ func runReport(e *env, f *reportFlags, args []string) error {
 		r.Layers = append(r.Layers, rl)
 	}
 	if len(f.data) > 0 {
-		src, err := e.openData(b.net, f.data, f.batch, f.limit)
+		src, labels, task, err := f.open(e, b.net)
 		if err != nil {
 			return err
 		}
 		defer src.Close()
-		var labels *analysis.Labels
-		task := guessTask(f.task, nil)
-		if f.labels != "" {
-			raw, err := src.LoadLabels(f.labels)
-			if err != nil {
-				return err
-			}
-			task = guessTask(f.task, raw)
-			if labels, err = convertLabels(f.labels, raw, task); err != nil {
-				return err
-			}
-		}
 		var q qualityPair
 		if labels != nil {
-			if q.Original, err = analysis.Evaluate(b.net, nil, sourceData{src}, labels, task, f.batch, nil); err != nil {
+			if q.Original, err = analysis.Evaluate(b.net, nil, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
 				return err
 			}
 		} else {
 			q.Original = &analysis.Quality{N: src.N()}
 		}
-		if q.Pruned, err = analysis.Evaluate(a.net, b.net, sourceData{src}, labels, task, f.batch, nil); err != nil {
+		if q.Pruned, err = analysis.Evaluate(a.net, b.net, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
 			return err
 		}
 		r.Quality = &q

@@ -237,7 +237,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 		return err
 	}
 	r.Dense = sweepDense{File: model, Bytes: ds.Bytes, GzipBytes: ds.GzipBytes, Params: ds.Params, NonZeros: ds.NonZeros}
-	if r.Dense.Test, err = analysis.Evaluate(j.ld.net, nil, sourceData{test}, tlabels, task, f.af.batch, nil); err != nil {
+	if r.Dense.Test, err = analysis.Evaluate(j.ld.net, nil, sourceData{Src: test}, tlabels, task, f.af.batch, nil); err != nil {
 		return fmt.Errorf("%s: evaluating the dense model on the test data: %w", model, err)
 	}
 
@@ -263,7 +263,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	p := e.newProgress("sweep", total)
 	for _, m := range methods {
 		for _, s := range sparsities {
-			pt, err := j.sweepPoint(m, s, prune.Scope(f.scope), sourceData{test}, tlabels, task, f.saveDir, tmp)
+			pt, err := j.sweepPoint(m, s, prune.Scope(f.scope), sourceData{Src: test}, tlabels, task, f.saveDir, tmp)
 			if err != nil {
 				p.finish()
 				return fmt.Errorf("%s at sparsity %g: %w", m, s, err)

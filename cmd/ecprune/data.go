@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/analysis/calib"
 	"github.com/ecprune/ecprune/export"
@@ -51,25 +53,7 @@ func (e *env) openData(net *onnxio.Network, paths []string, batch, limit int) (*
 }
 
 // sourceData adapts a calib.Source to analysis.Data.
-type sourceData struct{ src *calib.Source }
-
-func (d sourceData) Len() int { return d.src.N() }
-
-func (d sourceData) Each(batch int, f func(analysis.Batch) error) error {
-	for b, err := range d.src.WithBatch(batch).Batches() {
-		if err != nil {
-			return err
-		}
-		ins := make([]*analysis.Tensor, len(b.Inputs))
-		for i := range b.Inputs {
-			ins[i] = analysis.NewTensor(b.Shapes[i], b.Inputs[i])
-		}
-		if err := f(analysis.Batch{Start: b.Start, Inputs: ins}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+type sourceData = calib.Data
 
 // loadLabels reads labels for a source and converts them for the task.
 func loadLabels(path string, src *calib.Source, task analysis.Task) (*analysis.Labels, error) {
@@ -121,4 +105,52 @@ func modelSizes(path string, net *onnxio.Network) (sizeInfo, error) {
 	}
 	params, nnz, _ := export.Counts(net)
 	return sizeInfo{Bytes: s.Disk, GzipBytes: s.Gzip, Params: params, NonZeros: nnz}, nil
+}
+
+// dataFlags are the evaluation-data flags of eval and report.
+type dataFlags struct {
+	data   []string
+	labels string
+	task   string
+	batch  int
+	limit  int
+}
+
+func (f *dataFlags) register(fs *pflag.FlagSet, dataHelp, labelsHelp string) {
+	fs.StringSliceVar(&f.data, "data", nil, dataHelp)
+	fs.StringVar(&f.labels, "labels", "", labelsHelp)
+	fs.StringVar(&f.task, "task", "", "classification or regression; default: from the labels' type")
+	fs.IntVar(&f.batch, "batch", 256, "samples per batch")
+	fs.IntVar(&f.limit, "limit", 0, "use at most this many samples (0: all)")
+}
+
+func (f *dataFlags) check() error {
+	switch f.task {
+	case "", "classification", "regression":
+		return nil
+	}
+	return usagef("--task %q: want classification or regression", f.task)
+}
+
+// open opens the data for net, and its labels if given, converted for the
+// task (guessed from the labels when --task is not given).
+func (f *dataFlags) open(e *env, net *onnxio.Network) (*calib.Source, *analysis.Labels, analysis.Task, error) {
+	src, err := e.openData(net, f.data, f.batch, f.limit)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	task := guessTask(f.task, nil)
+	if f.labels == "" {
+		return src, nil, task, nil
+	}
+	raw, err := src.LoadLabels(f.labels)
+	if err == nil {
+		task = guessTask(f.task, raw)
+		var labels *analysis.Labels
+		if labels, err = convertLabels(f.labels, raw, task); err == nil {
+			return src, labels, task, nil
+		}
+	}
+	src.Close()
+	return nil, nil, "", err
 }

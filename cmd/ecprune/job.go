@@ -125,12 +125,12 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
 	if ecplus {
 		// ec+ keeps per-sample values of this pass instead of its own.
-		j.prep = prune.NewECPlusPrep(ld.net, sourceData{j.src}, j.task)
+		j.prep = prune.NewECPlusPrep(ld.net, sourceData{Src: j.src}, j.task)
 		observe = j.prep.Observe
 	}
 	t := time.Now()
 	p := e.newProgress("analysis", j.src.N())
-	j.stats, err = analysis.Collect(ld.net, sourceData{j.src}, analysis.StatsOptions{
+	j.stats, err = analysis.Collect(ld.net, sourceData{Src: j.src}, analysis.StatsOptions{
 		Objective: analysis.Objective(af.objective), Task: j.task, Labels: j.labels,
 		AD: af.ad, Probes: af.probes, Seed: af.seed, Batch: af.batch,
 		Grad:     needGrad && j.labels != nil,
@@ -161,7 +161,7 @@ func (j *job) methodScores(method string) (*analysis.Scores, error) {
 			budget = 0
 		}
 		p := j.e.newProgress("exact", 1)
-		sc, err = analysis.Exact(j.ld.net, sourceData{j.src}, j.stats, analysis.ExactOptions{Batch: 1 << 30, Budget: budget, Progress: p.set, Log: j.e.logf})
+		sc, err = analysis.Exact(j.ld.net, sourceData{Src: j.src}, j.stats, analysis.ExactOptions{Batch: 1 << 30, Budget: budget, Progress: p.set, Log: j.e.logf})
 		p.finish()
 	default:
 		var c analysis.Criterion
@@ -195,7 +195,7 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		}
 		eo := j.af.ecplus
 		eo.Prep = j.prep
-		return prune.ECPlus(j.ld.net, sourceData{j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
+		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
 	}
 	sc, err := j.methodScores(method)
 	if err != nil {
