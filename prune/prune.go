@@ -92,28 +92,25 @@ func (o Options) Validate(net *onnxio.Network) error {
 	return nil
 }
 
-type cand struct {
-	score float64
-	layer int
-	idx   int
+// markSmallest marks the k smallest of score (flat positions) in
+// METHOD.md's order: by score, then position (layer order, then index in
+// W), NaN last so that a real score is always pruned before a missing one.
+func markSmallest(score []float64, k int, mark func(pos int)) {
+	cs := make([]scored, len(score))
+	for q, v := range score {
+		cs[q] = scored{s: v, q: q}
+	}
+	pick(cs, k, mark)
 }
 
-// less is METHOD.md's order: by score, then layer order, then flat index.
-// NaN scores sort last (never pruned before a real score).
-func less(a, b cand) bool {
-	if a.score != b.score {
-		if math.IsNaN(a.score) {
-			return false
-		}
-		if math.IsNaN(b.score) {
-			return true
-		}
-		return a.score < b.score
+// pick marks the k smallest of cs. It selects in linear time (smallest, a
+// quickselect) rather than sorting: on models of tens of millions of
+// weights a full sort took most of the run.
+func pick(cs []scored, k int, mark func(pos int)) {
+	smallest(cs, k)
+	for _, c := range cs[:k] {
+		mark(c.q)
 	}
-	if a.layer != b.layer {
-		return a.layer < b.layer
-	}
-	return a.idx < b.idx
 }
 
 // Count is METHOD.md's k = floor(s*P + 0.5).
@@ -140,38 +137,47 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 		plan.Layers = append(plan.Layers, &LayerPlan{Layer: ls.Layer, Pruned: make([]bool, ls.Layer.Params())})
 		plan.Total += ls.Layer.Params()
 	}
-	rank := func(cs []cand, k int) {
-		sort.Slice(cs, func(a, b int) bool { return less(cs[a], cs[b]) })
-		for _, c := range cs[:k] {
-			plan.Layers[c.layer].Pruned[c.idx] = true
-		}
-	}
-	var global []cand
+	// Global ranking runs over the layers that are neither skipped nor
+	// fixed, positions numbered through them in layer order, so that ties
+	// go by layer, then by index in W.
+	var owner, offset []int
+	total := 0
 	for li, ls := range sc.Layers {
 		l := ls.Layer
+		lp := plan.Layers[li]
 		if skip[l] {
 			continue
 		}
 		if opt.NM != nil {
-			selectNM(plan.Layers[li].Pruned, ls.Score, l.Out, l.In, *opt.NM)
+			selectNM(lp.Pruned, ls.Score, l.Out, l.In, *opt.NM)
 			continue
 		}
-		cs := make([]cand, len(ls.Score))
-		for q, s := range ls.Score {
-			cs[q] = cand{score: s, layer: li, idx: q}
+		one := func(s float64) {
+			markSmallest(ls.Score, Count(s, len(ls.Score)), func(q int) { lp.Pruned[q] = true })
 		}
 		if s, ok := fixed[l]; ok {
-			rank(cs, Count(s, len(cs)))
+			one(s)
 			continue
 		}
 		if opt.Scope == Layer {
-			rank(cs, Count(opt.Sparsity, len(cs)))
+			one(opt.Sparsity)
 			continue
 		}
-		global = append(global, cs...)
+		owner = append(owner, li)
+		offset = append(offset, total)
+		total += len(ls.Score)
 	}
-	if len(global) > 0 {
-		rank(global, Count(opt.Sparsity, len(global)))
+	if total > 0 {
+		cs := make([]scored, 0, total)
+		for b, li := range owner {
+			for q, v := range sc.Layers[li].Score {
+				cs = append(cs, scored{s: v, q: offset[b] + q})
+			}
+		}
+		pick(cs, Count(opt.Sparsity, total), func(q int) {
+			b := sort.Search(len(offset), func(i int) bool { return offset[i] > q }) - 1
+			plan.Layers[owner[b]].Pruned[q-offset[b]] = true
+		})
 	}
 	for li, ls := range sc.Layers {
 		lp := plan.Layers[li]
@@ -226,8 +232,8 @@ func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
 			for j := g; j < min(in, g+nm.M); j++ {
 				idx = append(idx, i*in+j)
 			}
-			sort.SliceStable(idx, func(a, b int) bool {
-				return less(cand{score: score[idx[a]], idx: idx[a]}, cand{score: score[idx[b]], idx: idx[b]})
+			sort.Slice(idx, func(a, b int) bool {
+				return cmpScored(scored{score[idx[a]], idx[a]}, scored{score[idx[b]], idx[b]}) < 0
 			})
 			for _, q := range idx[:max(0, len(idx)-nm.N)] {
 				pruned[q] = true
