@@ -191,7 +191,6 @@ func BenchmarkMatmul(b *testing.B) {
 		{"reverse32", false, false, 4096, 4096, 4096, matmul32},
 		{"stats64", true, false, 4096, 4096, 256, matmul},
 		{"stats32", true, false, 4096, 4096, 256, matmul32},
-		{"stats32k1024", true, false, 4096, 4096, 1024, matmul32},
 		{"stats32NN", false, false, 4096, 4096, 256, matmul32},
 		{"forward64", false, true, 256, 4096, 4096, matmul},
 		{"forward32", false, true, 256, 4096, 4096, matmul32},

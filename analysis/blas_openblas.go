@@ -23,3 +23,6 @@ func init() {
 	blas64.Use(netlib.Implementation{})
 	blas32.Use(netlib.Implementation{})
 }
+
+// transposeFirst: OpenBLAS packs its operands whatever their layout.
+const transposeFirst = false

@@ -260,6 +260,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			if st.Mode == "probes" {
 				st.Mode = fmt.Sprintf("probes(%d)", opt.Probes)
 				st.w32 = map[*onnxio.Layer][]float32{}
+				tr.w32 = st.weights32 // for this batch's reverse pass
 			}
 			logf("analysis: %d layers, K=%d outputs per sample, derivatives by %s", len(st.Layers), k, st.Mode)
 		}

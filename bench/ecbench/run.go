@@ -166,7 +166,7 @@ func cmdRun(args []string) error {
 			}
 			w := wl[k]
 			scores := filepath.Join(*work, "scores_"+k+".npz")
-			if _, err := r.run(nil, impls[0].ecprune, "prune", w.model, "-o", filepath.Join(*work, "pruned_"+k+".onnx"), "--calib", w.calib, "--sparsity", "0.5", "--scores", scores, "-q"); err != nil {
+			if _, err := r.run(nil, impls[0].ecprune, "prune", "--method", "ec", w.model, "-o", filepath.Join(*work, "pruned_"+k+".onnx"), "--calib", w.calib, "--sparsity", "0.5", "--scores", scores, "-q"); err != nil {
 				return err
 			}
 			p, err := r.run(obEnv, r.python, r.peer, w.model, w.calib, "--dtype", "float64", "--compare", scores)
@@ -261,7 +261,7 @@ func cmdRun(args []string) error {
 		fmt.Fprintf(r.out, "| %s | %d | %d | %.1f | %s | %.3g | %.1f | %.0f | %.2f | %s | %s |\n", x.w.desc, x.w.samples, x.w.dirs, x.w.flops/1e9,
 			x.im.name, x.analysis.inner, x.w.flops/x.analysis.inner/1e9, x.analysis.rssMB, x.analysis.rssMB/x.w.boundMB(), r32, r64)
 	}
-	fmt.Fprintf(r.out, "\n## Whole process: `ecprune prune --sparsity 0.5` (load, analysis, selection, write, evaluation) vs the whole PyTorch peer process (interpreter start, imports, load, analysis)\n\n")
+	fmt.Fprintf(r.out, "\n## Whole process: `ecprune prune --method ec --sparsity 0.5` (load, analysis, selection, write, evaluation) vs the whole PyTorch peer process (interpreter start, imports, load, analysis)\n\n")
 	fmt.Fprintf(r.out, "| model | implementation | process seconds | GFLOP/s (analysis op count / process time) | peak RSS MiB | RSS / (6 x model file + calibration file) | / torch fp32 process | / torch fp64 process |\n|---|---|---|---|---|---|---|---|\n")
 	for _, x := range rows {
 		t32, t64 := find(x.w, "torch fp32"), find(x.w, "torch fp64")
@@ -392,7 +392,7 @@ func (r *runner) whole(im impl, w *workload) (*proc, error) {
 	if im.torch() {
 		return r.analysis(im, w, 0)
 	}
-	args := []string{"prune", w.model, "-o", filepath.Join(r.work, "pruned_"+w.key+".onnx"), "--calib", w.calib, "--sparsity", "0.5", "-q"}
+	args := []string{"prune", "--method", "ec", w.model, "-o", filepath.Join(r.work, "pruned_"+w.key+".onnx"), "--calib", w.calib, "--sparsity", "0.5", "-q"}
 	if w.probes > 0 {
 		args = append(args, "--probes", strconv.Itoa(w.probes))
 	}
