@@ -28,26 +28,6 @@ type analyzeResult struct {
 	Checksum float64 `json:"checksum"` // sum of importances (keeps the work alive)
 }
 
-type sourceData struct{ src *calib.Source }
-
-func (d sourceData) Len() int { return d.src.N() }
-
-func (d sourceData) Each(batch int, f func(analysis.Batch) error) error {
-	for b, err := range d.src.WithBatch(batch).Batches() {
-		if err != nil {
-			return err
-		}
-		ins := make([]*analysis.Tensor, len(b.Inputs))
-		for i := range b.Inputs {
-			ins[i] = analysis.NewTensor(b.Shapes[i], b.Inputs[i])
-		}
-		if err := f(analysis.Batch{Start: b.Start, Inputs: ins}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // cmdAnalyze loads a model and calibration data the way `ecprune prune`
 // does, then times analysis.Collect and ECImportance of every layer.
 func cmdAnalyze(args []string) error {
@@ -94,7 +74,7 @@ func cmdAnalyze(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	t := time.Now()
-	st, err := analysis.Collect(net, sourceData{src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan})
+	st, err := analysis.Collect(net, calib.Data{Src: src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan})
 	if err != nil {
 		return err
 	}
