@@ -43,14 +43,7 @@ func matmul(transA, transB bool, m, n, k int, a, b, c []float64, beta float64) {
 		}
 		return
 	}
-	ta, ar, ac := blas.NoTrans, m, k
-	if transA {
-		ta, ar, ac = blas.Trans, k, m
-	}
-	tb, br, bc := blas.NoTrans, k, n
-	if transB {
-		tb, br, bc = blas.Trans, n, k
-	}
+	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
 	blas64.Gemm(ta, tb, 1,
 		blas64.General{Rows: ar, Cols: ac, Stride: ac, Data: a[:ar*ac]},
 		blas64.General{Rows: br, Cols: bc, Stride: bc, Data: b[:br*bc]},
@@ -75,14 +68,7 @@ func matmul32(transA, transB bool, m, n, k int, a, b, c []float64, beta float64)
 		matmul(transA, transB, m, n, k, a, b, c, beta)
 		return
 	}
-	ta, ar, ac := blas.NoTrans, m, k
-	if transA {
-		ta, ar, ac = blas.Trans, k, m
-	}
-	tb, br, bc := blas.NoTrans, k, n
-	if transB {
-		tb, br, bc = blas.Trans, n, k
-	}
+	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
 	a32, b32, c32 := getF32(m*k), getF32(k*n), getF32(m*n)
 	defer putF32(a32)
 	defer putF32(b32)
@@ -175,14 +161,7 @@ func matmulW32(transA, transB bool, m, n, k int, a []float64, b32 []float32, c [
 	if m == 0 || n == 0 {
 		return
 	}
-	ta, ar, ac := blas.NoTrans, m, k
-	if transA {
-		ta, ar, ac = blas.Trans, k, m
-	}
-	tb, br, bc := blas.NoTrans, k, n
-	if transB {
-		tb, br, bc = blas.Trans, n, k
-	}
+	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
 	a32, c32 := getF32(m*k), getF32(m*n)
 	defer putF32(a32)
 	defer putF32(c32)
@@ -211,4 +190,18 @@ func transposeInto[T float32 | float64](dst, src []T, rows, cols int) {
 			}
 		}
 	}
+}
+
+// blasShapes gives the BLAS transpose flags and the stored shapes of a and
+// b for C[m,n] = op(A)[m,k] op(B)[k,n] on row-major data.
+func blasShapes(transA, transB bool, m, n, k int) (ta blas.Transpose, ar, ac int, tb blas.Transpose, br, bc int) {
+	ta, ar, ac = blas.NoTrans, m, k
+	if transA {
+		ta, ar, ac = blas.Trans, k, m
+	}
+	tb, br, bc = blas.NoTrans, k, n
+	if transB {
+		tb, br, bc = blas.Trans, n, k
+	}
+	return
 }

@@ -380,21 +380,8 @@ var catalogue = []entry{
 		})},
 
 	// MatMul forms.
-	{"matmul_add_opset13", func(name string) Case {
-		b := newBuilder(name, 13)
-		x := b.input("input", 1, 8)
-		for i := 0; i+1 < len(std); i++ {
-			if i > 0 {
-				scope, _ := netScope(2*i - 1)
-				x = b.op("Relu", scope, x)
-			}
-			scope, param := netScope(2 * i)
-			x = b.linearMatMul(scope, param, x, std[i], std[i+1], true)
-		}
-		b.out(x, 1, 4)
-		return finish(b, Case{InputShape: []int64{1, 8}, Layers: 3, Prunable: 2,
-			Notes: "nn.Linear on [N,1,in] (like mnist_mlp_matmul.onnx): MatMul(x, onnx::MatMul_N [in,out]) then Add(bias, mm) with the bias first"})
-	}},
+	{"matmul_add_opset13", matmulAddMLP(1,
+		"nn.Linear on [N,1,in] (like mnist_mlp_matmul.onnx): MatMul(x, onnx::MatMul_N [in,out]) then Add(bias, mm) with the bias first")},
 	{"matmul_add_bias_second_opset13", func(name string) Case {
 		b := newBuilder(name, 13)
 		x := b.input("input", 8)
@@ -413,21 +400,8 @@ var catalogue = []entry{
 		return finish(b, Case{InputShape: []int64{8}, Layers: 3, Prunable: 2,
 			Notes: "`x @ w + b` with parameters w [in,out], b: MatMul then Add(mm, bias) with the bias second, on a 2-D input"})
 	}},
-	{"matmul_add_seq_opset13", func(name string) Case {
-		b := newBuilder(name, 13)
-		x := b.input("input", 4, 8)
-		for i := 0; i+1 < len(std); i++ {
-			if i > 0 {
-				scope, _ := netScope(2*i - 1)
-				x = b.op("Relu", scope, x)
-			}
-			scope, param := netScope(2 * i)
-			x = b.linearMatMul(scope, param, x, std[i], std[i+1], true)
-		}
-		b.out(x, 4, 4)
-		return finish(b, Case{InputShape: []int64{4, 8}, Layers: 3, Prunable: 2,
-			Notes: "nn.Linear on [N,T,C] with T=4: MatMul + Add(bias, mm); features are the last axis, T acts as extra batch"})
-	}},
+	{"matmul_add_seq_opset13", matmulAddMLP(4,
+		"nn.Linear on [N,T,C] with T=4: MatMul + Add(bias, mm); features are the last axis, T acts as extra batch")},
 	{"matmul_transpose_opset13", func(name string) Case {
 		b := newBuilder(name, 13)
 		x := b.input("input", 8)
@@ -964,4 +938,23 @@ func externalize(m *onnxpb.ModelProto, location string, threshold, align int) []
 		t.RawData = nil
 	}
 	return file
+}
+
+// matmulAddMLP is the std MLP exported as MatMul + Add(bias, mm) on an
+// input [N, T, 8]: what torch emits for nn.Linear on inputs of rank 3.
+func matmulAddMLP(t int64, notes string) func(string) Case {
+	return func(name string) Case {
+		b := newBuilder(name, 13)
+		x := b.input("input", t, 8)
+		for i := 0; i+1 < len(std); i++ {
+			if i > 0 {
+				scope, _ := netScope(2*i - 1)
+				x = b.op("Relu", scope, x)
+			}
+			scope, param := netScope(2 * i)
+			x = b.linearMatMul(scope, param, x, std[i], std[i+1], true)
+		}
+		b.out(x, t, 4)
+		return finish(b, Case{InputShape: []int64{t, 8}, Layers: 3, Prunable: 2, Notes: notes})
+	}
 }

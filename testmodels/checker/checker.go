@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/testmodels"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,24 +95,11 @@ func available() error {
 	return availErr
 }
 
-// inCI reports whether $CI says this is a CI run.
-func inCI() bool {
-	ci, err := strconv.ParseBool(os.Getenv("CI"))
-	return err == nil && ci
-}
-
 // Require stops the test unless the checker can run: it skips it locally and
 // fails it when $CI is true.
 func Require(t testing.TB) {
 	t.Helper()
-	err := available()
-	if err == nil {
-		return
-	}
-	if !inCI() {
-		t.Skipf("skipping ONNX checker: %v", err)
-	}
-	t.Fatalf("ONNX checker required in CI: %v", err)
+	testmodels.RequireTool(t, "ONNX checker", available())
 }
 
 // Check fails the test unless onnx.checker.check_model accepts the model

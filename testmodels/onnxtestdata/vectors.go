@@ -3,6 +3,7 @@ package onnxtestdata
 import (
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/testmodels"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -63,24 +64,11 @@ func available() error {
 	return nil
 }
 
-// inCI reports whether $CI says this is a CI run.
-func inCI() bool {
-	ci, err := strconv.ParseBool(os.Getenv("CI"))
-	return err == nil && ci
-}
-
 // Require stops the test unless the test data is present: it skips it
 // locally and fails it when $CI is true.
 func Require(t testing.TB) {
 	t.Helper()
-	err := available()
-	if err == nil {
-		return
-	}
-	if !inCI() {
-		t.Skipf("skipping ONNX backend test vectors: %v", err)
-	}
-	t.Fatalf("ONNX backend test vectors required in CI: %v", err)
+	testmodels.RequireTool(t, "ONNX backend test vectors", available())
 }
 
 // Cases loads, sorted by name, every case whose folder name starts with one

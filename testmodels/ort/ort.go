@@ -3,12 +3,12 @@ package ort
 import (
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/testmodels"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -123,11 +123,8 @@ func Init() error {
 	return initErr
 }
 
-// inCI reports whether $CI says this is a CI run.
-func inCI() bool {
-	ci, err := strconv.ParseBool(os.Getenv("CI"))
-	return err == nil && ci
-}
+// inCI is testmodels.InCI (kept as a name for skippable's tests).
+var inCI = testmodels.InCI
 
 // skippable reports whether Require may skip a test because of err, the
 // result of Init, rather than fail it.
