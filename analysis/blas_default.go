@@ -2,14 +2,68 @@
 
 package analysis
 
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/ecprune/ecprune/analysis/internal/gemm"
+)
+
 // BLASName names the implementation behind the package's matrix products
-// (matmul, matmul32): by default gonum's pure-Go BLAS, blocked and run in
-// parallel over GOMAXPROCS, with assembly vector kernels (SSE2) on amd64.
-// Build with -tags openblas for OpenBLAS (blas_openblas.go).
-const BLASName = "gonum (pure Go)"
+// (matmul, matmul32): by default gonum's pure-Go BLAS with its matrix
+// product (Sgemm, Dgemm) replaced by analysis/internal/gemm, packed,
+// blocked, parallel over GOMAXPROCS, with AVX-512 or AVX2 assembly
+// micro-kernels on amd64 (gonum's own are SSE2 loops, 5 to 10 times
+// slower). Build with -tags openblas for OpenBLAS (blas_openblas.go).
+const BLASName = "gonum (pure Go) + internal/gemm (Go assembly)"
+
+// The products are all of the package's heavy work, so every blas32.Gemm
+// and blas64.Gemm of the process goes to internal/gemm; the other BLAS
+// routines stay gonum's.
+func init() {
+	blas32.Use(impl32{})
+	blas64.Use(impl64{})
+}
+
+type impl32 struct{ gonum.Implementation }
+
+func (impl32) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	gemm.Sgemm(isTrans(tA), isTrans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+type impl64 struct{ gonum.Implementation }
+
+func (impl64) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	gemm.Dgemm(isTrans(tA), isTrans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// isTrans maps a BLAS transpose flag (real matrices: ConjTrans is Trans)
+// and panics on anything else, as gonum does.
+func isTrans(t blas.Transpose) bool {
+	switch t {
+	case blas.NoTrans:
+		return false
+	case blas.Trans, blas.ConjTrans:
+		return true
+	}
+	panic("analysis: bad BLAS transpose flag")
+}
 
 // transposeFirst makes matmul copy a^T before multiplying when op(a) is a
-// transpose: gonum's kernels for a^T b run at a third to half the speed of
-// those for a b (BenchmarkMatmul/stats32 against stats32NN: 12 against 29
-// GFLOP/s), and the copy costs m k moves against m n k multiply-adds.
-const transposeFirst = true
+// transpose. It was true for gonum's kernels, whose a^T b ran at a third
+// to half the speed of a b. internal/gemm transposes while packing, and
+// packing a^T is the cheaper case (contiguous rows): the copy would only
+// add m k moves and a buffer (BenchmarkMatmul/stats32, one thread: 3 to 5%
+// more CPU time with the copy).
+const transposeFirst = false
+
+// BLASKernel says which micro-kernel the products run on this CPU.
+func BLASKernel() string {
+	k32, k64 := gemm.Kernel()
+	if k32 == k64 {
+		return k32
+	}
+	return k32 + " (float32), " + k64 + " (float64)"
+}

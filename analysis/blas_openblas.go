@@ -26,3 +26,7 @@ func init() {
 
 // transposeFirst: OpenBLAS packs its operands whatever their layout.
 const transposeFirst = false
+
+// BLASKernel says which micro-kernel the products run on: OpenBLAS picks
+// its own (see OPENBLAS_CORETYPE above).
+func BLASKernel() string { return "OpenBLAS's choice" }

@@ -1,0 +1,18 @@
+//go:build unix
+
+package gemm
+
+import (
+	"syscall"
+	"time"
+)
+
+// cpuTime is the process's user+system CPU time: on a shared machine,
+// flops per CPU second measure the kernels when wall time cannot.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
