@@ -80,6 +80,12 @@ type StatsOptions struct {
 	// keep them instead of running a pass of its own. It must not modify
 	// them.
 	Observe func(st *Stats, b Batch, tr *Trace, g [][]float64) error
+	// Weights32, if set, may give a layer's weights as float32 without a
+	// copy (e.g. onnxio.Model.Float32Weights, a view of the model file's
+	// bytes): the float32 products of probe estimates use them instead of
+	// converting W. It must return exactly float32(W[q]) for every q, or
+	// nil to have W converted.
+	Weights32 func(*onnxio.Layer) []float32
 }
 
 // LayerStats are the sums METHOD.md defines for one prunable layer, over
@@ -108,18 +114,26 @@ type Stats struct {
 	Passes    int // batches processed (to show statistics are computed once)
 
 	rng *rand.Rand // probe signs, continuing across batches
-	// w32 holds float32 copies of the weights while probes are estimated
-	// (their products run in float32; see weights32).
-	w32 map[*onnxio.Layer][]float32
+	// w32 holds float32 copies (or views, see StatsOptions.Weights32) of
+	// the weights while probes are estimated (their products run in
+	// float32; see weights32).
+	w32    map[*onnxio.Layer][]float32
+	view32 func(*onnxio.Layer) []float32
 }
 
-// weights32 returns the float32 copy of a layer's weights, made once per
+// weights32 returns the float32 weights of a layer: a view from
+// StatsOptions.Weights32 when it has one, else a copy made once per
 // Collect.
 func (s *Stats) weights32(l *onnxio.Layer) []float32 {
 	w, ok := s.w32[l]
 	if !ok {
-		w = make([]float32, len(l.W))
-		toF32(w, l.W)
+		if s.view32 != nil {
+			w = s.view32(l)
+		}
+		if len(w) != len(l.W) {
+			w = make([]float32, len(l.W))
+			toF32(w, l.W)
+		}
 		s.w32[l] = w
 	}
 	return w
@@ -218,7 +232,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	st := &Stats{Net: net, Objective: opt.Objective}
+	st := &Stats{Net: net, Objective: opt.Objective, view32: opt.Weights32}
 	for i, op := range net.Ops {
 		if op.Kind == onnxio.OpDense && op.Layer.Prunable {
 			l := op.Layer
@@ -312,7 +326,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	if st.N == 0 {
 		return nil, fmt.Errorf("no calibration samples")
 	}
-	st.w32 = nil // let the GC have the float32 weights
+	st.w32, st.view32 = nil, nil // let the GC have the float32 weights
 	return st, nil
 }
 
@@ -621,18 +635,33 @@ func softmaxInto(dst, x []float64) {
 }
 
 // ECImportance computes METHOD.md's importance I_ij and optimal bias shift
-// delta*_ij for one layer, row-major [Out, In].
+// delta*_ij for one layer, row-major [Out, In]. S1 and S2 are kept (see
+// ECImportanceInPlace for callers that no longer need them).
 func (ls *LayerStats) ECImportance(n int) (imp, delta []float64) {
+	ls.mustHaveSums("ECImportance")
 	l := ls.Layer
 	imp = make([]float64, l.Out*l.In)
 	delta = make([]float64, l.Out*l.In)
+	ls.ecInto(n, imp, delta)
+	return imp, delta
+}
+
+// ecInto writes the importance and delta of every weight into imp and
+// delta, which may be S2 and S1 themselves: each element of S1 and S2 is
+// read before the same element of imp and delta is written.
+func (ls *LayerStats) ecInto(n int, imp, delta []float64) {
+	l := ls.Layer
 	for i := 0; i < l.Out; i++ {
+		row := i * l.In
 		s0 := ls.S0[i]
 		if s0 == 0 {
-			continue // the neuron never reaches the output
+			// The neuron never reaches the output.
+			clear(imp[row : row+l.In])
+			clear(delta[row : row+l.In])
+			continue
 		}
 		for j := 0; j < l.In; j++ {
-			q := i*l.In + j
+			q := row + j
 			w := l.W[q]
 			s1, s2 := ls.S1[q], ls.S2[q]
 			v := s2 - s1*s1/s0
@@ -643,13 +672,28 @@ func (ls *LayerStats) ECImportance(n int) (imp, delta []float64) {
 			delta[q] = w * (s1 + ls.Shift[j]*s0) / s0
 		}
 	}
-	return imp, delta
+}
+
+// mustHaveSums panics when S1/S2 were consumed by an in-place importance:
+// a use after that is a bug of the caller, never something to compute on.
+func (ls *LayerStats) mustHaveSums(what string) {
+	if ls.S1 == nil || ls.S2 == nil {
+		panic("analysis: " + what + " of layer " + ls.Layer.Name + " after its S1/S2 were consumed in place")
+	}
 }
 
 // NoCompImportance is (1/N) sum_n g_i (w_ij a_j)^2: EC with delta = 0.
 func (ls *LayerStats) NoCompImportance(n int) []float64 {
+	ls.mustHaveSums("NoCompImportance")
+	imp := make([]float64, ls.Layer.Out*ls.Layer.In)
+	ls.noCompInto(n, imp)
+	return imp
+}
+
+// noCompInto writes NoCompImportance into imp, which may be S1 or S2
+// (each element is read before it is written).
+func (ls *LayerStats) noCompInto(n int, imp []float64) {
 	l := ls.Layer
-	imp := make([]float64, l.Out*l.In)
 	for i := 0; i < l.Out; i++ {
 		for j := 0; j < l.In; j++ {
 			q := i*l.In + j
@@ -659,5 +703,4 @@ func (ls *LayerStats) NoCompImportance(n int) []float64 {
 			imp[q] = math.Max(0, w*w*s2raw/float64(n))
 		}
 	}
-	return imp
 }

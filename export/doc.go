@@ -6,7 +6,9 @@
 // same op sequence, node names, graph inputs and outputs, doc strings and
 // unknown fields, and every tensor that was not pruned kept byte for byte.
 // Apply therefore edits a clone of the loaded protobuf in place instead of
-// rebuilding a graph from the extracted network: each weight goes back to
+// rebuilding a graph from the extracted network (the clone shares the raw
+// bytes of the tensors it leaves alone, so a large model's weights are not
+// copied; see onnxio.CloneSharingData): each weight goes back to
 // the initializer it came from, in its stored layout ([out,in] or [in,out]),
 // element type and storage field, divided by Gemm's alpha; each bias goes
 // back divided by beta. Only what pruning needs is added: a bias for a

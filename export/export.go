@@ -76,8 +76,9 @@ type TensorResult struct {
 // Apply writes updates into a copy of m and returns it with one result per
 // update. m is not modified; the copy keeps m's Path and Dir, so external
 // data of tensors left untouched still resolves from the source folder
-// (save it with Save). The copy shares m's cache of external data files:
-// do not use the two from different goroutines at once. Updates must refer
+// (save it with Save). The copy shares m's cache of external data files
+// and the raw bytes of its untouched tensors (neither may write into
+// them): do not use the two from different goroutines at once. Updates must refer
 // to distinct prunable layers of a network extracted from m; a layer that
 // does not match m's graph is an error, as is any update that cannot be
 // written exactly (see the package documentation).
@@ -90,9 +91,12 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 		return nil, nil, fmt.Errorf("export: metadata is not valid JSON")
 	}
 	// A shallow copy keeps Path, Dir and the (unexported) cache of external
-	// data files, so untouched external tensors still resolve.
+	// data files, so untouched external tensors still resolve. The proto
+	// is cloned but for the tensors' raw bytes, which untouched tensors
+	// share with m (changed ones get new tensors): the weights of a large
+	// model are not copied.
 	out := *m
-	out.Proto = proto.Clone(m.Proto).(*pb.ModelProto)
+	out.Proto = onnxio.CloneSharingData(m.Proto)
 	out.Warnings = append([]string(nil), m.Warnings...)
 	e := newEditor(&out, format, opt.AddBias)
 	if format == Constant || format == SparseInitializer {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -21,16 +23,23 @@ type Size struct {
 	Gzip int64
 }
 
-// Sizes measures the model at path and its external data files.
+// Sizes measures the model at path and its external data files. The model
+// is not decoded: its external data locations are read in place (see
+// externalLocationsFile), so measuring a large model costs no memory.
 func Sizes(path string) (Size, error) {
-	m, err := onnxio.Load(path)
+	locs, err := externalLocationsFile(path, true)
 	if err != nil {
-		return Size{}, err
+		return Size{}, &onnxio.BadInputError{File: path, Msg: "cannot read: " + unwrapPath(err).Error()}
 	}
+	slices.Sort(locs)
+	locs = slices.Compact(locs)
 	var s Size
 	files := []string{path}
-	for _, loc := range m.ExternalLocations() {
-		files = append(files, filepath.Join(m.Dir, loc))
+	for _, loc := range locs {
+		if filepath.IsAbs(loc) || strings.Contains(filepath.ToSlash(loc), "..") {
+			return Size{}, &onnxio.BadInputError{File: path, Msg: fmt.Sprintf("external data location %q must be relative and stay in the model's folder", loc)}
+		}
+		files = append(files, filepath.Join(filepath.Dir(path), loc))
 	}
 	for _, f := range files {
 		d, z, err := gzipSize(f)

@@ -635,9 +635,16 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		x.markUnavailable(n, fmt.Sprintf("%s (node %s) with a weight of rank %d", op, label, len(bc.shape)))
 		return nil
 	}
+	// A weight decoded here for this layer is not kept in the constant's
+	// cache: the layer's W is its only float64 copy (a large model's
+	// weights would otherwise exist twice until the end of Extract).
+	fresh := bc.floats == nil && bc.tensor != nil && bc.sparse == nil
 	wv, err := x.floatsOf(bc)
 	if err != nil {
 		return err
+	}
+	if fresh {
+		bc.floats = nil // decoded again by any other reader
 	}
 	l := &Layer{Node: label, TransposeIdx: -1, MainIdx: i, AddIdx: -1, Alpha: 1, Beta: 1, WeightType: bc.dtype, Prunable: true}
 	l.WeightInit = bc.init
@@ -675,17 +682,10 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		}
 		l.Pattern = "Transpose+" + l.Pattern
 	}
-	l.W = make([]float64, l.Out*l.In)
-	for o := 0; o < l.Out; o++ {
-		for j := 0; j < l.In; j++ {
-			var v float64
-			if transB {
-				v = wv[o*l.In+j]
-			} else {
-				v = wv[j*l.Out+o]
-			}
-			l.W[o*l.In+j] = l.Alpha * v
-		}
+	if transB && l.Alpha == 1 && fresh && len(wv) == l.Out*l.In {
+		l.W = wv // already [Out, In] and effective; nobody else holds it
+	} else {
+		l.W = denseWeights(wv, l.Out, l.In, transB, l.Alpha)
 	}
 
 	// Bias: Gemm's C, or an Add of a constant right after MatMul.
@@ -771,6 +771,24 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	x.net.Layers = append(x.net.Layers, l)
 	x.addOp(Op{Kind: OpDense, In: []int{x.vid[aName]}, Node: label, Layer: l, Opset: x.opset}, out)
 	return nil
+}
+
+// denseWeights is the effective [Out, In] row-major weight of a stored
+// weight: [Out, In] when transB, else [In, Out]; alpha applied.
+func denseWeights(wv []float64, out, in int, transB bool, alpha float64) []float64 {
+	w := make([]float64, out*in)
+	for o := 0; o < out; o++ {
+		for j := 0; j < in; j++ {
+			var v float64
+			if transB {
+				v = wv[o*in+j]
+			} else {
+				v = wv[j*out+o]
+			}
+			w[o*in+j] = alpha * v
+		}
+	}
+	return w
 }
 
 // readers lists the nodes that read a value, looking through Identity and

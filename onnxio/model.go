@@ -1,14 +1,17 @@
 package onnxio
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -252,6 +255,44 @@ func (m *Model) Ints(t *pb.TensorProto) ([]int64, error) {
 	return v, nil
 }
 
+// Float32Weights returns a read-only float32 view of the bytes of the
+// initializer l was extracted from, when those bytes are l.W exactly: a
+// FLOAT weight stored [Out, In] (Gemm transB=1, or a Transpose in front of
+// MatMul), alpha 1, in raw_data or external data, on a little-endian
+// host, and float32(l.W[q]) equal to the stored value bit for bit (checked
+// here, so a network whose weights were changed since extraction gets
+// nil). Otherwise, or if m is not the model l came from, it returns nil.
+// The view shares m's memory: it must not be written, and it keeps m's
+// tensor alive. It lets the float32 products of the analysis use the
+// weights where they are instead of a copy.
+func (m *Model) Float32Weights(l *Layer) []float32 {
+	if m == nil || l == nil || l.WeightInit == "" || l.WeightType != Float || l.WeightLayout != LayoutOutIn || l.Alpha != 1 ||
+		binary.NativeEndian.Uint16([]byte{1, 0}) != 1 || m.Proto.GetGraph() == nil {
+		return nil
+	}
+	var t *pb.TensorProto
+	for _, x := range m.Proto.Graph.Initializer {
+		if x.GetName() == l.WeightInit {
+			t = x
+		}
+	}
+	n := l.Out * l.In
+	if t == nil || !hasRaw(t) || len(t.GetDims()) != 2 || t.Dims[0] != int64(l.Out) || t.Dims[1] != int64(l.In) || len(l.W) != n || n == 0 {
+		return nil
+	}
+	raw, err := m.RawBytes(t)
+	if err != nil || len(raw) != 4*n || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+		return nil
+	}
+	v := unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), n)
+	for q, w := range l.W {
+		if math.Float32bits(float32(w)) != math.Float32bits(v[q]) {
+			return nil
+		}
+	}
+	return v
+}
+
 // DecodeFloats decodes a float tensor that holds its data inline (no
 // external data), e.g. one from a Constant node or a .pb file.
 func DecodeFloats(t *pb.TensorProto) ([]float64, error) {
@@ -340,7 +381,7 @@ const externalAlign = 4096
 // target folder, which are synced and renamed into place, so a failure
 // never leaves a partial file. Unchanged tensors keep their bytes.
 func (m *Model) Save(path string, opt SaveOptions) error {
-	out := proto.Clone(m.Proto).(*pb.ModelProto)
+	out := CloneSharingData(m.Proto)
 	dir := filepath.Dir(path)
 	files := map[string]*extWriter{} // external files to write, by location
 
@@ -439,6 +480,33 @@ func (m *Model) Save(path string, opt SaveOptions) error {
 		return fmt.Errorf("saving %s: %w", path, err)
 	}
 	return nil
+}
+
+// CloneSharingData is proto.Clone of a model, except that the tensors of
+// the clone's initializers and sparse initializers share the raw_data
+// bytes of mp's instead of copying them: the weights, nearly all of a
+// large model, exist once. Neither model may write into those bytes
+// (nothing in ecprune does: a changed tensor gets new bytes). mp's tensors
+// lose their raw_data for the time of the clone, so mp must not be read
+// from another goroutine meanwhile.
+func CloneSharingData(mp *pb.ModelProto) *pb.ModelProto {
+	if mp.Graph == nil {
+		return proto.Clone(mp).(*pb.ModelProto)
+	}
+	var raw [][]byte
+	forEachTensor(mp.Graph, func(t *pb.TensorProto) {
+		raw = append(raw, t.RawData)
+		t.RawData = nil
+	})
+	out := proto.Clone(mp).(*pb.ModelProto)
+	for _, g := range []*pb.GraphProto{mp.Graph, out.Graph} {
+		k := 0
+		forEachTensor(g, func(t *pb.TensorProto) {
+			t.RawData = raw[k]
+			k++
+		})
+	}
+	return out
 }
 
 // extWriter assembles an external data file in memory.

@@ -92,35 +92,27 @@ func (o Options) Validate(net *onnxio.Network) error {
 	return nil
 }
 
-// markSmallest marks the k smallest of score (flat positions) in
-// METHOD.md's order: by score, then position (layer order, then index in
-// W), NaN last so that a real score is always pruned before a missing one.
-func markSmallest(score []float64, k int, mark func(pos int)) {
-	cs := make([]scored, len(score))
-	for q, v := range score {
-		cs[q] = scored{s: v, q: q}
-	}
-	pick(cs, k, mark)
-}
-
-// pick marks the k smallest of cs. It selects in linear time (smallest, a
-// quickselect) rather than sorting: on models of tens of millions of
-// weights a full sort took most of the run.
-func pick(cs []scored, k int, mark func(pos int)) {
-	smallest(cs, k)
-	for _, c := range cs[:k] {
-		mark(c.q)
-	}
-}
-
 // Count is METHOD.md's k = floor(s*P + 0.5).
 func Count(s float64, p int) int {
 	return int(math.Floor(s*float64(p) + 0.5))
 }
 
 // Select picks the weights to remove from scores and builds the new
-// weights and biases.
+// weights and biases. sc is not modified.
 func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
+	return selectPlan(net, sc, opt, false)
+}
+
+// SelectConsuming is Select for a caller that has no further use for sc:
+// each layer's new weights (LayerPlan.W) are written into the storage of
+// its Score once the layer's removals are counted, instead of into a copy
+// of the weights, and sc's Score and Delta slices are set to nil. The plan
+// is the same as Select's, bit for bit; sc is spent.
+func SelectConsuming(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
+	return selectPlan(net, sc, opt, true)
+}
+
+func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume bool) (*Plan, error) {
 	if err := opt.Validate(net); err != nil {
 		return nil, err
 	}
@@ -140,7 +132,8 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 	// Global ranking runs over the layers that are neither skipped nor
 	// fixed, positions numbered through them in layer order, so that ties
 	// go by layer, then by index in W.
-	var owner, offset []int
+	var owner []int
+	var parts [][]float64
 	total := 0
 	for li, ls := range sc.Layers {
 		l := ls.Layer
@@ -153,7 +146,7 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 			continue
 		}
 		one := func(s float64) {
-			markSmallest(ls.Score, Count(s, len(ls.Score)), func(q int) { lp.Pruned[q] = true })
+			markSmallestParts([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
 		}
 		if s, ok := fixed[l]; ok {
 			one(s)
@@ -164,25 +157,17 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 			continue
 		}
 		owner = append(owner, li)
-		offset = append(offset, total)
+		parts = append(parts, ls.Score)
 		total += len(ls.Score)
 	}
 	if total > 0 {
-		cs := make([]scored, 0, total)
-		for b, li := range owner {
-			for q, v := range sc.Layers[li].Score {
-				cs = append(cs, scored{s: v, q: offset[b] + q})
-			}
-		}
-		pick(cs, Count(opt.Sparsity, total), func(q int) {
-			b := sort.Search(len(offset), func(i int) bool { return offset[i] > q }) - 1
-			plan.Layers[owner[b]].Pruned[q-offset[b]] = true
+		markSmallestParts(parts, Count(opt.Sparsity, total), func(b, q int) {
+			plan.Layers[owner[b]].Pruned[q] = true
 		})
 	}
 	for li, ls := range sc.Layers {
 		lp := plan.Layers[li]
 		l := ls.Layer
-		lp.W = append([]float64(nil), l.W...)
 		if l.B != nil {
 			lp.B = append([]float64(nil), l.B...)
 		}
@@ -195,12 +180,25 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 				continue
 			}
 			lp.Removed++
-			lp.W[q] = 0
 			if !math.IsNaN(ls.Score[q]) {
 				lp.Predicted += ls.Score[q]
 			}
 			if compensate {
 				lp.BiasShift[q/l.In] += ls.Delta[q]
+			}
+		}
+		if consume {
+			// The scores are summed: their storage takes the weights.
+			lp.W = ls.Score
+			ls.Score, ls.Delta = nil, nil
+		} else {
+			lp.W = make([]float64, len(l.W))
+		}
+		for q, p := range lp.Pruned {
+			if p {
+				lp.W[q] = 0
+			} else {
+				lp.W[q] = l.W[q]
 			}
 		}
 		if compensate {

@@ -73,11 +73,26 @@ func TestSelectAgainstSort(t *testing.T) {
 		{"global 0", Options{Sparsity: 0}},
 		{"layer 0.37", Options{Sparsity: 0.37, Scope: Layer, Compensate: true}},
 		{"skip and fixed", Options{Sparsity: 0.6, Skip: []string{"B"}, LayerSparsity: map[string]float64{"C": 0.25}}},
+		{"layer, skip and fixed", Options{Sparsity: 0.45, Scope: Layer, Skip: []string{"B"}, LayerSparsity: map[string]float64{"C": 0.25}, Compensate: true}},
 	}
 	for seed := uint64(1); seed <= 20; seed++ {
 		for _, c := range cases {
 			rng := rand.New(rand.NewPCG(seed, 99))
 			net, sc := selNet(rng, shapes)
+			switch seed % 3 {
+			case 1: // NaN-free, many ties, both zeros (equal: ties by position)
+				for _, ls := range sc.Layers {
+					for q := range ls.Score {
+						ls.Score[q] = []float64{0, math.Copysign(0, -1), 1, 2, -1}[rng.IntN(5)]
+					}
+				}
+			case 2: // everything tied
+				for _, ls := range sc.Layers {
+					for q := range ls.Score {
+						ls.Score[q] = 0.5
+					}
+				}
+			}
 			plan, err := Select(net, sc, c.opt)
 			if err != nil {
 				t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"time"
 
@@ -54,7 +55,7 @@ func cmdAnalyze(args []string) error {
 	if err := net.Err(fs.Arg(0)); err != nil {
 		return err
 	}
-	m = nil // ecprune keeps the protobuf for writing; the analysis does not need it
+	tuneGC(net)
 	specs := make([]calib.InputSpec, len(net.Inputs))
 	for i, in := range net.Inputs {
 		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
@@ -74,14 +75,19 @@ func cmdAnalyze(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	t := time.Now()
-	st, err := analysis.Collect(net, calib.Data{Src: src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan})
+	// As ecprune prune does: the probes' float32 products read the weights
+	// in the protobuf's bytes (no float32 copy), and the importances are
+	// computed in the storage of S1/S2 (ECImportanceInPlace).
+	st, err := analysis.Collect(net, calib.Data{Src: src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan,
+		Weights32: m.Float32Weights})
 	if err != nil {
 		return err
 	}
+	m = nil // the analysis needs the protobuf no more
 	collect := time.Since(t)
 	var sum float64
 	for _, ls := range st.Layers {
-		imp, delta := ls.ECImportance(st.N)
+		imp, delta := ls.ECImportanceInPlace(st.N)
 		for q := range imp {
 			sum += imp[q] + 0*delta[q]
 		}
@@ -92,6 +98,23 @@ func cmdAnalyze(args []string) error {
 		Flops: flops, GFlops: flops / secs / 1e9, Load: load.Seconds(), Checksum: sum}
 	runtime.KeepAlive(net)
 	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// tuneGC is ecprune's (cmd/ecprune/main.go): GOGC = 100 * 64 MB / (28
+// bytes per weight), between 5 and 100, unless GOGC is set, so that the
+// figures measure what ecprune does.
+func tuneGC(net *onnxio.Network) {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	weights := 0
+	for _, l := range net.Layers {
+		weights += len(l.W)
+	}
+	pct := int(100 * (64 << 20) / max(float64(weights)*28, 1))
+	if pct < 100 {
+		debug.SetGCPercent(max(5, pct))
+	}
 }
 
 // opCount is the operation count of the algorithm on a chain of dense

@@ -195,6 +195,10 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 		return err
 	}
 	defer j.src.Close()
+	// One method, one model: scoring may consume the statistics and
+	// selection the scores (ec+ reuses the statistics itself).
+	j.oneShot = f.method != "ec+"
+	j.keepScores = f.scores != ""
 	r, err := j.pruneOne(f, opt, format, f.output)
 	if err != nil {
 		return err
@@ -256,10 +260,20 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		return nil, err
 	}
 	r.Seconds.Select = time.Since(t).Seconds()
+	layers := planLayerReports(plan)
 	t = time.Now()
 	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
 	if err != nil {
 		return nil, err
+	}
+	if j.oneShot {
+		// The written model has what it needs of the source's protobuf
+		// and of the plan's weights (counted above): let them go before
+		// the model is saved and read back.
+		for _, lp := range plan.Layers {
+			lp.W, lp.Pruned = nil, nil
+		}
+		j.ld.model = nil
 	}
 	if err := export.Save(pm, out, f.external); err != nil {
 		return nil, err
@@ -280,29 +294,16 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", out, err)
 	}
+	after.model = nil // only its network is measured and evaluated
 	r.After, err = modelSizes(out, after.net)
 	if err != nil {
 		return nil, err
 	}
 	r.Removed, r.Prunable = plan.Removed, plan.Total
-	for k, lp := range plan.Layers {
-		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: lp.Predicted}
-		for q, w := range lp.W {
-			if w != 0 {
-				lr.NonZeros++
-			}
-			if lp.Layer.W[q] != 0 {
-				lr.NonZerosBef++
-			}
-		}
+	for k, lr := range layers {
 		if k < len(results) {
 			lr.Format, lr.TensorBytes = string(results[k].Format), results[k].Bytes
 		}
-		var ss float64
-		for _, d := range lp.BiasShift {
-			ss += d * d
-		}
-		lr.BiasShiftNorm = math.Sqrt(ss)
 		r.Layers = append(r.Layers, lr)
 	}
 	if f.method == "ec" && f.af.objective == "output" {
@@ -330,6 +331,30 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	}
 	r.Seconds.Evaluate = time.Since(t).Seconds()
 	return r, nil
+}
+
+// planLayerReports gives each layer's counts of a plan (its format and
+// bytes are filled in once written).
+func planLayerReports(plan *prune.Plan) []layerReport {
+	out := make([]layerReport, 0, len(plan.Layers))
+	for _, lp := range plan.Layers {
+		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: lp.Predicted}
+		for q, w := range lp.W {
+			if w != 0 {
+				lr.NonZeros++
+			}
+			if lp.Layer.W[q] != 0 {
+				lr.NonZerosBef++
+			}
+		}
+		var ss float64
+		for _, d := range lp.BiasShift {
+			ss += d * d
+		}
+		lr.BiasShiftNorm = math.Sqrt(ss)
+		out = append(out, lr)
+	}
+	return out
 }
 
 // compare measures the original and a pruned network on a data set.

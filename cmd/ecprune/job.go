@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -63,6 +64,13 @@ type job struct {
 	scores   map[string]*analysis.Scores
 	prep     *prune.ECPlusPrep // what the statistics pass kept for ec+, or nil
 	statTime time.Duration
+	// oneShot: the job scores one method once and writes one model (the
+	// prune command), so scoring may consume the statistics' per-weight
+	// sums (ec computes in their storage) and selection the scores (the
+	// plan's weights take their storage), unless keepScores. On a large
+	// model that halves the peak memory. sweep leaves it false.
+	oneShot    bool
+	keepScores bool // --scores: the scores are written after the model
 }
 
 func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool) (*job, error) {
@@ -94,6 +102,7 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	if err != nil {
 		return nil, err
 	}
+	large := tuneGC(ld.net)
 	src, err := e.openData(ld.net, af.calib, af.batch, af.limit)
 	if err != nil {
 		return nil, err
@@ -137,12 +146,21 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 		Log:      e.logf,
 		Progress: p.set,
 		Observe:  observe,
+		// Probe products in float32 read the weights in the model's bytes
+		// where they are exactly W, instead of a float32 copy.
+		Weights32: ld.model.Float32Weights,
 	})
 	p.finish()
 	if err != nil {
 		return nil, fmt.Errorf("%s: analysis: %w", modelPath, err)
 	}
 	j.statTime = time.Since(t)
+	if large {
+		// The last batch's buffers are garbage now: collect them before
+		// scoring and writing allocate (a few milliseconds; the live heap
+		// is a few large slices the collector does not scan).
+		runtime.GC()
+	}
 	e.logf("statistics of %d layers over %d samples computed once in %s (%d batches, %s)", len(j.stats.Layers), j.stats.N, j.statTime.Round(time.Millisecond), j.stats.Passes, j.stats.Mode)
 	return j, nil
 }
@@ -171,13 +189,29 @@ func (j *job) methodScores(method string) (*analysis.Scores, error) {
 		if c.NeedsLabels() && j.labels == nil {
 			return nil, usagef("method %s needs labels (--labels)", method)
 		}
-		sc, err = c.Score(j.stats, j.af.seed)
+		if j.oneShot {
+			sc, err = analysis.ScoreConsuming(c, j.stats, j.af.seed)
+		} else {
+			sc, err = c.Score(j.stats, j.af.seed)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
+	if j.oneShot {
+		j.releaseSums()
+	}
 	j.scores[method] = sc
 	return sc, nil
+}
+
+// releaseSums drops the statistics' per-weight sums once a one-shot job
+// has its scores: nothing reads them afterwards (the report uses only N
+// and Mode), and they are 16-24 bytes per weight.
+func (j *job) releaseSums() {
+	for _, ls := range j.stats.Layers {
+		ls.S1, ls.S2, ls.GradW = nil, nil, nil
+	}
 }
 
 // plan prunes with a method at the given options.
@@ -195,6 +229,7 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		}
 		eo := j.af.ecplus
 		eo.Prep = j.prep
+		eo.Seed = j.af.seed // its own probes, if any, are the statistics'
 		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
 	}
 	sc, err := j.methodScores(method)
@@ -202,6 +237,11 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		return nil, err
 	}
 	opt.Compensate = opt.Compensate && analysis.Compensates(method)
+	if j.oneShot && !j.keepScores {
+		// The scores are spent: the plan's weights take their storage.
+		delete(j.scores, method)
+		return prune.SelectConsuming(j.ld.net, sc, opt)
+	}
 	return prune.Select(j.ld.net, sc, opt)
 }
 
