@@ -24,31 +24,78 @@ import (
 // Ops that do not depend on from are skipped. Returned tensors are fresh or
 // shared only with internal tangents, never with seed.
 func JVP(net *onnxio.Network, tr *Trace, from int, seed *Tensor) ([]*Tensor, error) {
-	if from < 0 || from >= len(tr.Values) || tr.Values[from] == nil {
-		return nil, fmt.Errorf("JVP: value %d is not in the trace", from)
+	return JVPSum(net, tr, []int{from}, []*Tensor{seed})
+}
+
+// JVPSum is the sum of the JVPs of several seeds, seeds[k] on value
+// from[k] (all with the same number of directions P), in one forward
+// pass: each seed joins the tangent of its value where that value is
+// produced. By linearity this equals summing JVP's results, at the cost
+// of one pass instead of one per seed (ec+'s refit needs J v for a v
+// spread over the biases of every layer).
+func JVPSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor) ([]*Tensor, error) {
+	return jvpSum(net, tr, from, seeds, matmul)
+}
+
+// JVPSum32 is JVPSum with the Dense products in float32 (everything else
+// in float64), for callers whose own error is far above float32 rounding
+// (quantities built on probe estimates).
+func JVPSum32(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor) ([]*Tensor, error) {
+	return jvpSum(net, tr, from, seeds, matmul32)
+}
+
+// VJP32 is VJP with the Dense products in float32, as JVPSum32.
+func VJP32(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
+	return vjp(net, tr, outCot, want, matmul32)
+}
+
+func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matmulFunc) ([]*Tensor, error) {
+	if len(from) == 0 || len(from) != len(seeds) {
+		return nil, fmt.Errorf("JVP: %d values for %d seeds", len(from), len(seeds))
 	}
 	if len(tr.Values) != len(net.Values) {
 		return nil, fmt.Errorf("JVP: trace has %d values, network %d", len(tr.Values), len(net.Values))
 	}
-	v := tr.Values[from]
-	if seed == nil || seed.Rank() != v.Rank()+1 || !SameShape(seed.Shape[1:], v.Shape) || len(seed.Data) != ShapeSize(seed.Shape) {
-		var got any = "nil"
-		if seed != nil {
-			got = seed.Shape
+	p := -1
+	producer := make(map[int]int, len(from)) // value id -> op index, -1 for a graph input
+	at := make(map[int]*Tensor, len(from))
+	start := len(net.Ops)
+	for k, id := range from {
+		if id < 0 || id >= len(tr.Values) || tr.Values[id] == nil {
+			return nil, fmt.Errorf("JVP: value %d is not in the trace", id)
 		}
-		return nil, fmt.Errorf("JVP: seed shape %v, want [P %v]", got, v.Shape)
-	}
-	p := seed.Shape[0]
-	start := 0
-	for i := range net.Ops {
-		if net.Ops[i].Out == from {
-			start = i + 1
-			break
+		v, seed := tr.Values[id], seeds[k]
+		if seed == nil || seed.Rank() != v.Rank()+1 || !SameShape(seed.Shape[1:], v.Shape) || len(seed.Data) != ShapeSize(seed.Shape) {
+			var got any = "nil"
+			if seed != nil {
+				got = seed.Shape
+			}
+			return nil, fmt.Errorf("JVP: seed shape %v, want [P %v]", got, v.Shape)
 		}
+		if p >= 0 && seed.Shape[0] != p {
+			return nil, fmt.Errorf("JVP: seeds with %d and %d directions", p, seed.Shape[0])
+		}
+		if _, dup := at[id]; dup {
+			return nil, fmt.Errorf("JVP: value %d seeded twice", id)
+		}
+		p = seed.Shape[0]
+		at[id] = seed
+		producer[id] = -1
+		for i := range net.Ops {
+			if net.Ops[i].Out == id {
+				producer[id] = i
+				break
+			}
+		}
+		start = min(start, producer[id]+1)
 	}
 	last := lastUse(net)
 	tan := make([]*Tensor, len(tr.Values))
-	tan[from] = seed
+	for id, i := range producer {
+		if i < start {
+			tan[id] = at[id]
+		}
+	}
 	for i := start; i < len(net.Ops); i++ {
 		op := &net.Ops[i]
 		live := false
@@ -58,14 +105,25 @@ func JVP(net *onnxio.Network, tr *Trace, from int, seed *Tensor) ([]*Tensor, err
 			}
 			live = live || tan[id] != nil
 		}
-		if !live {
-			continue
+		seed, seeded := at[op.Out]
+		if seeded && producer[op.Out] != i {
+			seeded = false // produced earlier (and already seeded there)
 		}
-		t, err := jvpOp(net, op, tr.Values, tan, p)
-		if err != nil {
-			return nil, opErr(i, op, fmt.Errorf("JVP: %w", err))
+		if live {
+			t, err := jvpOp(net, op, tr.Values, tan, p, mm)
+			if err != nil {
+				return nil, opErr(i, op, fmt.Errorf("JVP: %w", err))
+			}
+			if seeded {
+				// A fresh sum: t may share its data with an input's tangent.
+				sum := t.Clone()
+				addTo(sum.Data, seed.Data)
+				t = sum
+			}
+			tan[op.Out] = t
+		} else if seeded {
+			tan[op.Out] = seed
 		}
-		tan[op.Out] = t
 		for _, id := range op.In {
 			if last[id] == i {
 				tan[id] = nil // let the GC have it: tangents are P times a value's size
@@ -74,8 +132,10 @@ func JVP(net *onnxio.Network, tr *Trace, from int, seed *Tensor) ([]*Tensor, err
 	}
 	outs := make([]*Tensor, len(net.Outputs))
 	seen := map[*float64]bool{}
-	if len(seed.Data) > 0 {
-		seen[&seed.Data[0]] = true
+	for _, seed := range seeds {
+		if len(seed.Data) > 0 {
+			seen[&seed.Data[0]] = true
+		}
 	}
 	for k, id := range net.Outputs {
 		t := tan[id]
@@ -116,7 +176,7 @@ func lastUse(net *onnxio.Network) []int {
 	return last
 }
 
-func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int) (*Tensor, error) {
+func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int, mm matmulFunc) (*Tensor, error) {
 	y := vals[op.Out]
 	if y == nil {
 		return nil, errors.New("output not in the trace")
@@ -149,7 +209,7 @@ func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int) (*Ten
 			return nil, errors.New("Dense op without a layer")
 		}
 		rows, _ := Flat(x)
-		matmul(false, true, p*rows, l.Out, l.In, dx.Data, l.W, out.Data, 0)
+		mm(false, true, p*rows, l.Out, l.In, dx.Data, l.W, out.Data, 0)
 	case famAlias:
 		out.Data = dx.Data // the layout is unchanged; tangents are never written in place
 	case famSoftmax:

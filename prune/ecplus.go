@@ -18,6 +18,10 @@ type ECPlusOptions struct {
 	C          float64 // weight of the residual-cancelling credit
 	Rounds     int     // greedy rounds per layer
 	RefitSteps int     // Levenberg-Marquardt steps on all biases
+	// Seed is the statistics pass's seed (StatsOptions.Seed): with
+	// probes, ec+'s own passes draw the same signs, so that its result
+	// does not depend on whether Prep kept the statistics pass's g.
+	Seed uint64
 	// Prep, if set, holds what the statistics pass kept for ec+.
 	Prep *ECPlusPrep
 }
@@ -53,6 +57,11 @@ var (
 	// and pre-activations of all layers, one layer's per-sample a', e and
 	// g (resident mode), the refit's targets and traces.
 	ecpMemLimit = 1 << 25
+	// ecpPerParam raises that bound to this many float64 values per
+	// prunable weight: a model of tens of millions of weights already
+	// holds them as float64, and its caches must fit for ec+ to cost a
+	// few analyses rather than one per layer (tests set it to 0).
+	ecpPerParam = 2
 	// ecpJacLimit is the recipe's N*K*B bound above which the refit is
 	// solved matrix-free instead of assembling the Gauss-Newton matrix.
 	ecpJacLimit = 5e7
@@ -63,6 +72,18 @@ var (
 	// B x B Gauss-Newton matrix and its Cholesky factor.
 	ecpMaxDense = 4096
 )
+
+// memLimit is the size in bytes each of ec+'s caches may take on net:
+// ecpMemLimit float64 values, or ecpPerParam per prunable weight if more.
+func memLimit(net *onnxio.Network) int {
+	params := 0
+	for _, l := range net.Layers {
+		if l.Prunable {
+			params += l.Params()
+		}
+	}
+	return 8 * max(ecpMemLimit, ecpPerParam*params)
+}
 
 // ecpBatch is the number of calibration samples per batch (a variable
 // so that tests can cover several batches with few samples).
@@ -88,9 +109,9 @@ var ecpBatch = 256
 //     classifiers (a final Softmax or LogSoftmax is cut off), with the
 //     (generalised) Gauss-Newton matrix; see refit for the damping.
 //
-// g comes from GBatch in st's mode. Under the loss objective, which needs
-// labels ec+ is not given, it falls back to the output objective; probes
-// are drawn again with seed 0. Skipped layers keep their weights but get
+// g comes from GBatch in st's mode (or from Prep). Under the loss
+// objective, which needs labels ec+ is not given, it falls back to the
+// output objective; probes are drawn again with eo.Seed. Skipped layers keep their weights but get
 // the bias correction and the refit. LayerPlan.Predicted is the sum of
 // the removal costs over the calibration rows, per row.
 func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, opt Options, eo ECPlusOptions, task analysis.Task, logf func(string, ...any)) (*Plan, error) {

@@ -4,12 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/lapack/lapack64"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -32,10 +30,11 @@ type refitView struct {
 	width int   // KL: length of the softmax axis (the last)
 	y0    [][]float64
 	log   []string
+	limit int // bytes y0 may take
 }
 
-func newRefitView(net *onnxio.Network, task analysis.Task) *refitView {
-	rv := &refitView{task: task, head: -1}
+func newRefitView(net *onnxio.Network, task analysis.Task, limit int) *refitView {
+	rv := &refitView{task: task, head: -1, limit: limit}
 	if len(net.Outputs) == 1 {
 		for i := len(net.Ops) - 1; i >= 0; i-- {
 			op := &net.Ops[i]
@@ -90,7 +89,7 @@ func (rv *refitView) settle(net *onnxio.Network, tr *analysis.Trace, n, total in
 		rv.per[o] = tr.Values[id].Len() / n
 		k += rv.per[o]
 	}
-	if total*k <= ecpMemLimit {
+	if total*k*8 <= rv.limit {
 		rv.y0 = make([][]float64, len(rv.out))
 	}
 }
@@ -214,6 +213,11 @@ type refitter struct {
 	traces  []keptTrace
 	version int // bumped whenever the biases change
 	tracesV int
+
+	curv  []keptTrace // matrix-free: traces of the curvature samples
+	curvN int
+
+	jac []float64 // linearizeFull's gathered Jacobian, reused
 }
 
 type keptTrace struct {
@@ -238,9 +242,10 @@ const (
 // next step starts a decade below it. D is Marquardt's diag(G), floored.
 // G is assembled from the Jacobian and factored by Cholesky (more damping,
 // then a diagonal solve, if that fails), unless N*K*B > ecpJacLimit or
-// B > ecpMaxDense: then conjugate gradients on products G v from the
-// differentiator (JVP then VJP), with D the identity scaled to G. Biases
-// are only ever set to a point that lowered the objective.
+// B > ecpMaxDense: then it is matrix-free (freeLM: one Lanczos basis per
+// step from products G v of the differentiator, a JVP then a VJP, on the
+// curvature samples), with D the identity scaled to G. Biases are only
+// ever set to a point that lowered the objective.
 func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 	for _, s := range e.rv.log {
 		e.logf("ec+: %s", s)
@@ -252,7 +257,8 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 	free := float64(e.n)*float64(r.rv.k())*float64(r.nb) > ecpJacLimit || r.nb > ecpMaxDense
 	how := "Cholesky"
 	if free {
-		how = "matrix-free CG"
+		r.batch = ecpBatch // no Jacobian to bound
+		how = fmt.Sprintf("matrix-free Lanczos, curvature from %d samples", min(e.n, ecpCurvSamples))
 	}
 	what := "squared error"
 	if r.rv.kl {
@@ -440,7 +446,7 @@ func (r *refitter) each(keep bool, f func(tr *analysis.Trace, y0 [][]float64, n 
 					stored += v.Len()
 				}
 			}
-			if base = stored <= ecpMemLimit; base {
+			if base = stored*8 <= r.e.limit; base {
 				l := r.layers[r.first]
 				z := tr.Values[r.z[r.first]].Data
 				wx := make([]float64, len(z))
@@ -672,13 +678,13 @@ func finite(v []float64) bool {
 	return true
 }
 
-// jacobian adds the transposed Jacobian [B, n*K] of a traced batch of n
-// samples into jt (row b at jt[b*stride+col0:], zero on entry), column
-// s*K+p being d y(s)_p / d theta: one reverse pass per output component,
-// batched. Transposed, the Gram products below run on contiguous rows.
-func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, jt []float64, stride, col0 int) error {
-	k := r.rv.k()
-	nk := n * k
+// jacobian adds the Jacobian [n*K, B] of a traced batch of n samples
+// into j (rows from row0 on, zero on entry), row s*K+p being
+// d y(s)_p / d theta: one reverse pass per output component, batched.
+// A row of it is a row of the cotangents at a layer's output, so it is
+// filled by contiguous copies; the Gram product takes it transposed.
+func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, j []float64, row0 int) error {
+	k, nb := r.rv.k(), r.nb
 	widest := 1
 	for _, v := range tr.Values {
 		if v != nil {
@@ -710,17 +716,13 @@ func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, jt
 			c := res[r.z[li]].Data
 			rows := len(c) / (p1 - p0) / l.Out
 			rp := rows / n
-			// One parameter (row of jt) at a time: contiguous writes.
-			for i := 0; i < l.Out; i++ {
-				b := r.off[li] + i
-				dst := jt[b*stride+col0 : b*stride+col0+nk]
-				for q := 0; q < p1-p0; q++ {
-					for s := 0; s < n; s++ {
-						var v float64
-						for pos := 0; pos < rp; pos++ {
-							v += c[(q*rows+s*rp+pos)*l.Out+i]
+			for q := 0; q < p1-p0; q++ {
+				for s := 0; s < n; s++ {
+					dst := j[(row0+s*k+p0+q)*nb+r.off[li] : (row0+s*k+p0+q)*nb+r.off[li]+l.Out]
+					for pos := 0; pos < rp; pos++ {
+						for i, x := range c[(q*rows+s*rp+pos)*l.Out : (q*rows+s*rp+pos+1)*l.Out] {
+							dst[i] += x
 						}
-						dst[s*k+p0+q] += v
 					}
 				}
 			}
@@ -745,9 +747,11 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 	// When small enough, the Jacobians of all batches are gathered and
 	// their Gram product done once: fewer, larger products.
 	var all []float64
-	col := 0
+	row := 0
 	if r.e.n*k*nb <= ecpGather {
-		all = make([]float64, nb*r.e.n*k)
+		// Kept from one linearisation to the next (the same size).
+		all = grow(&r.jac, r.e.n*k*nb)
+		clear(all)
 	}
 	err := r.each(false, func(tr *analysis.Trace, y0 [][]float64, n int) error {
 		ys, err := r.outputs(tr, n)
@@ -757,16 +761,17 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 		l, dy := r.rv.loss(ys, y0, true)
 		total += l
 		nk := n * k
-		jt, stride, col0 := all, r.e.n*k, col
+		j, row0 := all, row
 		if all == nil {
-			jt, stride, col0 = make([]float64, nb*nk), nk, 0
-		} else if col+nk > stride {
+			j, row0 = make([]float64, nk*nb), 0
+		} else if row+nk > r.e.n*k {
 			return fmt.Errorf("samples beyond the %d of the first pass", r.e.n)
 		}
-		if err := r.jacobian(tr, ys, n, jt, stride, col0); err != nil {
+		if err := r.jacobian(tr, ys, n, j, row0); err != nil {
 			return err
 		}
-		// dL/dy in the Jacobian's column order (sample, component).
+		jb := j[row0*nb : (row0+nk)*nb]
+		// dL/dy in the Jacobian's row order (sample, component).
 		w := make([]float64, nk)
 		base := 0
 		for o := range ys {
@@ -776,7 +781,7 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 			}
 			base += per
 		}
-		blas64.Gemv(blas.NoTrans, inv, blas64.General{Rows: nb, Cols: nk, Stride: stride, Data: jt[col0:]},
+		blas64.Gemv(blas.Trans, inv, blas64.General{Rows: nk, Cols: nb, Stride: nb, Data: jb},
 			blas64.Vector{N: nk, Inc: 1, Data: w}, 1, blas64.Vector{N: nb, Inc: 1, Data: grad})
 		if r.rv.kl {
 			// KL: J^T (diag(p) - p p^T) J = sum_k m_k m_k^T with
@@ -785,41 +790,40 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 			c := r.rv.width
 			y := ys[0].Data
 			p := make([]float64, len(y))
-			sp := make([]float64, len(y))
 			for rr := 0; rr*c < len(y); rr++ {
 				logSoftmax(p[rr*c:(rr+1)*c], y[rr*c:(rr+1)*c])
 			}
 			for q, v := range p {
 				p[q] = math.Exp(v)
-				sp[q] = math.Sqrt(p[q])
 			}
-			for b := 0; b < nb; b++ {
-				row := jt[b*stride+col0 : b*stride+col0+nk]
-				for rr := 0; rr*c < nk; rr++ {
-					var mean float64
-					for q := rr * c; q < (rr+1)*c; q++ {
-						mean += p[q] * row[q]
-					}
-					for q := rr * c; q < (rr+1)*c; q++ {
-						row[q] = sp[q] * (row[q] - mean)
+			mean := make([]float64, nb)
+			for rr := 0; rr*c < nk; rr++ {
+				clear(mean)
+				for q := rr * c; q < (rr+1)*c; q++ {
+					floats.AddScaled(mean, p[q], jb[q*nb:(q+1)*nb])
+				}
+				for q := rr * c; q < (rr+1)*c; q++ {
+					jq, sp := jb[q*nb:(q+1)*nb], math.Sqrt(p[q])
+					for b, m := range mean {
+						jq[b] = sp * (jq[b] - m)
 					}
 				}
 			}
 		}
 		if all == nil {
-			gram(alpha, jt, nb, nk, g)
+			gram(alpha, jb, nk, nb, g)
 		}
-		col += nk
+		row += nk
 		return nil
 	})
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	if all != nil {
-		if col != r.e.n*k {
-			return nil, nil, 0, fmt.Errorf("the Jacobian has %d columns, want %d", col, r.e.n*k)
+		if row != r.e.n*k {
+			return nil, nil, 0, fmt.Errorf("the Jacobian has %d rows, want %d", row, r.e.n*k)
 		}
-		gram(alpha, all, nb, col, g)
+		gram(alpha, all, row, nb, g)
 	}
 	return &fullLM{g: g, n: nb}, grad, total / float64(r.e.n), nil
 }
@@ -828,12 +832,33 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 // products G v from a forward (JVP) and a reverse (VJP) pass over the
 // data; s is G's Rayleigh quotient along the gradient, which puts the
 // damping on G's scale.
+// freeLM solves the damped system matrix-free: a Lanczos basis of the
+// Krylov space of G and grad, built once per linearisation, serves every
+// damping the step tries (the space does not depend on the shift, and the
+// Galerkin solution on it is what conjugate gradients would reach for
+// that shift in as many iterations). D is the identity scaled to G.
 type freeLM struct {
 	r     *refitter
 	scale float64
+	q     [][]float64 // orthonormal basis q_1..q_m
+	alpha []float64   // T's diagonal
+	beta  []float64   // T's off-diagonal (beta[j] couples q_j and q_j+1)
+	norm  float64     // ||grad||
+	built bool
 }
 
-// linearizeFree computes the gradient with one reverse pass per batch.
+// Matrix-free refit bounds: Krylov dimension, and the samples whose
+// curvature (G v) is used. The gradient and every objective use all
+// samples; G, which only shapes the step, comes from the first
+// ecpCurvSamples of them, as in Hessian-free optimisation (Martens 2010),
+// so that a product costs a fixed amount whatever the calibration size.
+var (
+	ecpKrylov      = 10
+	ecpCurvSamples = 128
+)
+
+// linearizeFree computes the gradient with one reverse pass per batch,
+// then keeps the traces of the curvature samples for the products G v.
 func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 	grad := make([]float64, r.nb)
 	var total float64
@@ -844,7 +869,7 @@ func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 		}
 		l, dy := r.rv.loss(ys, y0, true)
 		total += l
-		res, err := analysis.VJP(r.view, tr, dy, r.z)
+		res, err := r.vjp(tr, dy)
 		if err != nil {
 			return err
 		}
@@ -859,6 +884,9 @@ func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 	for i := range grad {
 		grad[i] /= float64(r.e.n)
 	}
+	if err := r.curvature(); err != nil {
+		return nil, nil, 0, err
+	}
 	f := &freeLM{r: r, scale: 1}
 	if gg := dot(grad, grad); gg > 0 {
 		hg, err := r.gv(grad)
@@ -872,20 +900,56 @@ func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 	return f, grad, total / float64(r.e.n), nil
 }
 
-// gv is G v = (1/N) sum_n J_n^T H_n J_n v: J v by one forward pass per
-// layer (the biases of layer l enter at its output), H applied per
-// sample, then J^T by one reverse pass.
+// curvature keeps the traces of the pruned network at the current biases
+// on the curvature samples (the first ecpCurvSamples, or as many of them
+// as fit in memory), or none when even one batch does not fit: gv then
+// runs over all the data.
+func (r *refitter) curvature() error {
+	r.curv, r.curvN = nil, 0
+	want := min(r.e.n, ecpCurvSamples)
+	stored := 0
+	err := r.each(false, func(tr *analysis.Trace, _ [][]float64, n int) error {
+		if r.curvN >= want {
+			return errCurvDone
+		}
+		for _, v := range tr.Values {
+			if v != nil {
+				stored += v.Len()
+			}
+		}
+		if stored*8 > r.e.limit {
+			return errCurvDone
+		}
+		r.curv = append(r.curv, keptTrace{tr: tr, n: n})
+		r.curvN += n
+		return nil
+	})
+	if errors.Is(err, errCurvDone) {
+		err = nil
+	}
+	switch {
+	case r.curv == nil:
+		r.e.logf("ec+: refit curvature over all samples, one batch at a time (one batch's traces would not fit)")
+	case r.curvN < want:
+		r.e.logf("ec+: refit curvature from %d samples (the traces of %d would not fit)", r.curvN, want)
+	}
+	return err
+}
+
+var errCurvDone = errors.New("curvature samples taken")
+
+// gv is G v = (1/S) sum_n J_n^T H_n J_n v over the curvature samples: J v
+// by one forward pass seeded at every layer's output (the biases of
+// layer l enter there), H applied per sample, then J^T by one reverse
+// pass.
 func (r *refitter) gv(v []float64) ([]float64, error) {
 	out := make([]float64, r.nb)
-	err := r.each(false, func(tr *analysis.Trace, _ [][]float64, n int) error {
+	f := func(tr *analysis.Trace, _ [][]float64, n int) error {
 		ys, err := r.outputs(tr, n)
 		if err != nil {
 			return err
 		}
-		jv := make([]*analysis.Tensor, len(ys))
-		for o, y := range ys {
-			jv[o] = analysis.Zeros(append([]int{1}, y.Shape...)...)
-		}
+		seeds := make([]*analysis.Tensor, len(r.layers))
 		for li, l := range r.layers {
 			z := tr.Values[r.z[li]]
 			seed := analysis.Zeros(append([]int{1}, z.Shape...)...)
@@ -893,15 +957,11 @@ func (r *refitter) gv(v []float64) ([]float64, error) {
 			for q := 0; q < len(seed.Data); q += l.Out {
 				copy(seed.Data[q:q+l.Out], vl)
 			}
-			tans, err := analysis.JVP(r.view, tr, r.z[li], seed)
-			if err != nil {
-				return err
-			}
-			for o, t := range tans {
-				for q, x := range t.Data {
-					jv[o].Data[q] += x
-				}
-			}
+			seeds[li] = seed
+		}
+		jv, err := r.jvp(tr, seeds)
+		if err != nil {
+			return err
 		}
 		if r.rv.kl {
 			c := r.rv.width
@@ -924,7 +984,7 @@ func (r *refitter) gv(v []float64) ([]float64, error) {
 				}
 			}
 		}
-		res, err := analysis.VJP(r.view, tr, jv, r.z)
+		res, err := r.vjp(tr, jv)
 		if err != nil {
 			return err
 		}
@@ -932,11 +992,41 @@ func (r *refitter) gv(v []float64) ([]float64, error) {
 			sumRows(out[r.off[li]:r.off[li]+l.Out], res[r.z[li]].Data, l.Out)
 		}
 		return nil
-	})
+	}
+	samples := r.e.n
+	var err error
+	if r.curv != nil {
+		samples = r.curvN
+		for _, kt := range r.curv {
+			if err = f(kt.tr, nil, kt.n); err != nil {
+				break
+			}
+		}
+	} else {
+		err = r.each(false, f)
+	}
 	for i := range out {
-		out[i] /= float64(r.e.n)
+		out[i] /= float64(samples)
 	}
 	return out, err
+}
+
+// vjp and jvp are the matrix-free refit's products: in float32 with
+// probes (whoever chose probes traded exactness for speed already), else
+// float64. Rounding in the step's direction cannot make the refit worse:
+// a step is kept only if the objective, always in float64, drops.
+func (r *refitter) vjp(tr *analysis.Trace, cot []*analysis.Tensor) (map[int]*analysis.Tensor, error) {
+	if r.e.gopt.Probes > 0 {
+		return analysis.VJP32(r.view, tr, cot, r.z)
+	}
+	return analysis.VJP(r.view, tr, cot, r.z)
+}
+
+func (r *refitter) jvp(tr *analysis.Trace, seeds []*analysis.Tensor) ([]*analysis.Tensor, error) {
+	if r.e.gopt.Probes > 0 {
+		return analysis.JVPSum32(r.view, tr, r.z, seeds)
+	}
+	return analysis.JVPSum(r.view, tr, r.z, seeds)
 }
 
 func dot(a, b []float64) float64 {
@@ -947,87 +1037,105 @@ func dot(a, b []float64) float64 {
 	return s
 }
 
-// solve runs at most 50 CG iterations (each a pass over the data), to a
-// relative residual of 1e-6.
-func (f *freeLM) solve(grad []float64, mu float64) ([]float64, error) {
-	n := len(grad)
-	damp := mu * f.scale
-	x := make([]float64, n)
-	res := make([]float64, n)
-	for i, g := range grad {
-		res[i] = -g
+// build runs Lanczos from grad, with full reorthogonalisation (the basis
+// is small: at most ecpKrylov vectors of the biases' size), until
+// ecpKrylov vectors, an invariant subspace, or a residual below 1e-6 of
+// ||grad|| for the smallest damping mu (larger ones converge faster).
+func (f *freeLM) build(grad []float64, mu float64) error {
+	f.built = true
+	f.norm = math.Sqrt(dot(grad, grad))
+	if f.norm == 0 {
+		return nil
 	}
-	p := append([]float64(nil), res...)
-	rr := dot(res, res)
-	stop := 1e-12 * rr
-	for it := 0; it < min(2*n, 50) && rr > stop; it++ {
-		ap, err := f.r.gv(p)
+	n := len(grad)
+	q := make([]float64, n)
+	for i, g := range grad {
+		q[i] = -g / f.norm
+	}
+	for j := 0; j < min(n, ecpKrylov); j++ {
+		f.q = append(f.q, q)
+		w, err := f.r.gv(q)
 		if err != nil {
+			return err
+		}
+		a := dot(q, w)
+		f.alpha = append(f.alpha, a)
+		for pass := 0; pass < 2; pass++ {
+			for _, qk := range f.q {
+				c := dot(qk, w)
+				for i := range w {
+					w[i] -= c * qk[i]
+				}
+			}
+		}
+		b := math.Sqrt(dot(w, w))
+		if b <= 1e-12*math.Abs(a) || b == 0 {
+			break // invariant subspace: the solution is exact on it
+		}
+		if y := f.tri(mu * f.scale); b*math.Abs(y[len(y)-1]) <= 1e-6*f.norm {
+			break
+		}
+		f.beta = append(f.beta, b)
+		for i := range w {
+			w[i] /= b
+		}
+		q = w
+	}
+	return nil
+}
+
+// tri solves (T + s I) y = ||grad|| e1 on the current basis (Thomas'
+// algorithm: T + s I is symmetric positive definite for s > 0).
+func (f *freeLM) tri(s float64) []float64 {
+	m := len(f.alpha)
+	c := make([]float64, m) // modified super-diagonal
+	y := make([]float64, m)
+	y[0] = f.norm
+	for j := 0; j < m; j++ {
+		d := f.alpha[j] + s
+		if j > 0 {
+			d -= f.beta[j-1] * c[j-1]
+			y[j] -= f.beta[j-1] * y[j-1]
+		}
+		if j < m-1 {
+			c[j] = f.beta[j] / d
+		}
+		y[j] /= d
+	}
+	for j := m - 2; j >= 0; j-- {
+		y[j] -= c[j] * y[j+1]
+	}
+	return y
+}
+
+func (f *freeLM) solve(grad []float64, mu float64) ([]float64, error) {
+	if !f.built {
+		if err := f.build(grad, mu); err != nil {
 			return nil, err
 		}
-		for i := range ap {
-			ap[i] += damp * p[i]
+	}
+	x := make([]float64, len(grad))
+	if f.norm == 0 {
+		return x, nil
+	}
+	y := f.tri(mu * f.scale)
+	for j, qj := range f.q[:len(y)] {
+		for i, v := range qj {
+			x[i] += y[j] * v
 		}
-		pap := dot(p, ap)
-		if pap <= 0 {
-			break // G is PSD and damp > 0: only rounding gets here
-		}
-		alpha := rr / pap
-		for i := range x {
-			x[i] += alpha * p[i]
-			res[i] -= alpha * ap[i]
-		}
-		rn := dot(res, res)
-		for i := range p {
-			p[i] = res[i] + rn/rr*p[i]
-		}
-		rr = rn
 	}
 	return x, nil
 }
 
-// gram adds alpha a a^T to the upper triangle of c [n, n], a being
-// [n, cols]. gonum's Dsyrk reads all of a once per row of c, which is slow
-// once a outgrows the cache; here each upper block of c (64 x 64) is the
-// blocked Gemm of two row panels of a, the blocks spread over the CPUs.
-// Each block is written by one worker: the result does not depend on the
-// scheduling.
-func gram(alpha float64, a []float64, n, cols int, c []float64) {
-	if n == 0 || cols == 0 {
+// gram adds alpha a^T a to c [n, n], a being [rows, n]: one product,
+// whose kernel packs the transposed operand, so the layout costs nothing.
+// The full matrix is computed; the solver reads its upper triangle.
+func gram(alpha float64, a []float64, rows, n int, c []float64) {
+	if n == 0 || rows == 0 {
 		return
 	}
-	const w = 64
-	np := (n + w - 1) / w
-	type block struct{ p, q int }
-	var blocks []block
-	for p := 0; p < np; p++ {
-		for q := p; q < np; q++ {
-			blocks = append(blocks, block{p * w, q * w})
-		}
-	}
-	workers := min(runtime.GOMAXPROCS(0), len(blocks))
-	if float64(n)*float64(n)*float64(cols) < 1<<26 {
-		workers = 1 // a few milliseconds: not worth more threads
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= len(blocks) {
-					return
-				}
-				p, q := blocks[k].p, blocks[k].q
-				pw, qw := min(w, n-p), min(w, n-q)
-				blas64.Gemm(blas.NoTrans, blas.Trans, alpha,
-					blas64.General{Rows: pw, Cols: cols, Stride: cols, Data: a[p*cols : (p+pw)*cols]},
-					blas64.General{Rows: qw, Cols: cols, Stride: cols, Data: a[q*cols : (q+qw)*cols]},
-					1, blas64.General{Rows: pw, Cols: qw, Stride: n, Data: c[p*n+q:]})
-			}
-		}()
-	}
-	wg.Wait()
+	blas64.Gemm(blas.Trans, blas.NoTrans, alpha,
+		blas64.General{Rows: rows, Cols: n, Stride: n, Data: a[:rows*n]},
+		blas64.General{Rows: rows, Cols: n, Stride: n, Data: a[:rows*n]},
+		1, blas64.General{Rows: n, Cols: n, Stride: n, Data: c[:n*n]})
 }

@@ -6,8 +6,10 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"strings"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -43,7 +45,8 @@ type ecp struct {
 	s0      [][]float64 // per layer: sum_n g_i(n) of the original network
 	gMean   [][]float64 // per layer: mean_n g_i(n)
 	// Original network per layer, [rows, Out] in sample order, or nil.
-	gCache, zCache [][]float64
+	gCache, zCache []*vstore
+	limit          int // bytes of each cache, see memLimit
 
 	rv *refitView
 
@@ -65,7 +68,8 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPl
 			return nil, fmt.Errorf("ec+: cannot read the probe count from derivative mode %q", st.Mode)
 		}
 		e.gopt.Probes = p
-		logf("ec+: g estimated with %d random-sign probes (seed 0)", p)
+		e.gopt.Seed = eo.Seed
+		logf("ec+: g estimated with %d random-sign probes (seed %d)", p, eo.Seed)
 	default:
 		// "loss" needs labels, which ec+ is not given; the mode is
 		// chosen from the shapes on the first batch.
@@ -74,7 +78,8 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPl
 	}
 	e.gopt.Objective = analysis.ObjOutput
 	e.gopt.Task = task
-	e.rv = newRefitView(net, task)
+	e.limit = memLimit(net)
+	e.rv = newRefitView(net, task, e.limit)
 	return e, nil
 }
 
@@ -125,18 +130,20 @@ func (e *ecp) observeFirst(tr *analysis.Trace, n int) {
 		e.s0[li] = make([]float64, ls.Layer.Out)
 		z := tr.Values[e.net.Ops[ls.Op].Out]
 		e.rowsPer[li] = z.Len() / ls.Layer.Out / n
-		total += 2 * e.data.Len() * e.rowsPer[li] * ls.Layer.Out
+		total += e.data.Len() * e.rowsPer[li] * ls.Layer.Out
 	}
-	if total <= ecpMemLimit {
-		e.gCache = make([][]float64, len(layers))
-		e.zCache = make([][]float64, len(layers))
+	// z0 stays float64: the residuals z' - z0 are small differences.
+	f32 := e.gopt.Probes > 0
+	if total*(8+valueBytes(f32)) <= e.limit {
+		e.gCache = make([]*vstore, len(layers))
+		e.zCache = make([]*vstore, len(layers))
 		for li, ls := range layers {
 			size := e.data.Len() * e.rowsPer[li] * ls.Layer.Out
-			e.gCache[li] = make([]float64, 0, size)
-			e.zCache[li] = make([]float64, 0, size)
+			e.gCache[li] = newVStore(size, f32)
+			e.zCache[li] = newVStore(size, false)
 		}
 	} else {
-		e.logf("ec+: g and z of the original network (%d values) are recomputed on every pass", total)
+		e.logf("ec+: g and z of the original network (%d values) are recomputed on every pass", 2*total)
 	}
 	e.rv.settle(e.net, tr, n, e.data.Len())
 }
@@ -158,8 +165,8 @@ func (e *ecp) observe(start, n int, tr *analysis.Trace, g [][]float64) error {
 			}
 		}
 		if e.gCache != nil {
-			e.gCache[li] = append(e.gCache[li], g[li]...)
-			e.zCache[li] = append(e.zCache[li], z...)
+			e.gCache[li].append(g[li])
+			e.zCache[li].append(z)
 		}
 	}
 	if err := e.rv.keepTargets(tr, n); err != nil {
@@ -189,8 +196,8 @@ func (e *ecp) observeEnd() error {
 // the original network (g and z of every layer, the refit's targets), so
 // that ec+ skips a pass of its own: about one analysis' worth of time,
 // once for all the sparsities of a sweep. Pass Observe as
-// StatsOptions.Observe and the prep as ECPlusOptions.Prep. It is used only
-// when the derivatives were exact (forward or reverse mode) and everything
+// StatsOptions.Observe and the prep as ECPlusOptions.Prep. It is used
+// when g is the output objective's (exact or probes) and everything
 // fitted in memory; otherwise ec+ runs its own pass as before.
 type ECPlusPrep struct {
 	net  *onnxio.Network
@@ -211,8 +218,8 @@ func (p *ECPlusPrep) Observe(st *analysis.Stats, b analysis.Batch, tr *analysis.
 		return nil
 	}
 	if p.e == nil {
-		if st.Mode != analysis.ADForward && st.Mode != analysis.ADReverse {
-			p.ok = false // probes or the loss objective: ec+ draws its own g
+		if st.Mode != analysis.ADForward && st.Mode != analysis.ADReverse && !strings.HasPrefix(st.Mode, "probes(") {
+			p.ok = false // the loss objective: ec+ needs the output's g
 			return nil
 		}
 		e, err := newECP(p.net, p.data, st, ECPlusOptions{}, p.task, func(string, ...any) {})
@@ -302,7 +309,7 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	mean := e.gMean[li]
 	lambda := e.eo.Lambda
 	var kept []keptTrace
-	var gpBuf []float64
+	var gpBuf, z0Buf, gBuf []float64
 	size := 0
 	batch := 0
 	err := e.data.Each(ecpBatch, func(b analysis.Batch) error {
@@ -323,10 +330,11 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		var z0, g, a, zc []float64
 		var tr0 *analysis.Trace
 		if e.gCache != nil {
-			if b.Start < 0 || (r0+rows)*out > len(e.zCache[li]) {
+			if b.Start < 0 || (r0+rows)*out > e.zCache[li].len() {
 				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
 			}
-			z0, g = e.zCache[li][r0*out:(r0+rows)*out], e.gCache[li][r0*out:(r0+rows)*out]
+			z0 = e.zCache[li].slice(r0*out, (r0+rows)*out, &z0Buf)
+			g = e.gCache[li].slice(r0*out, (r0+rows)*out, &gBuf)
 		} else {
 			if tr0, err = analysis.Run(e.net, b.Inputs); err != nil {
 				return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
@@ -366,7 +374,7 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 					size += v.Len()
 				}
 			}
-			if store = size <= ecpMemLimit; store {
+			if store = size*8 <= e.limit; store {
 				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n})
 			} else {
 				kept = nil
@@ -570,8 +578,8 @@ func (s *ecpSums) covariance(q int) float64 {
 
 // costs is ec+'s removal cost w^2 Var_g(a') - 2c w Cov_g(e, a') of every
 // weight (0 for neurons that never reach the output).
-func (s *ecpSums) costs(w []float64, c float64) []float64 {
-	out := make([]float64, len(w))
+func (s *ecpSums) costs(buf *[]float64, w []float64, c float64) []float64 {
+	out := grow(buf, len(w))
 	for q, wq := range w {
 		out[q] = wq*wq*s.variance(q) - 2*c*wq*s.covariance(q)
 	}
@@ -612,15 +620,8 @@ func cmpScored(a, b scored) int {
 // rowQuotas ranks all weights of a layer by score (then flat index) and
 // counts, per row, how many of the k lowest fall in it.
 func rowQuotas(score []float64, out, in, k int) []int {
-	cs := make([]scored, len(score))
-	for q, s := range score {
-		cs[q] = scored{s, q}
-	}
-	smallest(cs, k)
 	quota := make([]int, out)
-	for _, c := range cs[:k] {
-		quota[c.q/in]++
-	}
+	markSmallestParts([][]float64{score}, k, func(_, q int) { quota[q/in]++ })
 	return quota
 }
 
@@ -692,8 +693,14 @@ type ecpLayerResult struct {
 type resident struct {
 	ac, e, g []float64
 	rows     int
+	// f32: products in float32 (probes), on ac32, ac's float32 copy made
+	// by seal once every row is in.
+	f32  bool
+	ac32 []float32
 
 	ge, gr, acg, c []float64 // scratch of addResidualOn
+	wr             []float64 // scratch of update
+	a32, b32, c32  []float32 // scratch of gemm
 }
 
 func newResident(rows, out, in int) *resident {
@@ -707,6 +714,8 @@ func (e *ecp) reuseResident(rows, out, in int) *resident {
 		rd = &resident{}
 		e.rd = rd
 	}
+	rd.f32 = e.gopt.Probes > 0
+	rd.ac32 = rd.ac32[:0]
 	rd.rows = rows
 	rd.ac = grow(&rd.ac, in*rows)
 	rd.g = grow(&rd.g, out*rows)
@@ -732,20 +741,53 @@ func (rd *resident) put(ac, e, g []float64, rows, r0, out, in int) {
 
 // update subtracts the removed weights' contributions w_ij a'_j from e_i;
 // a' = ac + shift, and the shifts' part is one constant per row. constCol
-// (or nil) marks features whose ac is all zeros.
+// (or nil) marks features whose ac is all zeros. Where a block of rows
+// lost many weights (a round usually removes a quarter of a layer's
+// budget) the update is one matrix product with the removed weights;
+// one axpy per weight would stream a' and e through memory once per
+// weight, which on a layer of millions of weights took most of ec+.
 func (rd *resident) update(removed []scored, w, shift []float64, in int, constCol []bool) {
 	n := rd.rows
 	if n == 0 {
 		return
 	}
-	rowShift := make([]float64, len(rd.e)/n)
+	out := len(rd.e) / n
+	rowShift := make([]float64, out)
+	byRow := make([][]scored, out)
 	for _, c := range removed {
 		i, j := c.q/in, c.q%in
-		wq := w[c.q]
+		rowShift[i] += w[c.q] * shift[j]
 		if constCol == nil || !constCol[j] {
-			blas64.Axpy(-wq, blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
+			byRow[i] = append(byRow[i], c)
 		}
-		rowShift[i] += wq * shift[j]
+	}
+	const block = 64
+	for i0 := 0; i0 < out; i0 += block {
+		i1 := min(out, i0+block)
+		cnt := 0
+		for _, r := range byRow[i0:i1] {
+			cnt += len(r)
+		}
+		if cnt == 0 {
+			continue
+		}
+		if cnt*64 < (i1-i0)*in {
+			for i := i0; i < i1; i++ {
+				for _, c := range byRow[i] {
+					j := c.q % in
+					blas64.Axpy(-w[c.q], blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
+				}
+			}
+			continue
+		}
+		wr := grow(&rd.wr, (i1-i0)*in)
+		clear(wr)
+		for i := i0; i < i1; i++ {
+			for _, c := range byRow[i] {
+				wr[(i-i0)*in+c.q%in] = w[c.q]
+			}
+		}
+		rd.gemm(false, i1-i0, n, in, -1, wr, rd.ac, rd.ac32, 1, rd.e[i0*n:i1*n])
 	}
 	for i, ws := range rowShift {
 		if ws != 0 {
@@ -755,6 +797,71 @@ func (rd *resident) update(removed []scored, w, shift []float64, in int, constCo
 			}
 		}
 	}
+}
+
+// seal makes the float32 copy of ac the products use in float32 mode.
+func (rd *resident) seal() {
+	if rd.f32 && len(rd.ac32) != len(rd.ac) {
+		rd.ac32 = toF32(rd.ac32, rd.ac)
+	}
+}
+
+// gemm sets c = alpha a op(b) + beta c, a being [m, k] and b rd.ac or a
+// matrix of the same layout ([n, k] when transB, else [k, n]); b32, if
+// not nil, is b in float32. With probes (rd.f32) the product runs in
+// float32 and is added in float64: g is then an estimate whose sampling
+// error dwarfs float32 rounding, and the products are most of ec+'s
+// time on large layers. Exact derivatives keep float64 products.
+func (rd *resident) gemm(transB bool, m, n, k int, alpha float64, a, b []float64, b32 []float32, beta float64, c []float64) {
+	if m == 0 || n == 0 {
+		return
+	}
+	tb, br, bc := blas.NoTrans, k, n
+	if transB {
+		tb, br, bc = blas.Trans, n, k
+	}
+	if !rd.f32 || k == 0 {
+		blas64.Gemm(blas.NoTrans, tb, alpha,
+			blas64.General{Rows: m, Cols: k, Stride: k, Data: a[:m*k]},
+			blas64.General{Rows: br, Cols: bc, Stride: bc, Data: b[:br*bc]},
+			beta, blas64.General{Rows: m, Cols: n, Stride: n, Data: c[:m*n]})
+		return
+	}
+	rd.a32 = toF32(rd.a32, a[:m*k])
+	if len(b32) < br*bc {
+		rd.b32 = toF32(rd.b32, b[:br*bc])
+		b32 = rd.b32
+	}
+	rd.c32 = growF32(rd.c32, m*n)
+	blas32.Gemm(blas.NoTrans, tb, 1,
+		blas32.General{Rows: m, Cols: k, Stride: k, Data: rd.a32},
+		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b32[:br*bc]},
+		0, blas32.General{Rows: m, Cols: n, Stride: n, Data: rd.c32})
+	c = c[:m*n]
+	if beta == 0 {
+		for q, v := range rd.c32 {
+			c[q] = alpha * float64(v)
+		}
+		return
+	}
+	for q, v := range rd.c32 {
+		c[q] = beta*c[q] + alpha*float64(v)
+	}
+}
+
+func growF32(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}
+
+func toF32(dst []float32, src []float64) []float32 {
+	dst = growF32(dst, len(src))
+	for q, v := range src {
+		dst[q] = float32(v)
+	}
+	return dst
 }
 
 // addResidual adds the residual sums of the resident data (se, e1 and,
@@ -789,10 +896,7 @@ func (rd *resident) addResidualOn(s *ecpSums, withSEA bool, rows, cols []int) {
 		rows, cols = nil, nil // all of them: no gathering
 	}
 	if rows == nil && cols == nil {
-		blas64.Gemm(blas.NoTrans, blas.Trans, 1,
-			blas64.General{Rows: s.out, Cols: n, Stride: n, Data: ge},
-			blas64.General{Rows: s.in, Cols: n, Stride: n, Data: rd.ac},
-			1, blas64.General{Rows: s.out, Cols: s.in, Stride: s.in, Data: s.sea})
+		rd.gemm(true, s.out, s.in, n, 1, ge, rd.ac, rd.ac32, 1, s.sea)
 		return
 	}
 	if len(rows) == 0 || len(cols) == 0 {
@@ -809,10 +913,7 @@ func (rd *resident) addResidualOn(s *ecpSums, withSEA bool, rows, cols []int) {
 		copy(ac[k*n:(k+1)*n], rd.ac[j*n:(j+1)*n])
 	}
 	c := grow(&rd.c, len(rows)*len(cols))
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1,
-		blas64.General{Rows: len(rows), Cols: n, Stride: n, Data: gr},
-		blas64.General{Rows: len(cols), Cols: n, Stride: n, Data: ac},
-		0, blas64.General{Rows: len(rows), Cols: len(cols), Stride: len(cols), Data: c})
+	rd.gemm(true, len(rows), len(cols), n, 1, gr, ac, nil, 0, c)
 	for k, i := range rows {
 		for m, j := range cols {
 			s.sea[i*s.in+j] += c[k*len(cols)+m]
@@ -821,8 +922,7 @@ func (rd *resident) addResidualOn(s *ecpSums, withSEA bool, rows, cols []int) {
 }
 
 // moments adds the first pass's sums of the resident data: s0, s1, s2
-// (withMoments), se and e1 (withResidual), sea (withSEA). s1 and sea share
-// their right operand, so they are one product.
+// (withMoments), se and e1 (withResidual), sea (withSEA).
 func (rd *resident) moments(s *ecpSums, withMoments, withResidual, withSEA bool) {
 	n, out, in := rd.rows, s.out, s.in
 	if !withResidual {
@@ -833,8 +933,7 @@ func (rd *resident) moments(s *ecpSums, withMoments, withResidual, withSEA bool)
 	if n == 0 || (!withMoments && !withSEA) {
 		return
 	}
-	left := rd.gr[:0]
-	m := 0
+	rd.seal()
 	if withMoments {
 		for i := 0; i < out; i++ {
 			var s0 float64
@@ -843,34 +942,15 @@ func (rd *resident) moments(s *ecpSums, withMoments, withResidual, withSEA bool)
 			}
 			s.s0[i] += s0
 		}
-		left = append(left, rd.g...)
-		m += out
-	}
-	if withSEA {
-		left = append(left, rd.ge[:out*n]...) // g e, from addResidualOn
-		m += out
-	}
-	rd.gr = left
-	prod := grow(&rd.c, m*in)
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1,
-		blas64.General{Rows: m, Cols: n, Stride: n, Data: left},
-		blas64.General{Rows: in, Cols: n, Stride: n, Data: rd.ac},
-		0, blas64.General{Rows: m, Cols: in, Stride: in, Data: prod})
-	off := 0
-	if withMoments {
-		addTo(s.s1, prod[:out*in])
-		off = out * in
+		rd.gemm(true, out, in, n, 1, rd.g, rd.ac, rd.ac32, 1, s.s1)
 		ac2 := grow(&rd.acg, len(rd.ac))
 		for q, v := range rd.ac {
 			ac2[q] = v * v
 		}
-		blas64.Gemm(blas.NoTrans, blas.Trans, 1,
-			blas64.General{Rows: out, Cols: n, Stride: n, Data: rd.g},
-			blas64.General{Rows: in, Cols: n, Stride: n, Data: ac2},
-			1, blas64.General{Rows: out, Cols: in, Stride: in, Data: s.s2})
+		rd.gemm(true, out, in, n, 1, rd.g, ac2, nil, 1, s.s2)
 	}
 	if withSEA {
-		addTo(s.sea, prod[off:off+out*in])
+		rd.gemm(true, out, in, n, 1, rd.ge[:out*n], rd.ac, rd.ac32, 1, s.sea) // g e, from addResidualOn
 	}
 }
 
@@ -908,7 +988,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	res := &ecpLayerResult{pruned: make([]bool, out*in)}
 	rowsTotal := e.n * e.rowsPer[li]
 	var rd *resident
-	if rowsTotal*(in+2*out) <= ecpMemLimit {
+	if rowsTotal*(in+2*out)*8 <= e.limit {
 		rd = e.reuseResident(rowsTotal, out, in)
 		res.resident = true
 	}
@@ -927,17 +1007,20 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		var constCol []bool
 		if rd != nil {
 			constCol = rd.constant(in)
+			rd.seal()
 		}
 		var removed []scored
+		cs := make([]scored, 0, in)
+		var costBuf []float64
 		for t := 0; t < rounds; t++ {
 			removed = removed[:0]
-			cost := sums.costs(l.W, e.eo.C)
+			cost := sums.costs(&costBuf, l.W, e.eo.C)
 			for i := 0; i < out; i++ {
 				take := roundTake(quota[i], t, rounds)
 				if take == 0 {
 					continue
 				}
-				cs := make([]scored, 0, in)
+				cs = cs[:0]
 				for j := 0; j < in; j++ {
 					if q := i*in + j; !res.pruned[q] {
 						cs = append(cs, scored{cost[q], q})

@@ -2,6 +2,7 @@
 //
 //	ecbench gen DIR                 write the generated models and data into DIR
 //	ecbench analyze MODEL X.npy     time the ec analysis in this process
+//	ecbench ecplus MODEL X.npy      time ec+ against the ec analysis in this process
 //	ecbench run [flags]             run everything and print the tables
 package main
 
@@ -12,7 +13,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ecbench gen|analyze|run ...")
+		fmt.Fprintln(os.Stderr, "usage: ecbench gen|analyze|ecplus|run ...")
 		os.Exit(2)
 	}
 	var err error
@@ -21,6 +22,8 @@ func main() {
 		err = cmdGen(os.Args[2:])
 	case "analyze":
 		err = cmdAnalyze(os.Args[2:])
+	case "ecplus":
+		err = cmdECPlus(os.Args[2:])
 	case "run":
 		err = cmdRun(os.Args[2:])
 	default:

@@ -79,6 +79,7 @@ func cmdRun(args []string) error {
 	only := fs.String("only", "a,b,c", "workloads to run")
 	verbose := fs.Bool("v", false, "print every command")
 	results := fs.String("o", "bench/out/results.md", "also write the tables here")
+	ecplus := fs.Bool("ecplus", true, "also time ec+ against the ec analysis (issue 7's cost bound)")
 	fs.Parse(args)
 
 	r := &runner{python: *python, peer: "bench/torch_peer.py", work: *work, repeats: *repeats, verbose: *verbose}
@@ -314,7 +315,68 @@ func cmdRun(args []string) error {
 				1e9*x.analysis.inner/float64(x.w.samples)/float64(x.w.params))
 		}
 	}
+	// 4. ec+ against the one-shot ec analysis, in one process each.
+	if *ecplus {
+		if err := r.ecplusTable(impls, wl, *only, *repeats); err != nil {
+			return err
+		}
+	}
 	return os.WriteFile(*results, buf.Bytes(), 0o644)
+}
+
+// ecplusTable times ec+ (its statistics pass included) against the
+// one-shot ec analysis, both in one `ecbench ecplus` process per run, so
+// that the ratio compares like with like on a loaded machine; issue 7
+// asks for at most 5.
+func (r *runner) ecplusTable(impls []impl, wl map[string]*workload, only string, repeats int) error {
+	fmt.Fprintf(r.out, "\n## ec+ against the one-shot ec analysis (90%% global, ecprune's defaults; ec+ includes its own statistics pass)\n\n")
+	fmt.Fprintf(r.out, "| model | samples | derivatives | implementation | ec s | ec+ s | of which after the statistics | ec+ / ec |\n|---|---|---|---|---|---|---|---|\n")
+	for _, k := range []string{"a", "b", "c"} {
+		if !strings.Contains(only, k) {
+			continue
+		}
+		w := wl[k]
+		task := "classification"
+		if k == "c" {
+			task = "regression"
+		}
+		for _, im := range impls {
+			if im.torch() {
+				continue
+			}
+			reps := repeats
+			if k == "c" {
+				reps = 1
+			}
+			type res struct {
+				EC     float64 `json:"ec_seconds"`
+				ECPlus float64 `json:"ecplus_seconds"`
+				Seq    float64 `json:"ecplus_sequential_seconds"`
+				Ratio  float64 `json:"ratio"`
+				Mode   string  `json:"mode"`
+			}
+			var all []res
+			for rep := 0; rep < reps; rep++ {
+				args := []string{"ecplus", "-sparsity", "0.9", "-task", task}
+				if w.probes > 0 {
+					args = append(args, "-probes", strconv.Itoa(w.probes))
+				}
+				p, err := r.run(im.env, im.ecbench, append(args, w.model, w.calib)...)
+				if err != nil {
+					return err
+				}
+				var x res
+				if err := json.Unmarshal(lastLine(p.stdout), &x); err != nil {
+					return fmt.Errorf("%s: output %q: %v", im.name, p.stdout, err)
+				}
+				all = append(all, x)
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i].Ratio < all[j].Ratio })
+			m := all[len(all)/2]
+			fmt.Fprintf(r.out, "| %s | %d | %s | %s | %.3g | %.3g | %.3g | **%.2f** |\n", w.desc, w.samples, m.Mode, im.name, m.EC, m.ECPlus, m.Seq, m.Ratio)
+		}
+	}
+	return nil
 }
 
 // count loads the model to count parameters and operations.

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune"
+)
+
+// ecplusResult is what `ecbench ecplus` prints (one JSON line): the
+// one-shot ec analysis and the whole of ec+ (the same analysis keeping
+// what ec+ reuses, then its selection and refit), timed in one process
+// on the same data, and their ratio (issue 7: at most 5).
+type ecplusResult struct {
+	Model     string  `json:"model"`
+	Samples   int     `json:"samples"`
+	Mode      string  `json:"mode"`
+	Sparsity  float64 `json:"sparsity"`
+	EC        float64 `json:"ec_seconds"`     // Collect + ec scores
+	ECPlus    float64 `json:"ecplus_seconds"` // Collect (with prep) + ec scores + ECPlus
+	Sequence  float64 `json:"ecplus_sequential_seconds"`
+	Ratio     float64 `json:"ratio"`
+	Removed   int     `json:"removed"`
+	Objective string  `json:"task"`
+}
+
+// cmdECPlus times ec and ec+ on one model, in that order, with the
+// options `ecprune prune` uses by default.
+func cmdECPlus(args []string) error {
+	fs := flag.NewFlagSet("ecplus", flag.ExitOnError)
+	probes := fs.Int("probes", 0, "random-sign probes (0: exact)")
+	batch := fs.Int("batch", 256, "samples per batch")
+	limit := fs.Int("limit", 0, "use at most this many samples")
+	sparsity := fs.Float64("sparsity", 0.9, "global sparsity")
+	task := fs.String("task", "regression", "classification or regression (how ec+ refits)")
+	cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the ec+ part")
+	verbose := fs.Bool("v", false, "ec+'s log lines on stderr")
+	refit := fs.Int("refit", 2, "ec+'s refit steps (--ecplus-refit)")
+	fs.Parse(args)
+	if fs.NArg() != 2 {
+		return fmt.Errorf("ecplus MODEL X.npy")
+	}
+	m, err := onnxio.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
+	if err != nil {
+		return err
+	}
+	if err := net.Err(fs.Arg(0)); err != nil {
+		return err
+	}
+	m = nil
+	specs := make([]calib.InputSpec, len(net.Inputs))
+	for i, in := range net.Inputs {
+		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
+	}
+	src, err := calib.Open([]string{fs.Arg(1)}, specs, calib.Options{Batch: *batch, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	data := calib.Data{Src: src}
+	ec, _ := analysis.CriterionByName("ec")
+	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch}
+
+	t := time.Now()
+	st, err := analysis.Collect(net, data, sopt)
+	if err != nil {
+		return err
+	}
+	if _, err := ec.Score(st, 0); err != nil {
+		return err
+	}
+	tEC := time.Since(t).Seconds()
+	st = nil
+
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	tk := analysis.Task(*task)
+	t = time.Now()
+	prep := prune.NewECPlusPrep(net, data, tk)
+	sopt.Observe = prep.Observe
+	st, err = analysis.Collect(net, data, sopt)
+	if err != nil {
+		return err
+	}
+	sc, err := ec.Score(st, 0)
+	if err != nil {
+		return err
+	}
+	logf := func(string, ...any) {}
+	if *verbose {
+		t0 := time.Now()
+		logf = func(f string, a ...any) {
+			fmt.Fprintf(os.Stderr, "%8.3fs "+f+"\n", append([]any{time.Since(t0).Seconds()}, a...)...)
+		}
+	}
+	ts := time.Now()
+	eo := prune.ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: *refit, Prep: prep}
+	plan, err := prune.ECPlus(net, data, st, sc, prune.Options{Sparsity: *sparsity}, eo, tk, logf)
+	if err != nil {
+		return err
+	}
+	tPlus := time.Since(t).Seconds()
+	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, EC: tEC, ECPlus: tPlus,
+		Sequence: time.Since(ts).Seconds(), Ratio: tPlus / tEC, Removed: plan.Removed, Objective: *task}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
