@@ -108,8 +108,13 @@ func putF32(p *[]float32) { f32Pool.Put(p) }
 // parallelChunks runs f over [0, n) in GOMAXPROCS pieces when n is large
 // enough to be worth it (the conversions are memory-bound).
 func parallelChunks(n int, f func(lo, hi int)) {
+	parallelAbove(n, 1<<16, f)
+}
+
+// parallelAbove is parallelChunks from n >= least on.
+func parallelAbove(n, least int, f func(lo, hi int)) {
 	w := runtime.GOMAXPROCS(0)
-	if w == 1 || n < 1<<16 {
+	if w == 1 || n < least {
 		f(0, n)
 		return
 	}

@@ -66,6 +66,19 @@ func checkKind(op *onnxio.Op) error {
 // broadcast operand (everything in famDiag but PRelu and BatchNorm).
 func unaryForward(op *onnxio.Op, x, y []float64) {
 	y = y[:len(x)]
+	// Elementwise, so the pieces give the same bits as one loop. The
+	// transcendental activations (tens of ns per element) are worth two
+	// goroutines from a few thousand values on: on a tanh MLP they are
+	// most of a forward pass, which ec+'s refit runs many times.
+	least := 1 << 16
+	switch op.Kind {
+	case onnxio.OpTanh, onnxio.OpSigmoid, onnxio.OpElu, onnxio.OpSelu, onnxio.OpSoftplus, onnxio.OpGelu, onnxio.OpErf:
+		least = 1 << 12
+	}
+	parallelAbove(len(x), least, func(lo, hi int) { unaryForwardSeq(op, x[lo:hi], y[lo:hi]) })
+}
+
+func unaryForwardSeq(op *onnxio.Op, x, y []float64) {
 	a := op.Alpha
 	switch op.Kind {
 	case onnxio.OpRelu:
@@ -130,7 +143,7 @@ func unaryForward(op *onnxio.Op, x, y []float64) {
 			y[i] = math.Erf(v)
 		}
 	default:
-		panic("analysis.unaryForward: " + op.Kind.String())
+		panic("analysis.unaryForwardSeq: " + op.Kind.String())
 	}
 }
 

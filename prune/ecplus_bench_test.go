@@ -21,7 +21,7 @@ var benchModels = []struct{ name, model, data string }{
 	{"mnist", "mnist_mlp_gemm.onnx", "mnist_calib_x.npy"},
 }
 
-func benchSetup(b *testing.B, model, data string) (*onnxio.Network, analysis.Data) {
+func benchSetup(b testing.TB, model, data string) (*onnxio.Network, analysis.Data) {
 	b.Helper()
 	m, err := onnxio.Load(filepath.Join("..", "testdata", "models", model))
 	if err != nil {

@@ -214,8 +214,9 @@ type refitter struct {
 	version int // bumped whenever the biases change
 	tracesV int
 
-	curv  []keptTrace // matrix-free: traces of the curvature samples
-	curvN int
+	curv     []keptTrace // traces of the curvature samples
+	curvN    int
+	curvFull bool // memory ran out while keeping them
 
 	jac []float64 // linearizeFull's gathered Jacobian, reused
 }
@@ -229,7 +230,7 @@ type keptTrace struct {
 // Damping of the refit: the first try, the bounds and the number of
 // tries (objective evaluations) per step.
 const (
-	lmMu0      = 1e-1
+	lmMu0      = 1.0 // both bundled models' best first damping is >= 1
 	lmMuMin    = 1e-12
 	lmMuMax    = 1e12
 	lmMaxTries = 8
@@ -291,9 +292,11 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 		}
 		base := theta
 		tries := 0
+		var d []float64
 		try := func(m, bound float64) (float64, []float64, error) {
 			tries++
-			d, err := lin.solve(grad, m)
+			var err error
+			d, err = lin.solve(grad, m)
 			if err != nil {
 				return 0, nil, err
 			}
@@ -312,8 +315,11 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 		// on the models we tried, one minimum, often above the first
 		// value that lowers the objective; with only a few steps it pays
 		// to look for it. Raise the damping until the objective drops,
-		// then while it keeps dropping. (Each step starts a decade below
-		// the last one's best, as in Levenberg-Marquardt.)
+		// then while it keeps dropping, unless the Gauss-Newton model
+		// predicted the drop well (ratio of actual to predicted reduction
+		// >= 0.75: then a shorter step cannot do much better, and the
+		// try would cost a pass over the data). (Each step starts a
+		// decade below the last one's best, as in Levenberg-Marquardt.)
 		var best []float64
 		var bestTr []keptTrace
 		bestF, bestMu, lastMu := f, mu, mu
@@ -328,7 +334,11 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 			}
 			lastMu = m
 			if fc < bound {
+				first := best == nil
 				best, bestF, bestMu, bestTr = cand, fc, m, r.traces
+				if pred, ok := lin.predicted(grad, d); first && ok && pred > 0 && (f-fc)/pred >= 0.75 {
+					break
+				}
 			} else if best != nil {
 				break
 			}
@@ -613,6 +623,9 @@ func sumRows(g []float64, c []float64, out int) {
 // lmSolver solves (G + mu D) d = -grad for one linearisation.
 type lmSolver interface {
 	solve(grad []float64, mu float64) ([]float64, error)
+	// predicted is the drop of the objective the Gauss-Newton model
+	// predicts for step d, -(grad.d + d.G d / 2), if it is cheap to know.
+	predicted(grad, d []float64) (float64, bool)
 }
 
 // fullLM is the assembled Gauss-Newton matrix (upper triangle of G) with
@@ -623,6 +636,18 @@ type fullLM struct {
 	g []float64
 	n int
 }
+
+func (f *fullLM) predicted(grad, d []float64) (float64, bool) {
+	// G is stored whole (gram computes every entry).
+	var dgd float64
+	for i := 0; i < f.n; i++ {
+		dgd += d[i] * floats.Dot(f.g[i*f.n:(i+1)*f.n], d)
+	}
+	return -(floats.Dot(grad, d) + dgd/2), true
+}
+
+// predicted would cost a product G d, a pass over the curvature samples.
+func (f *freeLM) predicted(grad, d []float64) (float64, bool) { return 0, false }
 
 func (f *fullLM) solve(grad []float64, mu float64) ([]float64, error) {
 	n := f.n
@@ -731,58 +756,51 @@ func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, j 
 	return nil
 }
 
-// linearizeFull assembles the gradient and the (generalised) Gauss-Newton
-// matrix G = (1/N) sum_n J_n^T H_n J_n batch by batch; H is 2I for squared
-// error and diag(p) - p p^T per softmax row for the KL.
+// linearizeFull computes the gradient and objective over all samples,
+// and assembles the (generalised) Gauss-Newton matrix
+// G = (1/S) sum_n J_n^T H_n J_n over the S curvature samples (see
+// curvature); H is 2I for squared error and diag(p) - p p^T per softmax
+// row for the KL.
 func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
+	grad, f, err := r.gradient()
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	nb, k := r.nb, r.rv.k()
-	grad := make([]float64, nb)
-	var total float64
 	g := make([]float64, nb*nb)
-	inv := 1 / float64(r.e.n)
-	alpha := inv // H = diag(p) - p p^T, or 2I for squared error
+	samples := r.e.n
+	if r.curv != nil {
+		samples = r.curvN
+	}
+	alpha := 1 / float64(samples) // H = diag(p) - p p^T, or 2I for squared error
 	if !r.rv.kl {
-		alpha = 2 * inv
+		alpha *= 2
 	}
 	// When small enough, the Jacobians of all batches are gathered and
 	// their Gram product done once: fewer, larger products.
 	var all []float64
 	row := 0
-	if r.e.n*k*nb <= ecpGather {
+	if samples*k*nb <= ecpGather {
 		// Kept from one linearisation to the next (the same size).
-		all = grow(&r.jac, r.e.n*k*nb)
+		all = grow(&r.jac, samples*k*nb)
 		clear(all)
 	}
-	err := r.each(false, func(tr *analysis.Trace, y0 [][]float64, n int) error {
+	visit := func(tr *analysis.Trace, _ [][]float64, n int) error {
 		ys, err := r.outputs(tr, n)
 		if err != nil {
 			return err
 		}
-		l, dy := r.rv.loss(ys, y0, true)
-		total += l
 		nk := n * k
 		j, row0 := all, row
 		if all == nil {
 			j, row0 = make([]float64, nk*nb), 0
-		} else if row+nk > r.e.n*k {
-			return fmt.Errorf("samples beyond the %d of the first pass", r.e.n)
+		} else if row+nk > samples*k {
+			return fmt.Errorf("samples beyond the %d of the first pass", samples)
 		}
 		if err := r.jacobian(tr, ys, n, j, row0); err != nil {
 			return err
 		}
 		jb := j[row0*nb : (row0+nk)*nb]
-		// dL/dy in the Jacobian's row order (sample, component).
-		w := make([]float64, nk)
-		base := 0
-		for o := range ys {
-			per := r.rv.per[o]
-			for s := 0; s < n; s++ {
-				copy(w[s*k+base:s*k+base+per], dy[o].Data[s*per:(s+1)*per])
-			}
-			base += per
-		}
-		blas64.Gemv(blas.Trans, inv, blas64.General{Rows: nk, Cols: nb, Stride: nb, Data: jb},
-			blas64.Vector{N: nk, Inc: 1, Data: w}, 1, blas64.Vector{N: nb, Inc: 1, Data: grad})
 		if r.rv.kl {
 			// KL: J^T (diag(p) - p p^T) J = sum_k m_k m_k^T with
 			// m_k = sqrt(p_k) (J_k - p^T J), one softmax row at a time:
@@ -815,54 +833,34 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 		}
 		row += nk
 		return nil
-	})
-	if err != nil {
+	}
+	if r.curv != nil {
+		for _, kt := range r.curv {
+			if err := visit(kt.tr, nil, kt.n); err != nil {
+				return nil, nil, 0, err
+			}
+		}
+	} else if err := r.each(false, visit); err != nil {
 		return nil, nil, 0, err
 	}
 	if all != nil {
-		if row != r.e.n*k {
-			return nil, nil, 0, fmt.Errorf("the Jacobian has %d rows, want %d", row, r.e.n*k)
+		if row != samples*k {
+			return nil, nil, 0, fmt.Errorf("the Jacobian has %d rows, want %d", row, samples*k)
 		}
 		gram(alpha, all, row, nb, g)
 	}
-	return &fullLM{g: g, n: nb}, grad, total / float64(r.e.n), nil
+	return &fullLM{g: g, n: nb}, grad, f, nil
 }
 
-// freeLM solves (G + mu s I) d = -grad by conjugate gradients with
-// products G v from a forward (JVP) and a reverse (VJP) pass over the
-// data; s is G's Rayleigh quotient along the gradient, which puts the
-// damping on G's scale.
-// freeLM solves the damped system matrix-free: a Lanczos basis of the
-// Krylov space of G and grad, built once per linearisation, serves every
-// damping the step tries (the space does not depend on the shift, and the
-// Galerkin solution on it is what conjugate gradients would reach for
-// that shift in as many iterations). D is the identity scaled to G.
-type freeLM struct {
-	r     *refitter
-	scale float64
-	q     [][]float64 // orthonormal basis q_1..q_m
-	alpha []float64   // T's diagonal
-	beta  []float64   // T's off-diagonal (beta[j] couples q_j and q_j+1)
-	norm  float64     // ||grad||
-	built bool
-}
-
-// Matrix-free refit bounds: Krylov dimension, and the samples whose
-// curvature (G v) is used. The gradient and every objective use all
-// samples; G, which only shapes the step, comes from the first
-// ecpCurvSamples of them, as in Hessian-free optimisation (Martens 2010),
-// so that a product costs a fixed amount whatever the calibration size.
-var (
-	ecpKrylov      = 10
-	ecpCurvSamples = 128
-)
-
-// linearizeFree computes the gradient with one reverse pass per batch,
-// then keeps the traces of the curvature samples for the products G v.
-func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
+// gradient is the objective's gradient with respect to the biases and
+// the objective, over all samples: one reverse pass per batch. The same
+// pass keeps the traces of the curvature samples (see curvature).
+func (r *refitter) gradient() ([]float64, float64, error) {
 	grad := make([]float64, r.nb)
 	var total float64
+	keep := r.startCurvature()
 	err := r.each(false, func(tr *analysis.Trace, y0 [][]float64, n int) error {
+		keep(tr, n)
 		ys, err := r.outputs(tr, n)
 		if err != nil {
 			return err
@@ -879,12 +877,46 @@ func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
+	r.endCurvature()
 	for i := range grad {
 		grad[i] /= float64(r.e.n)
 	}
-	if err := r.curvature(); err != nil {
+	return grad, total / float64(r.e.n), nil
+}
+
+// freeLM solves the damped system matrix-free: a Lanczos basis of the
+// Krylov space of G and grad, built once per linearisation, serves every
+// damping the step tries (the space does not depend on the shift, and the
+// Galerkin solution on it is what conjugate gradients would reach for
+// that shift in as many iterations). D is the identity scaled to G.
+type freeLM struct {
+	r     *refitter
+	scale float64
+	q     [][]float64 // orthonormal basis q_1..q_m
+	alpha []float64   // T's diagonal
+	beta  []float64   // T's off-diagonal (beta[j] couples q_j and q_j+1)
+	norm  float64     // ||grad||
+	built bool
+}
+
+// Refit bounds: the Krylov dimension of the matrix-free solve, and the
+// samples whose curvature (G, or the products G v) is used. The gradient
+// and every objective use all samples; G, which only shapes the step,
+// comes from the first ecpCurvSamples of them, as in Hessian-free
+// optimisation (Martens 2010), so that it costs a fixed amount whatever
+// the calibration size.
+var (
+	ecpKrylov      = 10
+	ecpCurvSamples = 256
+)
+
+// linearizeFree computes the gradient with one reverse pass per batch,
+// then keeps the traces of the curvature samples for the products G v.
+func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
+	grad, fobj, err := r.gradient()
+	if err != nil {
 		return nil, nil, 0, err
 	}
 	f := &freeLM{r: r, scale: 1}
@@ -897,20 +929,21 @@ func (r *refitter) linearizeFree() (lmSolver, []float64, float64, error) {
 			f.scale = s
 		}
 	}
-	return f, grad, total / float64(r.e.n), nil
+	return f, grad, fobj, nil
 }
 
-// curvature keeps the traces of the pruned network at the current biases
-// on the curvature samples (the first ecpCurvSamples, or as many of them
-// as fit in memory), or none when even one batch does not fit: gv then
-// runs over all the data.
-func (r *refitter) curvature() error {
-	r.curv, r.curvN = nil, 0
+// startCurvature prepares to keep the traces of the pruned network at the
+// current biases on the curvature samples (the first ecpCurvSamples, or
+// as many of them as fit in memory), batch by batch through the returned
+// function; endCurvature logs how it went. With none kept (even one batch
+// does not fit) the curvature runs over all the data.
+func (r *refitter) startCurvature() func(tr *analysis.Trace, n int) {
+	r.curv, r.curvN, r.curvFull = nil, 0, false
 	want := min(r.e.n, ecpCurvSamples)
 	stored := 0
-	err := r.each(false, func(tr *analysis.Trace, _ [][]float64, n int) error {
-		if r.curvN >= want {
-			return errCurvDone
+	return func(tr *analysis.Trace, n int) {
+		if r.curvN >= want || r.curvFull {
+			return
 		}
 		for _, v := range tr.Values {
 			if v != nil {
@@ -918,21 +951,38 @@ func (r *refitter) curvature() error {
 			}
 		}
 		if stored*8 > r.e.limit {
-			return errCurvDone
+			r.curvFull = true
+			return
 		}
 		r.curv = append(r.curv, keptTrace{tr: tr, n: n})
 		r.curvN += n
-		return nil
-	})
-	if errors.Is(err, errCurvDone) {
-		err = nil
 	}
-	switch {
+}
+
+func (r *refitter) endCurvature() {
+	switch want := min(r.e.n, ecpCurvSamples); {
 	case r.curv == nil:
 		r.e.logf("ec+: refit curvature over all samples, one batch at a time (one batch's traces would not fit)")
 	case r.curvN < want:
 		r.e.logf("ec+: refit curvature from %d samples (the traces of %d would not fit)", r.curvN, want)
 	}
+}
+
+// curvature is startCurvature and endCurvature around a pass of its own.
+func (r *refitter) curvature() error {
+	keep := r.startCurvature()
+	want := min(r.e.n, ecpCurvSamples)
+	err := r.each(false, func(tr *analysis.Trace, _ [][]float64, n int) error {
+		if r.curvN >= want || r.curvFull {
+			return errCurvDone
+		}
+		keep(tr, n)
+		return nil
+	})
+	if errors.Is(err, errCurvDone) {
+		err = nil
+	}
+	r.endCurvature()
 	return err
 }
 

@@ -578,10 +578,28 @@ func (s *ecpSums) covariance(q int) float64 {
 
 // costs is ec+'s removal cost w^2 Var_g(a') - 2c w Cov_g(e, a') of every
 // weight (0 for neurons that never reach the output).
+// It is variance and covariance inlined row by row (the same arithmetic),
+// which on layers of millions of weights saves a division per weight.
 func (s *ecpSums) costs(buf *[]float64, w []float64, c float64) []float64 {
 	out := grow(buf, len(w))
-	for q, wq := range w {
-		out[q] = wq*wq*s.variance(q) - 2*c*wq*s.covariance(q)
+	in := s.in
+	for i := 0; i < s.out; i++ {
+		row, wr := out[i*in:(i+1)*in], w[i*in:(i+1)*in]
+		s0 := s.s0[i]
+		if s0 == 0 {
+			for j, wq := range wr {
+				row[j] = wq*wq*0 - 2*c*wq*0
+			}
+			continue
+		}
+		se := s.se[i]
+		s1r, s2r, sear := s.s1[i*in:(i+1)*in], s.s2[i*in:(i+1)*in], s.sea[i*in:(i+1)*in]
+		for j, wq := range wr {
+			s1 := s1r[j]
+			v := math.Max(s2r[j]-s1*s1/s0, 0)
+			cv := sear[j] - se*s1/s0
+			row[j] = wq*wq*v - 2*c*wq*cv
+		}
 	}
 	return out
 }
@@ -741,11 +759,11 @@ func (rd *resident) put(ac, e, g []float64, rows, r0, out, in int) {
 
 // update subtracts the removed weights' contributions w_ij a'_j from e_i;
 // a' = ac + shift, and the shifts' part is one constant per row. constCol
-// (or nil) marks features whose ac is all zeros. Where a block of rows
-// lost many weights (a round usually removes a quarter of a layer's
-// budget) the update is one matrix product with the removed weights;
-// one axpy per weight would stream a' and e through memory once per
-// weight, which on a layer of millions of weights took most of ec+.
+// (or nil) marks features whose ac is all zeros. When the round removed
+// many weights (a round usually removes a quarter of a layer's budget)
+// the update is one matrix product with the removed weights; one axpy
+// per weight would stream a' and e through memory once per weight, which
+// on a layer of millions of weights took most of ec+.
 func (rd *resident) update(removed []scored, w, shift []float64, in int, constCol []bool) {
 	n := rd.rows
 	if n == 0 {
@@ -761,33 +779,26 @@ func (rd *resident) update(removed []scored, w, shift []float64, in int, constCo
 			byRow[i] = append(byRow[i], c)
 		}
 	}
-	const block = 64
-	for i0 := 0; i0 < out; i0 += block {
-		i1 := min(out, i0+block)
-		cnt := 0
-		for _, r := range byRow[i0:i1] {
-			cnt += len(r)
-		}
-		if cnt == 0 {
-			continue
-		}
-		if cnt*64 < (i1-i0)*in {
-			for i := i0; i < i1; i++ {
-				for _, c := range byRow[i] {
-					j := c.q % in
-					blas64.Axpy(-w[c.q], blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
-				}
-			}
-			continue
-		}
-		wr := grow(&rd.wr, (i1-i0)*in)
+	// One product over all rows (rows without removals add zeros) when
+	// the round is dense enough for it to beat one axpy per weight: a
+	// product costs out*in*n multiply-adds at full speed, the axpys
+	// len(removed)*n at memory speed.
+	if len(removed)*64 >= out*in {
+		wr := grow(&rd.wr, out*in)
 		clear(wr)
-		for i := i0; i < i1; i++ {
-			for _, c := range byRow[i] {
-				wr[(i-i0)*in+c.q%in] = w[c.q]
+		for i, r := range byRow {
+			for _, c := range r {
+				wr[i*in+c.q%in] = w[c.q]
 			}
 		}
-		rd.gemm(false, i1-i0, n, in, -1, wr, rd.ac, rd.ac32, 1, rd.e[i0*n:i1*n])
+		rd.gemm(false, out, n, in, -1, wr, rd.ac, rd.ac32, 1, rd.e)
+	} else {
+		for i, r := range byRow {
+			for _, c := range r {
+				j := c.q % in
+				blas64.Axpy(-w[c.q], blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
+			}
+		}
 	}
 	for i, ws := range rowShift {
 		if ws != 0 {

@@ -1040,6 +1040,17 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 			wantGvSub := mat.NewVecDense(nb, nil)
 			wantGvSub.MulVec(mat.NewSymDense(nb, wantSub), mat.NewVecDense(nb, v))
 			checkClose(t, "G v on the curvature samples", gvSub, wantGvSub.RawVector().Data, 1e-5, 1e-8)
+			// The assembled G too; the gradient and objective stay over
+			// all samples.
+			linSub, gradSub, fSub, err := r.linearizeFull()
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkClose(t, "Gauss-Newton matrix on the curvature samples", upper(linSub.(*fullLM).g), upper(wantSub), 1e-5, 1e-8)
+			checkClose(t, "gradient with curvature samples", gradSub, grad, 1e-12, 1e-15)
+			if !near(fSub, f, 1e-12, 0) {
+				t.Errorf("objective with curvature samples %g, want %g", fSub, f)
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"sort"
 	"time"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -23,16 +24,17 @@ type ecplusResult struct {
 	Samples   int     `json:"samples"`
 	Mode      string  `json:"mode"`
 	Sparsity  float64 `json:"sparsity"`
-	EC        float64 `json:"ec_seconds"`     // Collect + ec scores
-	ECPlus    float64 `json:"ecplus_seconds"` // Collect (with prep) + ec scores + ECPlus
+	Reps      int     `json:"reps"`
+	EC        float64 `json:"ec_seconds"`     // Collect + ec scores (median)
+	ECPlus    float64 `json:"ecplus_seconds"` // Collect (with prep) + ec scores + ECPlus (median)
 	Sequence  float64 `json:"ecplus_sequential_seconds"`
 	Ratio     float64 `json:"ratio"`
 	Removed   int     `json:"removed"`
 	Objective string  `json:"task"`
 }
 
-// cmdECPlus times ec and ec+ on one model, in that order, with the
-// options `ecprune prune` uses by default.
+// cmdECPlus times ec and ec+ on one model, alternating, with the options
+// `ecprune prune` uses by default.
 func cmdECPlus(args []string) error {
 	fs := flag.NewFlagSet("ecplus", flag.ExitOnError)
 	probes := fs.Int("probes", 0, "random-sign probes (0: exact)")
@@ -43,6 +45,8 @@ func cmdECPlus(args []string) error {
 	cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the ec+ part")
 	verbose := fs.Bool("v", false, "ec+'s log lines on stderr")
 	refit := fs.Int("refit", 2, "ec+'s refit steps (--ecplus-refit)")
+	reps := fs.Int("reps", 3, "timed runs of each (ec, then ec+, alternating); medians are reported")
+	warmup := fs.Bool("warmup", true, "run the analysis once untimed first")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
 		return fmt.Errorf("ecplus MODEL X.npy")
@@ -71,38 +75,7 @@ func cmdECPlus(args []string) error {
 	data := calib.Data{Src: src}
 	ec, _ := analysis.CriterionByName("ec")
 	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch}
-
-	t := time.Now()
-	st, err := analysis.Collect(net, data, sopt)
-	if err != nil {
-		return err
-	}
-	if _, err := ec.Score(st, 0); err != nil {
-		return err
-	}
-	tEC := time.Since(t).Seconds()
-	st = nil
-
-	if *cpuprof != "" {
-		f, err := os.Create(*cpuprof)
-		if err != nil {
-			return err
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
 	tk := analysis.Task(*task)
-	t = time.Now()
-	prep := prune.NewECPlusPrep(net, data, tk)
-	sopt.Observe = prep.Observe
-	st, err = analysis.Collect(net, data, sopt)
-	if err != nil {
-		return err
-	}
-	sc, err := ec.Score(st, 0)
-	if err != nil {
-		return err
-	}
 	logf := func(string, ...any) {}
 	if *verbose {
 		t0 := time.Now()
@@ -110,14 +83,69 @@ func cmdECPlus(args []string) error {
 			fmt.Fprintf(os.Stderr, "%8.3fs "+f+"\n", append([]any{time.Since(t0).Seconds()}, a...)...)
 		}
 	}
-	ts := time.Now()
-	eo := prune.ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: *refit, Prep: prep}
-	plan, err := prune.ECPlus(net, data, st, sc, prune.Options{Sparsity: *sparsity}, eo, tk, logf)
-	if err != nil {
+	runEC := func() error {
+		st, err := analysis.Collect(net, data, sopt)
+		if err != nil {
+			return err
+		}
+		_, err = ec.Score(st, 0)
 		return err
 	}
-	tPlus := time.Since(t).Seconds()
-	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, EC: tEC, ECPlus: tPlus,
-		Sequence: time.Since(ts).Seconds(), Ratio: tPlus / tEC, Removed: plan.Removed, Objective: *task}
+	if *warmup {
+		// One untimed analysis, so that neither side pays for the
+		// process's first allocations and page faults.
+		if err := runEC(); err != nil {
+			return err
+		}
+	}
+	var tECs, tPluses, tSeqs []float64
+	var plan *prune.Plan
+	var st *analysis.Stats
+	for rep := 0; rep < *reps; rep++ {
+		t := time.Now()
+		if err := runEC(); err != nil {
+			return err
+		}
+		tECs = append(tECs, time.Since(t).Seconds())
+
+		if *cpuprof != "" && rep == *reps-1 {
+			f, err := os.Create(*cpuprof)
+			if err != nil {
+				return err
+			}
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+		t = time.Now()
+		prep := prune.NewECPlusPrep(net, data, tk)
+		so := sopt
+		so.Observe = prep.Observe
+		var err error
+		if st, err = analysis.Collect(net, data, so); err != nil {
+			return err
+		}
+		sc, err := ec.Score(st, 0)
+		if err != nil {
+			return err
+		}
+		ts := time.Now()
+		eo := prune.ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: *refit, Prep: prep}
+		if plan, err = prune.ECPlus(net, data, st, sc, prune.Options{Sparsity: *sparsity}, eo, tk, logf); err != nil {
+			return err
+		}
+		tPluses = append(tPluses, time.Since(t).Seconds())
+		tSeqs = append(tSeqs, time.Since(ts).Seconds())
+		logf = func(string, ...any) {}
+	}
+	tEC, tPlus := medianOf(tECs), medianOf(tPluses)
+	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, Reps: *reps, EC: tEC, ECPlus: tPlus,
+		Sequence: medianOf(tSeqs), Ratio: tPlus / tEC, Removed: plan.Removed, Objective: *task}
 	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// medianOf is the median of xs (the upper one of an even count).
+func medianOf(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }

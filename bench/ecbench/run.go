@@ -325,9 +325,10 @@ func cmdRun(args []string) error {
 }
 
 // ecplusTable times ec+ (its statistics pass included) against the
-// one-shot ec analysis, both in one `ecbench ecplus` process per run, so
-// that the ratio compares like with like on a loaded machine; issue 7
-// asks for at most 5.
+// one-shot ec analysis, alternating in one `ecbench ecplus` process
+// (after an untimed warm-up analysis; medians of the runs), so that the
+// ratio compares like with like on a loaded machine; issue 7 asks for at
+// most 5.
 func (r *runner) ecplusTable(impls []impl, wl map[string]*workload, only string, repeats int) error {
 	fmt.Fprintf(r.out, "\n## ec+ against the one-shot ec analysis (90%% global, ecprune's defaults; ec+ includes its own statistics pass)\n\n")
 	fmt.Fprintf(r.out, "| model | samples | derivatives | implementation | ec s | ec+ s | of which after the statistics | ec+ / ec |\n|---|---|---|---|---|---|---|---|\n")
@@ -344,35 +345,28 @@ func (r *runner) ecplusTable(impls []impl, wl map[string]*workload, only string,
 			if im.torch() {
 				continue
 			}
-			reps := repeats
+			args := []string{"ecplus", "-sparsity", "0.9", "-task", task, "-reps", strconv.Itoa(repeats)}
 			if k == "c" {
-				reps = 1
+				// One run of each: minutes, not seconds.
+				args = []string{"ecplus", "-sparsity", "0.9", "-task", task, "-reps", "1", "-warmup=false"}
 			}
-			type res struct {
+			if w.probes > 0 {
+				args = append(args, "-probes", strconv.Itoa(w.probes))
+			}
+			p, err := r.run(im.env, im.ecbench, append(args, w.model, w.calib)...)
+			if err != nil {
+				return err
+			}
+			var m struct {
 				EC     float64 `json:"ec_seconds"`
 				ECPlus float64 `json:"ecplus_seconds"`
 				Seq    float64 `json:"ecplus_sequential_seconds"`
 				Ratio  float64 `json:"ratio"`
 				Mode   string  `json:"mode"`
 			}
-			var all []res
-			for rep := 0; rep < reps; rep++ {
-				args := []string{"ecplus", "-sparsity", "0.9", "-task", task}
-				if w.probes > 0 {
-					args = append(args, "-probes", strconv.Itoa(w.probes))
-				}
-				p, err := r.run(im.env, im.ecbench, append(args, w.model, w.calib)...)
-				if err != nil {
-					return err
-				}
-				var x res
-				if err := json.Unmarshal(lastLine(p.stdout), &x); err != nil {
-					return fmt.Errorf("%s: output %q: %v", im.name, p.stdout, err)
-				}
-				all = append(all, x)
+			if err := json.Unmarshal(lastLine(p.stdout), &m); err != nil {
+				return fmt.Errorf("%s: output %q: %v", im.name, p.stdout, err)
 			}
-			sort.Slice(all, func(i, j int) bool { return all[i].Ratio < all[j].Ratio })
-			m := all[len(all)/2]
 			fmt.Fprintf(r.out, "| %s | %d | %s | %s | %.3g | %.3g | %.3g | **%.2f** |\n", w.desc, w.samples, m.Mode, im.name, m.EC, m.ECPlus, m.Seq, m.Ratio)
 		}
 	}
