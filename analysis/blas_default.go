@@ -39,18 +39,6 @@ func (impl64) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float
 	gemm.Dgemm(isTrans(tA), isTrans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// isTrans maps a BLAS transpose flag (real matrices: ConjTrans is Trans)
-// and panics on anything else, as gonum does.
-func isTrans(t blas.Transpose) bool {
-	switch t {
-	case blas.NoTrans:
-		return false
-	case blas.Trans, blas.ConjTrans:
-		return true
-	}
-	panic("analysis: bad BLAS transpose flag")
-}
-
 // transposeFirst makes matmul copy a^T before multiplying when op(a) is a
 // transpose. It was true for gonum's kernels, whose a^T b ran at a third
 // to half the speed of a b. internal/gemm transposes while packing, and

@@ -210,3 +210,15 @@ func blasShapes(transA, transB bool, m, n, k int) (ta blas.Transpose, ar, ac int
 	}
 	return
 }
+
+// isTrans maps a BLAS transpose flag (real matrices: ConjTrans is Trans)
+// and panics on anything else, as gonum does.
+func isTrans(t blas.Transpose) bool {
+	switch t {
+	case blas.NoTrans:
+		return false
+	case blas.Trans, blas.ConjTrans:
+		return true
+	}
+	panic("analysis: bad BLAS transpose flag")
+}

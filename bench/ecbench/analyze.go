@@ -44,23 +44,7 @@ func cmdAnalyze(args []string) error {
 		return fmt.Errorf("analyze MODEL X.npy")
 	}
 	t0 := time.Now()
-	m, err := onnxio.Load(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
-	if err != nil {
-		return err
-	}
-	if err := net.Err(fs.Arg(0)); err != nil {
-		return err
-	}
-	tuneGC(net)
-	specs := make([]calib.InputSpec, len(net.Inputs))
-	for i, in := range net.Inputs {
-		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
-	}
-	src, err := calib.Open([]string{fs.Arg(1)}, specs, calib.Options{Batch: *batch, Limit: *limit})
+	m, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
 	if err != nil {
 		return err
 	}
@@ -100,20 +84,11 @@ func cmdAnalyze(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
-// tuneGC is ecprune's (cmd/ecprune/main.go): GOGC = 100 * 64 MB / (28
-// bytes per weight), between 5 and 100, unless GOGC is set, so that the
-// figures measure what ecprune does.
+// tuneGC is ecprune's (cmd/ecprune/main.go), so that the figures measure
+// what ecprune does.
 func tuneGC(net *onnxio.Network) {
-	if os.Getenv("GOGC") != "" {
-		return
-	}
-	weights := 0
-	for _, l := range net.Layers {
-		weights += len(l.W)
-	}
-	pct := int(100 * (64 << 20) / max(float64(weights)*28, 1))
-	if pct < 100 {
-		debug.SetGCPercent(max(5, pct))
+	if pct := analysis.GCPercent(net); pct < 100 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(pct)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/analysis/calib"
-	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
 )
 
@@ -51,30 +50,15 @@ func cmdECPlus(args []string) error {
 	if fs.NArg() != 2 {
 		return fmt.Errorf("ecplus MODEL X.npy")
 	}
-	m, err := onnxio.Load(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
-	if err != nil {
-		return err
-	}
-	if err := net.Err(fs.Arg(0)); err != nil {
-		return err
-	}
-	m = nil
-	specs := make([]calib.InputSpec, len(net.Inputs))
-	for i, in := range net.Inputs {
-		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
-	}
-	src, err := calib.Open([]string{fs.Arg(1)}, specs, calib.Options{Batch: *batch, Limit: *limit})
+	m, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	data := calib.Data{Src: src}
 	ec, _ := analysis.CriterionByName("ec")
-	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch}
+	// As ecprune prune does: probes read float32 weights in the file's bytes.
+	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch, Weights32: m.Float32Weights}
 	tk := analysis.Task(*task)
 	logf := func(string, ...any) {}
 	if *verbose {

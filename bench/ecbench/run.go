@@ -76,7 +76,7 @@ func cmdRun(args []string) error {
 	samplesC := fs.Int("samples", 2048, "calibration samples of (c)")
 	scaling := fs.String("scaling", "512,1024,2048,4096", "sample counts of the scaling table on (c) (empty: none)")
 	scalingDefault := fs.Bool("scaling-default", false, "also run the pure-Go build in the scaling table (slow)")
-	only := fs.String("only", "a,b,c", "workloads to run")
+	only := fs.String("only", "a,b,c,p", "workloads to run (p: the bundled PDE model, in the ec+ table only)")
 	verbose := fs.Bool("v", false, "print every command")
 	results := fs.String("o", "bench/out/results.md", "also write the tables here")
 	ecplus := fs.Bool("ecplus", true, "also time ec+ against the ec analysis (issue 7's cost bound)")
@@ -143,7 +143,16 @@ func cmdRun(args []string) error {
 			return err
 		}
 	}
+	modelP, err := firstExisting(filepath.Join(*shared, "models/pde_mlp.onnx"), "testdata/models/pde_mlp.onnx")
+	if err != nil {
+		return err
+	}
+	dataP, err := firstExisting(filepath.Join(*shared, "data/pde/calib_x.npy"), "testdata/data/pde_calib_x.npy")
+	if err != nil {
+		return err
+	}
 	wl := map[string]*workload{
+		"p": {key: "p", desc: "pde_mlp 2-64-64-64-1 (bundled)", model: modelP, calib: dataP},
 		"a": {key: "a", desc: "(a) mnist_mlp_gemm 784-300-100-10", model: modelA, calib: digits},
 		"b": {key: "b", desc: "(b) testmodels MLP 784-1024-1024-10", model: modelPath(*work, sizesB), calib: digits},
 		"c": {key: "c", desc: "(c) MLP 1024-4096x3-1024, untrained", model: modelPath(*work, sizesC), calib: normalPath(*work, *samplesC, int(sizesC[0])), probes: *probes},
@@ -332,13 +341,13 @@ func cmdRun(args []string) error {
 func (r *runner) ecplusTable(impls []impl, wl map[string]*workload, only string, repeats int) error {
 	fmt.Fprintf(r.out, "\n## ec+ against the one-shot ec analysis (90%% global, ecprune's defaults; ec+ includes its own statistics pass)\n\n")
 	fmt.Fprintf(r.out, "| model | samples | derivatives | implementation | ec s | ec+ s | of which after the statistics | ec+ / ec |\n|---|---|---|---|---|---|---|---|\n")
-	for _, k := range []string{"a", "b", "c"} {
+	for _, k := range []string{"p", "a", "b", "c"} {
 		if !strings.Contains(only, k) {
 			continue
 		}
 		w := wl[k]
 		task := "classification"
-		if k == "c" {
+		if k == "c" || k == "p" {
 			task = "regression"
 		}
 		for _, im := range impls {

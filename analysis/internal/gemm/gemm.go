@@ -277,38 +277,11 @@ func packA[T float32 | float64](trans bool, a []T, lda, i0, mcur, p0, kc, mr int
 	for ir := 0; ir < mcur; ir += mr {
 		rows := min(mr, mcur-ir)
 		d := dst[ir*kc : ir*kc+mr*kc]
-		i := i0 + ir
 		if trans {
 			// A is stored k x m: the mr values of one k are contiguous.
-			for p := range kc {
-				src := a[(p0+p)*lda+i : (p0+p)*lda+i+rows]
-				dp := d[p*mr : p*mr+mr]
-				copy(dp, src)
-				clear(dp[rows:])
-			}
-			continue
-		}
-		if rows < mr {
-			clear(d)
-		}
-		// Four rows at a time, so that each store run is four elements
-		// long and each row is read sequentially.
-		r := 0
-		for ; r+4 <= rows; r += 4 {
-			s0 := a[(i+r)*lda+p0 : (i+r)*lda+p0+kc]
-			s1 := a[(i+r+1)*lda+p0 : (i+r+1)*lda+p0+kc]
-			s2 := a[(i+r+2)*lda+p0 : (i+r+2)*lda+p0+kc]
-			s3 := a[(i+r+3)*lda+p0 : (i+r+3)*lda+p0+kc]
-			for p := range kc {
-				o := d[p*mr+r : p*mr+r+4 : p*mr+r+4]
-				o[0], o[1], o[2], o[3] = s0[p], s1[p], s2[p], s3[p]
-			}
-		}
-		for ; r < rows; r++ {
-			src := a[(i+r)*lda+p0 : (i+r)*lda+p0+kc]
-			for p, v := range src {
-				d[p*mr+r] = v
-			}
+			panelFromRuns(a, lda, p0, kc, i0+ir, rows, mr, d)
+		} else {
+			panelFromLines(a, lda, i0+ir, rows, p0, kc, mr, d)
 		}
 	}
 }
@@ -316,36 +289,48 @@ func packA[T float32 | float64](trans bool, a []T, lda, i0, mcur, p0, kc, mr int
 // packB packs rows [p0, p0+kc) and columns [j, j+cols) of op(B) into dst
 // as one kc x nr micro-panel, zero-padding to nr columns.
 func packB[T float32 | float64](trans bool, b []T, ldb, p0, kc, j, cols, nr int, dst []T) {
-	d := dst[:kc*nr]
-	if !trans {
-		for p := range kc {
-			src := b[(p0+p)*ldb+j : (p0+p)*ldb+j+cols]
-			dp := d[p*nr : p*nr+nr]
-			copy(dp, src)
-			clear(dp[cols:])
-		}
-		return
+	if trans {
+		// B is stored n x k: column j of op(B) is row j of B.
+		panelFromLines(b, ldb, j, cols, p0, kc, nr, dst[:kc*nr])
+	} else {
+		panelFromRuns(b, ldb, p0, kc, j, cols, nr, dst[:kc*nr])
 	}
-	// B is stored n x k: column j of op(B) is row j of B. Four columns at
-	// a time, as in packA.
-	if cols < nr {
-		clear(d)
+}
+
+// panelFromRuns fills the kc x width panel d (row p at d[p*width:]) from
+// kc stored rows of src, taking count contiguous values from column c0
+// of each, and zero-pads each row to width.
+func panelFromRuns[T float32 | float64](src []T, ld, p0, kc, c0, count, width int, d []T) {
+	for p := range kc {
+		dp := d[p*width : p*width+width]
+		copy(dp, src[(p0+p)*ld+c0:(p0+p)*ld+c0+count])
+		clear(dp[count:])
 	}
-	q := 0
-	for ; q+4 <= cols; q += 4 {
-		s0 := b[(j+q)*ldb+p0 : (j+q)*ldb+p0+kc]
-		s1 := b[(j+q+1)*ldb+p0 : (j+q+1)*ldb+p0+kc]
-		s2 := b[(j+q+2)*ldb+p0 : (j+q+2)*ldb+p0+kc]
-		s3 := b[(j+q+3)*ldb+p0 : (j+q+3)*ldb+p0+kc]
+}
+
+// panelFromLines fills the kc x width panel d with the transpose of count
+// stored rows of src (from row r0, columns [p0, p0+kc)): d[p*width+r] =
+// src[(r0+r)*ld+p0+p], zero-padding to width. Four rows at a time, so
+// that each store run is four elements long and each row is read
+// sequentially.
+func panelFromLines[T float32 | float64](src []T, ld, r0, count, p0, kc, width int, d []T) {
+	if count < width {
+		clear(d[:kc*width])
+	}
+	r := 0
+	for ; r+4 <= count; r += 4 {
+		s0 := src[(r0+r)*ld+p0 : (r0+r)*ld+p0+kc]
+		s1 := src[(r0+r+1)*ld+p0 : (r0+r+1)*ld+p0+kc]
+		s2 := src[(r0+r+2)*ld+p0 : (r0+r+2)*ld+p0+kc]
+		s3 := src[(r0+r+3)*ld+p0 : (r0+r+3)*ld+p0+kc]
 		for p := range kc {
-			o := d[p*nr+q : p*nr+q+4 : p*nr+q+4]
+			o := d[p*width+r : p*width+r+4 : p*width+r+4]
 			o[0], o[1], o[2], o[3] = s0[p], s1[p], s2[p], s3[p]
 		}
 	}
-	for ; q < cols; q++ {
-		src := b[(j+q)*ldb+p0 : (j+q)*ldb+p0+kc]
-		for p, v := range src {
-			d[p*nr+q] = v
+	for ; r < count; r++ {
+		for p, v := range src[(r0+r)*ld+p0 : (r0+r)*ld+p0+kc] {
+			d[p*width+r] = v
 		}
 	}
 }
