@@ -142,6 +142,14 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	if err != nil {
 		return nil, fmt.Errorf("ec+: budgets: %w", err)
 	}
+	// Only the counts are needed: the budget plan's masks and weights (and
+	// the scores, if the caller lets them go) are garbage from here on.
+	total := budget.Total
+	ks := make([]int, len(budget.Layers))
+	for li, lp := range budget.Layers {
+		ks[li] = lp.Removed
+	}
+	budget = nil
 
 	e, err := newECP(net, data, st, eo, task, logf)
 	if err != nil {
@@ -157,9 +165,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
 	cur := net.Clone()
-	plan := &Plan{Total: budget.Total}
+	plan := &Plan{Total: total}
 	for li, ls := range st.Layers {
-		k := budget.Layers[li].Removed
+		k := ks[li]
 		res, err := e.pruneLayer(cur, li, k)
 		if err != nil {
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
@@ -176,8 +184,7 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	for li, ls := range st.Layers {
 		lp := plan.Layers[li]
 		cl := cur.Ops[ls.Op].Layer
-		lp.W = append([]float64(nil), cl.W...)
-		lp.B = append([]float64(nil), cl.B...)
+		lp.W, lp.B = cl.W, cl.B // cur is ec+'s own copy, dropped here
 		lp.BiasShift = make([]float64, len(lp.B))
 		for i, b := range lp.B {
 			lp.BiasShift[i] = b

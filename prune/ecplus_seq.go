@@ -374,7 +374,9 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 					size += v.Len()
 				}
 			}
-			if store = size*8 <= e.limit; store {
+			// Traces only spare a forward pass per layer: they get the
+			// fixed bound, not the one scaled to the model.
+			if store = size <= ecpMemLimit; store {
 				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n})
 			} else {
 				kept = nil

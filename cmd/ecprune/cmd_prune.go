@@ -196,8 +196,9 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	}
 	defer j.src.Close()
 	// One method, one model: scoring may consume the statistics and
-	// selection the scores (ec+ reuses the statistics itself).
-	j.oneShot = f.method != "ec+"
+	// selection the scores. ec+ reuses the statistics themselves with
+	// exact derivatives, not with probes (which large models use).
+	j.oneShot = f.method != "ec+" || f.af.probes > 0
 	j.keepScores = f.scores != ""
 	r, err := j.pruneOne(f, opt, format, f.output)
 	if err != nil {

@@ -230,6 +230,11 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		eo := j.af.ecplus
 		eo.Prep = j.prep
 		eo.Seed = j.af.seed // its own probes, if any, are the statistics'
+		if j.oneShot && !j.keepScores {
+			// ec+ needs the ec scores only for its budgets: once it has
+			// them, nothing holds them (4 F on a large model).
+			delete(j.scores, "ec")
+		}
 		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
 	}
 	sc, err := j.methodScores(method)
