@@ -41,10 +41,11 @@ func cmdECPlus(args []string) error {
 	limit := fs.Int("limit", 0, "use at most this many samples")
 	sparsity := fs.Float64("sparsity", 0.9, "global sparsity")
 	task := fs.String("task", "regression", "classification or regression (how ec+ refits)")
-	cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the ec+ part")
+	cpuprof := fs.String("cpuprofile", "", "write a CPU profile from the first ec+ run on")
 	verbose := fs.Bool("v", false, "ec+'s log lines on stderr")
 	refit := fs.Int("refit", 2, "ec+'s refit steps (--ecplus-refit)")
-	reps := fs.Int("reps", 3, "timed runs of each (ec, then ec+, alternating); medians are reported")
+	reps := fs.Int("reps", 3, "timed runs of each (ec, then ec+, alternating), at least; medians are reported")
+	minSec := fs.Float64("min-seconds", 2, "keep alternating until this much time is spent (at most 200 runs): a few milliseconds per run need many runs for a steady median")
 	warmup := fs.Bool("warmup", true, "run the analysis once untimed first")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
@@ -85,14 +86,15 @@ func cmdECPlus(args []string) error {
 	var tECs, tPluses, tSeqs []float64
 	var plan *prune.Plan
 	var st *analysis.Stats
-	for rep := 0; rep < *reps; rep++ {
+	start := time.Now()
+	for rep := 0; rep < *reps || (time.Since(start).Seconds() < *minSec && rep < 200); rep++ {
 		t := time.Now()
 		if err := runEC(); err != nil {
 			return err
 		}
 		tECs = append(tECs, time.Since(t).Seconds())
 
-		if *cpuprof != "" && rep == *reps-1 {
+		if *cpuprof != "" && rep == 0 {
 			f, err := os.Create(*cpuprof)
 			if err != nil {
 				return err
@@ -122,7 +124,7 @@ func cmdECPlus(args []string) error {
 		logf = func(string, ...any) {}
 	}
 	tEC, tPlus := medianOf(tECs), medianOf(tPluses)
-	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, Reps: *reps, EC: tEC, ECPlus: tPlus,
+	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, Reps: len(tECs), EC: tEC, ECPlus: tPlus,
 		Sequence: medianOf(tSeqs), Ratio: tPlus / tEC, Removed: plan.Removed, Objective: *task}
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
