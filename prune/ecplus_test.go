@@ -859,6 +859,21 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 			if f0, err := r.objective(false); err != nil || !near(f, f0, 1e-12, 0) {
 				t.Errorf("objective from the linearisation %g, directly %g (%v)", f, f0, err)
 			}
+			// Lanczos on the assembled matrix (used above ecpCholeskyMax
+			// biases) solves the same scaled system as Cholesky, for every
+			// damping from one basis.
+			kl := newKrylovLM(lin.(*fullLM))
+			for _, mu := range []float64{1e-3, 0.1, 1, 10, 1e3} {
+				xc, err := lin.solve(grad, mu)
+				if err != nil {
+					t.Fatal(err)
+				}
+				xk, err := kl.solve(grad, mu)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkClose(t, fmt.Sprintf("Lanczos step at damping %g", mu), xk, xc, 1e-4, 1e-9)
+			}
 			_, gradFree, ff, err := r.linearizeFree()
 			if err != nil {
 				t.Fatal(err)
@@ -1064,17 +1079,25 @@ func TestECPlusRefit(t *testing.T) {
 		task     analysis.Task
 		jac      float64
 		sparsity float64
+		lanczos  bool // the assembled matrix solved by Lanczos
 	}{
-		{"regression", -1, analysis.TaskRegression, 5e7, 0.6},
-		{"regression matrix-free", -1, analysis.TaskRegression, 0, 0.6},
-		{"classifier", -1, analysis.TaskClassification, 5e7, 0.6},
-		{"softmax matrix-free", onnxio.OpSoftmax, analysis.TaskClassification, 0, 0.6},
-		{"zero sparsity", -1, analysis.TaskRegression, 5e7, 0},
-		{"zero sparsity matrix-free", onnxio.OpSoftmax, analysis.TaskClassification, 0, 0},
+		{"regression", -1, analysis.TaskRegression, 5e7, 0.6, false},
+		{"regression Lanczos", -1, analysis.TaskRegression, 5e7, 0.6, true},
+		{"classifier Lanczos", -1, analysis.TaskClassification, 5e7, 0.6, true},
+		{"regression matrix-free", -1, analysis.TaskRegression, 0, 0.6, false},
+		{"classifier", -1, analysis.TaskClassification, 5e7, 0.6, false},
+		{"softmax matrix-free", onnxio.OpSoftmax, analysis.TaskClassification, 0, 0.6, false},
+		{"zero sparsity", -1, analysis.TaskRegression, 5e7, 0, false},
+		{"zero sparsity matrix-free", onnxio.OpSoftmax, analysis.TaskClassification, 0, 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			withLimits(t, 9, 1<<25, tc.jac)
+			if tc.lanczos {
+				oc := ecpCholeskyMax
+				ecpCholeskyMax = 0
+				t.Cleanup(func() { ecpCholeskyMax = oc })
+			}
 			e, cur, r := refitFixture(t, tc.head, tc.task, tc.sparsity)
 			f0, err := r.objective(false)
 			if err != nil {
