@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ecprune/ecprune/onnxio"
 )
 
 // TestJVPSum: one pass with seeds on several values (every Dense output of
@@ -11,20 +13,8 @@ import (
 // the sum of one JVP per seed, and mismatched seeds are rejected.
 func TestJVPSum(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
-	net := mixedNet(rng)
-	const n, p = 5, 3
-	tr := mustRun(t, net, NewTensor(sh(n, 2, 4), randSlice(rng, n*8, -1.5, 1.5)))
-	var from []int
-	var seeds []*Tensor
-	for i := range net.Ops {
-		if net.Ops[i].Layer == nil {
-			continue
-		}
-		id := net.Ops[i].Out
-		z := tr.Values[id]
-		from = append(from, id)
-		seeds = append(seeds, NewTensor(withP(p, z.Shape), randSlice(rng, p*z.Len(), -1, 1)))
-	}
+	net, tr, from, seeds := denseSeeds(t, rng, 5, 3)
+	const p = 3
 	cases := []struct {
 		name string
 		ks   []int // which seeds
@@ -92,18 +82,8 @@ func TestJVPSum(t *testing.T) {
 // versions to float32 rounding.
 func TestFloat32Products(t *testing.T) {
 	rng := rand.New(rand.NewPCG(33, 34))
-	net := mixedNet(rng)
-	const n, p = 6, 2
-	tr := mustRun(t, net, NewTensor(sh(n, 2, 4), randSlice(rng, n*8, -1.5, 1.5)))
-	var from []int
-	var seeds []*Tensor
-	for i := range net.Ops {
-		if net.Ops[i].Layer != nil {
-			z := tr.Values[net.Ops[i].Out]
-			from = append(from, net.Ops[i].Out)
-			seeds = append(seeds, NewTensor(withP(p, z.Shape), randSlice(rng, p*z.Len(), -1, 1)))
-		}
-	}
+	net, tr, from, seeds := denseSeeds(t, rng, 6, 2)
+	const p = 2
 	close := func(what string, got, want []float64) {
 		t.Helper()
 		var scale float64
@@ -143,4 +123,23 @@ func TestFloat32Products(t *testing.T) {
 	for _, id := range from {
 		close("VJP32", v32[id].Data, v64[id].Data)
 	}
+}
+
+// denseSeeds traces the mixed network on n random samples and draws p
+// random tangent directions for the output of each of its Dense ops.
+func denseSeeds(t *testing.T, rng *rand.Rand, n, p int) (*onnxio.Network, *Trace, []int, []*Tensor) {
+	t.Helper()
+	net := mixedNet(rng)
+	tr := mustRun(t, net, NewTensor(sh(n, 2, 4), randSlice(rng, n*8, -1.5, 1.5)))
+	var from []int
+	var seeds []*Tensor
+	for i := range net.Ops {
+		if net.Ops[i].Layer == nil {
+			continue
+		}
+		z := tr.Values[net.Ops[i].Out]
+		from = append(from, net.Ops[i].Out)
+		seeds = append(seeds, NewTensor(withP(p, z.Shape), randSlice(rng, p*z.Len(), -1, 1)))
+	}
+	return net, tr, from, seeds
 }

@@ -10,11 +10,13 @@ import (
 // benchShapes: a square product and the shapes of the analysis: the S1/S2
 // statistics product g^T a (op(A) = A^T, short k), the forward product
 // x W^T (op(B) = B^T, 256 rows) and the reverse product.
-var benchShapes = []struct {
+type benchShape struct {
 	name           string
 	transA, transB bool
 	m, n, k        int
-}{
+}
+
+var benchShapes = []benchShape{
 	{"square4096", false, false, 4096, 4096, 4096},
 	{"statsTN", true, false, 4096, 4096, 256},
 	{"forwardNT", false, true, 256, 4096, 4096},
@@ -35,13 +37,7 @@ func BenchmarkSgemm(b *testing.B) {
 				kern32 = kn
 				defer func() { kern32 = old }()
 				x, y, z := randF32(sh.m*sh.k), randF32(sh.k*sh.n), make([]float32, sh.m*sh.n)
-				lda, ldb := sh.k, sh.n
-				if sh.transA {
-					lda = sh.m
-				}
-				if sh.transB {
-					ldb = sh.k
-				}
+				lda, ldb := sh.strides()
 				cpu0 := cpuTime()
 				for b.Loop() {
 					Sgemm(sh.transA, sh.transB, sh.m, sh.n, sh.k, 1, x, lda, y, ldb, 0, z, sh.n)
@@ -64,13 +60,7 @@ func BenchmarkDgemm(b *testing.B) {
 				kern64 = kn
 				defer func() { kern64 = old }()
 				x, y, z := randF64(sh.m*sh.k), randF64(sh.k*sh.n), make([]float64, sh.m*sh.n)
-				lda, ldb := sh.k, sh.n
-				if sh.transA {
-					lda = sh.m
-				}
-				if sh.transB {
-					ldb = sh.k
-				}
+				lda, ldb := sh.strides()
 				cpu0 := cpuTime()
 				for b.Loop() {
 					Dgemm(sh.transA, sh.transB, sh.m, sh.n, sh.k, 1, x, lda, y, ldb, 0, z, sh.n)
@@ -108,4 +98,16 @@ func reportFlops(b *testing.B, m, n, k int, cpu time.Duration) {
 	if cpu > 0 {
 		b.ReportMetric(flop/cpu.Seconds(), "GFLOP/cpu-s")
 	}
+}
+
+// strides are the row strides of the stored A and B of a shape.
+func (sh benchShape) strides() (lda, ldb int) {
+	lda, ldb = sh.k, sh.n
+	if sh.transA {
+		lda = sh.m
+	}
+	if sh.transB {
+		ldb = sh.k
+	}
+	return lda, ldb
 }
