@@ -111,9 +111,10 @@ var ecpBatch = 256
 //
 // g comes from GBatch in st's mode (or from Prep). Under the loss
 // objective, which needs labels ec+ is not given, it falls back to the
-// output objective; probes are drawn again with eo.Seed. Skipped layers keep their weights but get
-// the bias correction and the refit. LayerPlan.Predicted is the sum of
-// the removal costs over the calibration rows, per row.
+// output objective; probes are drawn again with eo.Seed. Skipped layers
+// keep their weights but get the bias correction and the refit.
+// LayerPlan.Predicted is the sum of the removal costs over the
+// calibration rows, per row.
 func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, opt Options, eo ECPlusOptions, task analysis.Task, logf func(string, ...any)) (*Plan, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
