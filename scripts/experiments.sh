@@ -10,7 +10,7 @@
 #   scripts/experiments.sh [SHARED]
 #
 # SHARED holds models/ and data/ (default ../shared). Needs ONNX Runtime
-# (scripts/setup-deps.sh installs it into .ci/ort). About 5 minutes on 2
+# (scripts/setup-deps.sh installs it into .ci/ort). About 20 seconds on 2
 # cores, most of it the exact baseline on the PDE model.
 set -euo pipefail
 
