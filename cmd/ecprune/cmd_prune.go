@@ -286,20 +286,15 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 			return nil, err
 		}
 	}
-	// Sizes and counts.
-	r.Before, err = modelSizes(j.ld.path, j.ld.net)
-	if err != nil {
-		return nil, err
-	}
+	// Sizes: gzip of a large model takes seconds, so both files are
+	// measured in the background while the output is read back and
+	// evaluated.
+	before, afterSize := measureAsync(j.ld.path), measureAsync(out)
 	after, err := e.loadModel(out, false)
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", out, err)
 	}
 	after.model = nil // only its network is measured and evaluated
-	r.After, err = modelSizes(out, after.net)
-	if err != nil {
-		return nil, err
-	}
 	r.Removed, r.Prunable = plan.Removed, plan.Total
 	for k, lr := range layers {
 		if k < len(results) {
@@ -331,6 +326,12 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		r.HoldoutQ = &hq
 	}
 	r.Seconds.Evaluate = time.Since(t).Seconds()
+	if r.Before, err = before.wait(j.ld.net); err != nil {
+		return nil, err
+	}
+	if r.After, err = afterSize.wait(after.net); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -99,12 +99,33 @@ func guessTask(task string, l *calib.Labels) analysis.Task {
 // modelSizes measures a saved model: bytes on disk, gzip bytes, dense
 // weights and non-zeros of its dense layers.
 func modelSizes(path string, net *onnxio.Network) (sizeInfo, error) {
-	s, err := export.Sizes(path)
-	if err != nil {
-		return sizeInfo{}, err
+	return measureAsync(path).wait(net)
+}
+
+// pendingSize is export.Sizes running in the background.
+type pendingSize struct {
+	s    export.Size
+	err  error
+	done chan struct{}
+}
+
+func measureAsync(path string) *pendingSize {
+	p := &pendingSize{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.s, p.err = export.Sizes(path)
+	}()
+	return p
+}
+
+// wait returns the measured sizes with net's counts of weights.
+func (p *pendingSize) wait(net *onnxio.Network) (sizeInfo, error) {
+	<-p.done
+	if p.err != nil {
+		return sizeInfo{}, p.err
 	}
 	params, nnz, _ := export.Counts(net)
-	return sizeInfo{Bytes: s.Disk, GzipBytes: s.Gzip, Params: params, NonZeros: nnz}, nil
+	return sizeInfo{Bytes: p.s.Disk, GzipBytes: p.s.Gzip, Params: params, NonZeros: nnz}, nil
 }
 
 // dataFlags are the evaluation-data flags of eval and report.
