@@ -50,8 +50,9 @@ type extractor struct {
 	net     *Network
 	vid     map[string]int
 	consts  map[string]*constVal
-	unavail map[string]string // value -> cause
-	skip    map[int]bool      // nodes consumed by a pattern
+	unavail map[string]string  // value -> cause
+	sym     map[string]*symVal // integer values of shape subgraphs (shapes.go)
+	skip    map[int]bool       // nodes consumed by a pattern
 	opset   int64
 	fatal   string // a finding that makes the network unusable whatever the outputs (quantized model)
 }
@@ -69,6 +70,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		vid:     map[string]int{},
 		consts:  map[string]*constVal{},
 		unavail: map[string]string{},
+		sym:     map[string]*symVal{},
 		skip:    map[int]bool{},
 		opset:   m.Opset(""),
 	}
@@ -355,9 +357,19 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 	if op == "Gemm" || op == "MatMul" {
 		return x.dense(i, n)
 	}
+	if took, err := x.shapeNode(i, n); took || err != nil {
+		return err
+	}
 	for _, v := range vars {
 		if cause, bad := x.unavail[v]; bad {
 			x.markUnavailable(n, cause)
+			return nil
+		}
+		if _, ok := x.sym[v]; ok {
+			if op == "Reshape" && len(n.Input) > 1 && v == n.Input[1] && v != n.Input[0] {
+				continue // its target shape: see the Reshape case
+			}
+			x.markUnavailable(n, fmt.Sprintf("%s (node %s) computes on a shape", op, label))
 			return nil
 		}
 		if _, ok := x.vid[v]; !ok {
@@ -489,8 +501,18 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 	case "Flatten":
 		o.Kind, o.In, o.Axis = OpFlatten, []int{in0()}, int(AttrInt(n, "axis", 1))
 	case "Reshape":
-		if len(n.Input) < 2 || x.consts[n.Input[1]] == nil {
-			return unsupported("the target shape is computed at run time, not a constant")
+		if len(n.Input) < 2 {
+			return unsupported("no target shape")
+		}
+		if x.consts[n.Input[1]] == nil {
+			// x.view(x.size(0), -1): the shape is computed from x's own
+			// batch size (see shapes.go).
+			s, ok := x.symReshape(n)
+			if !ok {
+				return unsupported("the target shape is computed at run time, not a constant")
+			}
+			o.Kind, o.In, o.Shape = OpReshape, []int{in0()}, s
+			break
 		}
 		s, err := x.intsOf(x.consts[n.Input[1]])
 		if err != nil {

@@ -518,6 +518,8 @@ var catalogue = []entry{
 		return finish(b, Case{InputShape: []int64{1, 5, 5}, Layers: 3, Prunable: 2, inLo: 0, inHi: 1,
 			Notes: "nn.Flatten() first on an image-like [N,1,5,5] input (MNIST's [N,1,28,28] shrunk): Flatten(axis=1) to 25 features"})
 	}},
+	{"view_batch_opset13", viewCase(13)},
+	{"view_batch_opset11", viewCase(11)},
 	{"reshape_initializer_opset13", reshapeCase(false)},
 	{"reshape_constant_opset13", reshapeCase(true)},
 	{"squeeze_unsqueeze_opset13", squeezeCase(13)},
@@ -784,6 +786,31 @@ func reshapeCase(constant bool) func(string) Case {
 			notes = "x.reshape(-1, 16) on [N,4,4]: Reshape with the shape [-1,16] from a Constant node (torch 1.13's layout)"
 		}
 		return finish(b, Case{InputShape: []int64{4, 4}, Layers: 3, Prunable: 2, Notes: notes})
+	}
+}
+
+// viewCase: x.view(x.size(0), -1) on [N,4,4] as torch exports it, the
+// target shape computed from x's batch size: Shape -> Gather(0) ->
+// Unsqueeze(axis 0) -> Concat with [-1] -> Reshape. Unsqueeze takes its
+// axes as an input from opset 13, as an attribute before.
+func viewCase(opset int64) func(string) Case {
+	return func(name string) Case {
+		b := newBuilder(name, opset)
+		x := b.input("input", 4, 4)
+		shape := b.op("Shape", "", x)
+		idx := b.constantT("", b.tensor("", tInt64, []int64{}, []float64{0}))
+		n := b.opWith("Gather", "", func(nb *nodeBuilder) { nb.i("axis", 0) }, shape, idx)
+		if opset >= 13 {
+			n = b.op("Unsqueeze", "", n, b.constantInt64("", 0))
+		} else {
+			n = b.opWith("Unsqueeze", "", func(nb *nodeBuilder) { nb.ints("axes", 0) }, n)
+		}
+		target := b.opWith("Concat", "", func(nb *nodeBuilder) { nb.i("axis", 0) }, n, b.constantInt64("", -1))
+		x = b.op("Reshape", "", x, target)
+		sizes := []int64{16, 16, 12, 4}
+		b.out(mlp(b, x, sizes, relu), 4)
+		return finish(b, Case{InputShape: []int64{4, 4}, Layers: 3, Prunable: 2,
+			Notes: "x.view(x.size(0), -1) on [N,4,4]: the target shape computed at run time from x's batch size (Shape, Gather, Unsqueeze, Concat), as torch exports it"})
 	}
 }
 
