@@ -122,15 +122,21 @@ func crossEntropy(row []float64, c int, final onnxio.OpKind) float64 {
 	if final == onnxio.OpSoftmax {
 		return -math.Log(math.Max(row[c], 1e-300))
 	}
+	return LogSumExp(row) - row[c]
+}
+
+// LogSumExp is log sum_k exp(x_k), shifted by the largest x_k so that it
+// neither overflows nor loses the small terms.
+func LogSumExp(x []float64) float64 {
 	m := math.Inf(-1)
-	for _, v := range row {
+	for _, v := range x {
 		m = math.Max(m, v)
 	}
 	var s float64
-	for _, v := range row {
+	for _, v := range x {
 		s += math.Exp(v - m)
 	}
-	return m + math.Log(s) - row[c]
+	return m + math.Log(s)
 }
 
 func argmax(row []float64) int {

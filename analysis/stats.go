@@ -330,6 +330,23 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	return st, nil
 }
 
+// ColumnMeans is the mean of each column of a row-major matrix a with
+// cols columns (zeros for no rows): the per-feature shift that keeps the
+// weighted variances S2 - S1^2/S0 free of cancellation.
+func ColumnMeans(a []float64, cols int) []float64 {
+	rows := len(a) / cols
+	m := make([]float64, cols)
+	for r := 0; r < rows; r++ {
+		for j, v := range a[r*cols : (r+1)*cols] {
+			m[j] += v
+		}
+	}
+	for j := range m {
+		m[j] /= float64(max(rows, 1))
+	}
+	return m
+}
+
 // accumulate adds one batch: a is the layer input [rows, In], g the
 // weights g_i [rows, Out], dz (optional) dL/dz [rows, Out]. f32 does the
 // batch's S1/S2 products in float32 (probe estimates); the sums over
@@ -338,15 +355,7 @@ func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool) {
 	l := ls.Layer
 	rows := len(a) / l.In
 	if ls.Shift == nil {
-		ls.Shift = make([]float64, l.In)
-		for r := 0; r < rows; r++ {
-			for j, v := range a[r*l.In : (r+1)*l.In] {
-				ls.Shift[j] += v
-			}
-		}
-		for j := range ls.Shift {
-			ls.Shift[j] /= float64(rows)
-		}
+		ls.Shift = ColumnMeans(a, l.In)
 	}
 	ac := make([]float64, len(a))
 	ac2 := make([]float64, len(a))

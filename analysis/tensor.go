@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"slices"
 )
 
 // Tensor is a dense float64 array in row-major order. A rank-0 tensor (a
@@ -77,17 +78,7 @@ func ShapeSize(shape []int) int {
 }
 
 // SameShape reports whether two shapes are identical.
-func SameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func SameShape(a, b []int) bool { return slices.Equal(a, b) }
 
 // BroadcastShape is the numpy (ONNX multidirectional) broadcast of two
 // shapes: aligned on the right, each pair of dims equal or one of them 1.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -502,7 +503,7 @@ func (e *editor) writeBias(l *onnxio.Layer, n *pb.NodeProto, b []float64) error 
 	old := e.idx.Initializer[*slot]
 	if old != nil && *slot == l.BiasInit && !l.BiasShared && e.exclusive(*slot) {
 		e.replaceInit(*slot, onnxio.EncodeFloats(old, shape, vals))
-		if !equalDims(shape, old.GetDims()) {
+		if !slices.Equal(shape, old.GetDims()) {
 			e.setDeclaredShape(*slot, shape)
 		}
 		return nil
@@ -610,18 +611,6 @@ func shapeProto(dims []int64) *pb.TensorShapeProto {
 		s.Dim[i] = &pb.TensorShapeProto_Dimension{Value: &pb.TensorShapeProto_Dimension_DimValue{DimValue: d}}
 	}
 	return s
-}
-
-func equalDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // finish splices in the new nodes and initializers and drops what moved

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -367,7 +368,7 @@ func TestSmallModels(t *testing.T) {
 				if len(n.Input) != 3 || n.Input[2] != "W_bias" {
 					t.Fatalf("Gemm inputs %v, want a C named W_bias", n.Input)
 				}
-				if c := findInit(res.Graph, "W_bias"); c == nil || !equalDims(c.GetDims(), []int64{3}) {
+				if c := findInit(res.Graph, "W_bias"); c == nil || !slices.Equal(c.GetDims(), []int64{3}) {
 					t.Fatalf("C initializer %v", c)
 				}
 				assertUnchangedOutside(t, src, res, ups, "gemm")
@@ -491,11 +492,11 @@ func TestSmallModels(t *testing.T) {
 			name: "scalar C expanded", model: gemmModel(8, 13, true, []int64{}), opt: Options{}, full: true,
 			check: func(t *testing.T, src, res *pb.ModelProto, rs []TensorResult, ups []Update) {
 				c := findInit(res.Graph, "C")
-				if !equalDims(c.GetDims(), []int64{3}) {
+				if !slices.Equal(c.GetDims(), []int64{3}) {
 					t.Fatalf("C dims %v, want [3]", c.GetDims())
 				}
 				for _, v := range res.Graph.Input {
-					if v.GetName() == "C" && !equalDims(onnxio.ValueShape(v), []int64{3}) {
+					if v.GetName() == "C" && !slices.Equal(onnxio.ValueShape(v), []int64{3}) {
 						t.Fatalf("graph input C declared %v, want [3]", onnxio.ValueShape(v))
 					}
 				}
@@ -504,7 +505,7 @@ func TestSmallModels(t *testing.T) {
 		{
 			name: "C of shape [1] expanded", model: gemmModel(8, 13, false, []int64{1}), opt: Options{}, full: true,
 			check: func(t *testing.T, src, res *pb.ModelProto, rs []TensorResult, ups []Update) {
-				if c := findInit(res.Graph, "C"); !equalDims(c.GetDims(), []int64{3}) {
+				if c := findInit(res.Graph, "C"); !slices.Equal(c.GetDims(), []int64{3}) {
 					t.Fatalf("C dims %v, want [3]", c.GetDims())
 				}
 			},
@@ -529,7 +530,7 @@ func TestSmallModels(t *testing.T) {
 				}, inits, false)
 			},
 			check: func(t *testing.T, src, res *pb.ModelProto, rs []TensorResult, ups []Update) {
-				if c := findInit(res.Graph, "C"); !equalDims(c.GetDims(), []int64{1, 3}) {
+				if c := findInit(res.Graph, "C"); !slices.Equal(c.GetDims(), []int64{1, 3}) {
 					t.Fatalf("C dims %v, want [1,3] kept", c.GetDims())
 				}
 				assertUnchangedOutside(t, src, res, ups)
@@ -543,7 +544,7 @@ func TestSmallModels(t *testing.T) {
 				if i, _ := findNode(g, "tr"); i != 1 || g.Node[0].GetOpType() != "Constant" {
 					t.Fatalf("nodes %v: want Constant, Transpose, MatMul, Add", g.Node)
 				}
-				if d := g.Node[0].Attribute[0].GetSparseTensor().GetDims(); !equalDims(d, []int64{3, 4}) {
+				if d := g.Node[0].Attribute[0].GetSparseTensor().GetDims(); !slices.Equal(d, []int64{3, 4}) {
 					t.Fatalf("stored dims %v, want [3,4] ([out,in])", d)
 				}
 				assertUnchangedOutside(t, src, res, ups)

@@ -150,7 +150,6 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	for li, lp := range budget.Layers {
 		ks[li] = lp.Removed
 	}
-	budget = nil
 
 	e, err := newECP(net, data, st, eo, task, logf)
 	if err != nil {

@@ -175,15 +175,7 @@ func (rv *refitView) loss(ys []*analysis.Tensor, y0 [][]float64, cot bool) (floa
 
 // logSoftmax writes log softmax(x) to dst and returns log sum exp(x).
 func logSoftmax(dst, x []float64) float64 {
-	m := math.Inf(-1)
-	for _, v := range x {
-		m = math.Max(m, v)
-	}
-	var s float64
-	for _, v := range x {
-		s += math.Exp(v - m)
-	}
-	lse := m + math.Log(s)
+	lse := analysis.LogSumExp(x)
 	for q, v := range x {
 		dst[q] = v - lse
 	}
@@ -834,7 +826,7 @@ func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, j 
 // linearizeFull computes the gradient and objective over all samples,
 // and assembles the (generalised) Gauss-Newton matrix
 // G = (1/S) sum_n J_n^T H_n J_n over the S curvature samples (see
-// curvature); H is 2I for squared error and diag(p) - p p^T per softmax
+// startCurvature); H is 2I for squared error and diag(p) - p p^T per softmax
 // row for the KL.
 func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 	grad, f, err := r.gradient()
@@ -929,7 +921,7 @@ func (r *refitter) linearizeFull() (lmSolver, []float64, float64, error) {
 
 // gradient is the objective's gradient with respect to the biases and
 // the objective, over all samples: one reverse pass per batch. The same
-// pass keeps the traces of the curvature samples (see curvature).
+// pass keeps the traces of the curvature samples (see startCurvature).
 func (r *refitter) gradient() ([]float64, float64, error) {
 	grad := make([]float64, r.nb)
 	var total float64
@@ -942,14 +934,7 @@ func (r *refitter) gradient() ([]float64, float64, error) {
 		}
 		l, dy := r.rv.loss(ys, y0, true)
 		total += l
-		res, err := r.vjp(tr, dy)
-		if err != nil {
-			return err
-		}
-		for li, l := range r.layers {
-			sumRows(grad[r.off[li]:r.off[li]+l.Out], res[r.z[li]].Data, l.Out)
-		}
-		return nil
+		return r.pullToBiases(tr, dy, grad)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -1047,26 +1032,6 @@ func (r *refitter) endCurvature() {
 	}
 }
 
-// curvature is startCurvature and endCurvature around a pass of its own.
-func (r *refitter) curvature() error {
-	keep := r.startCurvature()
-	want := min(r.e.n, ecpCurvSamples)
-	err := r.each(false, func(tr *analysis.Trace, _ [][]float64, n int) error {
-		if r.curvN >= want || r.curvFull {
-			return errCurvDone
-		}
-		keep(tr, n)
-		return nil
-	})
-	if errors.Is(err, errCurvDone) {
-		err = nil
-	}
-	r.endCurvature()
-	return err
-}
-
-var errCurvDone = errors.New("curvature samples taken")
-
 // gv is G v = (1/S) sum_n J_n^T H_n J_n v over the curvature samples: J v
 // by one forward pass seeded at every layer's output (the biases of
 // layer l enter there), H applied per sample, then J^T by one reverse
@@ -1113,14 +1078,7 @@ func (r *refitter) gv(v []float64) ([]float64, error) {
 				}
 			}
 		}
-		res, err := r.vjp(tr, jv)
-		if err != nil {
-			return err
-		}
-		for li, l := range r.layers {
-			sumRows(out[r.off[li]:r.off[li]+l.Out], res[r.z[li]].Data, l.Out)
-		}
-		return nil
+		return r.pullToBiases(tr, jv, out)
 	}
 	samples := r.e.n
 	var err error
@@ -1138,6 +1096,20 @@ func (r *refitter) gv(v []float64) ([]float64, error) {
 		out[i] /= float64(samples)
 	}
 	return out, err
+}
+
+// pullToBiases adds the VJP of the output cotangents cot (one direction)
+// with respect to every refitted bias to dst: the cotangent at each
+// layer's output, summed over its rows (a bias is shared by all rows).
+func (r *refitter) pullToBiases(tr *analysis.Trace, cot []*analysis.Tensor, dst []float64) error {
+	res, err := r.vjp(tr, cot)
+	if err != nil {
+		return err
+	}
+	for li, l := range r.layers {
+		sumRows(dst[r.off[li]:r.off[li]+l.Out], res[r.z[li]].Data, l.Out)
+	}
+	return nil
 }
 
 // vjp and jvp are the matrix-free refit's products: in float32 with

@@ -485,15 +485,7 @@ func (s *ecpSums) resetResidual() {
 // center returns a - shift, fixing shift on the first call.
 func (s *ecpSums) center(a []float64, rows int) []float64 {
 	if s.shift == nil {
-		s.shift = make([]float64, s.in)
-		for r := 0; r < rows; r++ {
-			for j, v := range a[r*s.in : (r+1)*s.in] {
-				s.shift[j] += v
-			}
-		}
-		for j := range s.shift {
-			s.shift[j] /= float64(max(rows, 1))
-		}
+		s.shift = analysis.ColumnMeans(a[:rows*s.in], s.in)
 	}
 	ac := grow(&s.acBuf, rows*s.in)
 	for r := 0; r < rows; r++ {

@@ -2,6 +2,7 @@ package calib
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -52,7 +53,7 @@ func resolveSample(decl []int64, data []int) ([]int, error) {
 			return nil, mismatch(decl, data, "")
 		}
 		sqWant := squeeze(wantInts)
-		if len(sqGot) <= 1 || len(sqWant) <= 1 || equalInts(sqGot, sqWant) {
+		if len(sqGot) <= 1 || len(sqWant) <= 1 || slices.Equal(sqGot, sqWant) {
 			return wantInts, nil
 		}
 		return nil, mismatch(decl, data, fmt.Sprintf(
@@ -123,18 +124,6 @@ func squeeze(s []int) []int {
 		}
 	}
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // fmtDecl formats a declared shape with "?" for dynamic dims.
