@@ -209,7 +209,7 @@ func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int, mm ma
 			return nil, errors.New("Dense op without a layer")
 		}
 		rows, _ := Flat(x)
-		mm(false, true, p*rows, l.Out, l.In, dx.Data, l.W, out.Data, 0)
+		mulW(mm, true, p*rows, l.Out, l.In, dx.Data, l, out.Data, 0)
 	case famAlias:
 		out.Data = dx.Data // the layout is unchanged; tangents are never written in place
 	case famSoftmax:
@@ -481,7 +481,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 			return errors.New("Dense op without a layer")
 		}
 		rows, _ := Flat(x)
-		mm(false, false, p*rows, l.In, l.Out, g.Data, l.W, acc(in), 1)
+		mulW(mm, false, p*rows, l.In, l.Out, g.Data, l, acc(in), 1)
 	case famAlias:
 		if cot[in] == nil && !keepG {
 			cot[in] = &Tensor{Shape: withP(p, x.Shape), Data: g.Data} // g dies here; reuse it
@@ -525,6 +525,9 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 	w32 := tr.w32
 	if w32 == nil {
 		w32 = func(l *onnxio.Layer) []float32 {
+			if l.W32 != nil {
+				return l.W32
+			}
 			w := make([]float32, len(l.W))
 			toF32(w, l.W)
 			return w

@@ -70,9 +70,9 @@ var criteria = map[string]Criterion{
 		return ls.NoCompImportance(n), nil
 	}},
 	"magnitude": funcCriterion{name: "magnitude", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
-		s := make([]float64, len(ls.Layer.W))
-		for q, w := range ls.Layer.W {
-			s[q] = math.Abs(w)
+		s := make([]float64, ls.Layer.Params())
+		for q := range s {
+			s[q] = math.Abs(ls.Layer.At(q))
 		}
 		return s, nil
 	}},
@@ -80,7 +80,7 @@ var criteria = map[string]Criterion{
 		// One stream per layer, so a layer's scores do not depend on the
 		// sizes of the layers before it.
 		r := rand.New(rand.NewPCG(seed, uint64(layer)+1))
-		s := make([]float64, len(ls.Layer.W))
+		s := make([]float64, ls.Layer.Params())
 		for q := range s {
 			s[q] = r.Float64()
 		}
@@ -88,10 +88,10 @@ var criteria = map[string]Criterion{
 	}},
 	"wanda": funcCriterion{name: "wanda", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		l := ls.Layer
-		s := make([]float64, len(l.W))
+		s := make([]float64, l.Params())
 		for i := 0; i < l.Out; i++ {
 			for j := 0; j < l.In; j++ {
-				s[i*l.In+j] = math.Abs(l.W[i*l.In+j]) * math.Sqrt(ls.SumA2[j])
+				s[i*l.In+j] = math.Abs(l.At(i*l.In+j)) * math.Sqrt(ls.SumA2[j])
 			}
 		}
 		return s, nil
@@ -106,7 +106,7 @@ var criteria = map[string]Criterion{
 	"taylor": funcCriterion{name: "taylor", labels: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		s := make([]float64, len(ls.GradW))
 		for q, g := range ls.GradW {
-			s[q] = math.Abs(ls.Layer.W[q]*g) / float64(n)
+			s[q] = math.Abs(ls.Layer.At(q)*g) / float64(n)
 		}
 		return s, nil
 	}},

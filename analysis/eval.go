@@ -19,6 +19,47 @@ type Trace struct {
 	// w32, when set, gives float32 copies of the layer weights and the
 	// Dense products run in float32 (the forward pass of probe estimates).
 	w32 func(*onnxio.Layer) []float32
+	// reluInPlace, when set, marks the values a Relu may overwrite with its
+	// output (see reluInPlaceValues): Collect's traces then hold one tensor
+	// where a Dense+Relu pair would hold two.
+	reluInPlace []bool
+}
+
+// reluInPlaceValues marks the Dense outputs whose only reader is a Relu
+// and that are not graph outputs: the Relu may then write its output over
+// them. Only a trace whose pre-activations nobody reads may use it: the
+// derivatives do not need them, since Relu's derivative (1 where x > 0,
+// else 0) is the same function of y = max(x, 0) as of x, but Observe (ec+)
+// and the brute-force importance read z.
+func reluInPlaceValues(net *onnxio.Network) []bool {
+	uses := make([]int, len(net.Values))
+	for _, op := range net.Ops {
+		for _, id := range op.In {
+			if id >= 0 && id < len(uses) {
+				uses[id]++
+			}
+		}
+	}
+	for _, id := range net.Outputs {
+		if id >= 0 && id < len(uses) {
+			uses[id] += 2
+		}
+	}
+	dense := make([]bool, len(net.Values))
+	for _, op := range net.Ops {
+		if op.Kind == onnxio.OpDense && op.Out >= 0 && op.Out < len(dense) {
+			dense[op.Out] = true
+		}
+	}
+	ok := make([]bool, len(net.Values))
+	for _, op := range net.Ops {
+		if op.Kind == onnxio.OpRelu && len(op.In) == 1 {
+			if id := op.In[0]; id >= 0 && id < len(ok) && dense[id] && uses[id] == 1 {
+				ok[id] = true
+			}
+		}
+	}
+	return ok
 }
 
 // Outputs returns the graph output tensors in the network's output order.
@@ -41,6 +82,12 @@ func Run(net *onnxio.Network, inputs []*Tensor) (*Trace, error) {
 // run is Run, with the Dense products in float32 when w32 is set (see
 // Trace.w32).
 func run(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32) (*Trace, error) {
+	return runTrace(net, inputs, w32, nil)
+}
+
+// runTrace is run with the Relus marked by reluInPlace (nil: none)
+// computed in place.
+func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32, reluInPlace []bool) (*Trace, error) {
 	if !net.Evaluable {
 		if net.Reason != "" {
 			return nil, fmt.Errorf("network is not evaluable: %s", net.Reason)
@@ -67,7 +114,7 @@ func run(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float3
 		}
 		vals[in.Value] = t
 	}
-	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32}
+	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32, reluInPlace: reluInPlace}
 	if err := evalOps(net, tr, 0); err != nil {
 		return nil, err
 	}
@@ -129,6 +176,12 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 		}
 		var out *Tensor
 		var err error
+		if op.Kind == onnxio.OpRelu && len(op.In) == 1 && op.In[0] >= 0 && op.In[0] < len(tr.reluInPlace) && tr.reluInPlace[op.In[0]] && tr.Values[op.In[0]] != nil {
+			x := tr.Values[op.In[0]]
+			unaryForward(op, x.Data, x.Data)
+			tr.Values[op.Out] = x
+			continue
+		}
 		if tr.w32 != nil && op.Kind == onnxio.OpDense && op.Layer != nil {
 			var x *Tensor
 			if x, err = opInput(op, tr.Values, 0); err == nil {
@@ -266,8 +319,8 @@ func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
 	if l == nil {
 		return nil, errors.New("Dense op without a layer")
 	}
-	if len(l.W) != l.Out*l.In || (l.B != nil && len(l.B) != l.Out) {
-		return nil, fmt.Errorf("layer %q: %d weights and %d biases for %dx%d", l.Name, len(l.W), len(l.B), l.Out, l.In)
+	if len(l.W)+len(l.W32) != l.Out*l.In || (l.B != nil && len(l.B) != l.Out) {
+		return nil, fmt.Errorf("layer %q: %d weights and %d biases for %dx%d", l.Name, len(l.W)+len(l.W32), len(l.B), l.Out, l.In)
 	}
 	rows, cols := Flat(x)
 	if x.Rank() < 2 || cols != l.In {
@@ -285,7 +338,7 @@ func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
 	if w32 != nil {
 		matmulW32(false, true, rows, l.Out, l.In, x.Data, w32, y.Data, beta)
 	} else {
-		matmul(false, true, rows, l.Out, l.In, x.Data, l.W, y.Data, beta)
+		mulW(matmul, true, rows, l.Out, l.In, x.Data, l, y.Data, beta)
 	}
 	return y, nil
 }

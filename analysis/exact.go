@@ -118,7 +118,7 @@ func Exact(net *onnxio.Network, data Data, st *Stats, opt ExactOptions) (*Scores
 					local.Values[zid] = zc
 					for q := range jobs {
 						i, j := q/l.In, q%l.In
-						wv, d := l.W[q], deltas[k][q]
+						wv, d := l.At(q), deltas[k][q]
 						for r := 0; r < rows; r++ {
 							zc.Data[r*l.Out+i] = z.Data[r*l.Out+i] + d - wv*a.Data[r*l.In+j]
 						}

@@ -2,12 +2,15 @@ package analysis
 
 import (
 	"fmt"
+	"reflect"
 	"runtime"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/ecprune/ecprune/onnxio"
 )
 
 // matmul computes c = op(a) op(b) + beta c for row-major matrices, where
@@ -69,10 +72,9 @@ func matmul32(transA, transB bool, m, n, k int, a, b, c []float64, beta float64)
 		return
 	}
 	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
-	a32, b32, c32 := getF32(m*k), getF32(k*n), getF32(m*n)
+	a32, b32 := getF32(m*k), getF32(k*n)
 	defer putF32(a32)
 	defer putF32(b32)
-	defer putF32(c32)
 	toF32(*a32, a[:m*k])
 	if transA && transposeFirst {
 		t := getF32(m * k)
@@ -82,12 +84,34 @@ func matmul32(transA, transB bool, m, n, k int, a, b, c []float64, beta float64)
 		ta, ar, ac = blas.NoTrans, m, k
 	}
 	toF32(*b32, b[:k*n])
-	blas32.Gemm(ta, tb, 1,
-		blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: *a32},
-		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: *b32},
-		0,
-		blas32.General{Rows: m, Cols: n, Stride: n, Data: *c32})
-	addF32(c[:m*n], *c32, beta)
+	gemm32Into(ta, ar, ac, *a32, tb, br, bc, *b32, m, n, c, beta)
+}
+
+// c32Max bounds the float32 product that gemm32Into holds before adding it
+// to c in float64 (4 MB): the S1/S2 update of a 4096x4096 layer would
+// otherwise need a 64 MB float32 copy of the whole result per batch.
+var c32Max = 1 << 20
+
+// gemm32Into sets c = beta c + float64(op(a) op(b)), the float32 product
+// (m x n) computed a block of rows at a time.
+func gemm32Into(ta blas.Transpose, ar, ac int, a []float32, tb blas.Transpose, br, bc int, b []float32, m, n int, c []float64, beta float64) {
+	mb := max(1, min(m, c32Max/max(n, 1)))
+	c32 := getF32(mb * n)
+	defer putF32(c32)
+	bm := blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b}
+	for i0 := 0; i0 < m; i0 += mb {
+		i1 := min(m, i0+mb)
+		// Rows i0..i1 of op(a): rows of a, or columns of a stored k x m.
+		var am blas32.General
+		if ta == blas.NoTrans {
+			am = blas32.General{Rows: i1 - i0, Cols: ac, Stride: ac, Data: a[i0*ac:]}
+		} else {
+			am = blas32.General{Rows: ar, Cols: i1 - i0, Stride: ac, Data: a[i0:]}
+		}
+		cm := blas32.General{Rows: i1 - i0, Cols: n, Stride: n, Data: (*c32)[:(i1-i0)*n]}
+		blas32.Gemm(ta, tb, 1, am, bm, 0, cm)
+		addF32(c[i0*n:i1*n], cm.Data, beta)
+	}
 }
 
 // f32Pool recycles the float32 operands of matmul32, which are as large
@@ -166,17 +190,15 @@ func matmulW32(transA, transB bool, m, n, k int, a []float64, b32 []float32, c [
 	if m == 0 || n == 0 {
 		return
 	}
+	if k == 0 {
+		matmul(transA, transB, m, n, 0, a, nil, c, beta) // an empty sum: c = beta c
+		return
+	}
 	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
-	a32, c32 := getF32(m*k), getF32(m*n)
+	a32 := getF32(m * k)
 	defer putF32(a32)
-	defer putF32(c32)
 	toF32(*a32, a[:m*k])
-	blas32.Gemm(ta, tb, 1,
-		blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: *a32},
-		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b32[:k*n]},
-		0,
-		blas32.General{Rows: m, Cols: n, Stride: n, Data: *c32})
-	addF32(c[:m*n], *c32, beta)
+	gemm32Into(ta, ar, ac, *a32, tb, br, bc, b32[:k*n], m, n, c, beta)
 }
 
 // transposeInto sets dst (cols x rows) to the transpose of src (rows x
@@ -221,4 +243,116 @@ func isTrans(t blas.Transpose) bool {
 		return true
 	}
 	panic("analysis: bad BLAS transpose flag")
+}
+
+// wBlock bounds the float64 copy of float32-resident weights that mulW
+// makes for a float64 product (8 MB): a large layer is multiplied in
+// blocks of rows of W instead of being copied whole.
+var wBlock = 1 << 20
+
+// mulW computes c = a op(W) + beta c with the layer's weights W (Out x In)
+// as the second operand: a W^T when transB (m x k times k x n, W n x k),
+// else a W (W k x n). mm is matmul or matmul32. Float32-resident weights
+// (onnxio.Layer.W32) go to matmulW32 as they are for a float32 product;
+// for a float64 one they are converted exactly, a block of rows of W at a
+// time, which sums in the same order as one product when transB and in
+// blocks of the inner dimension otherwise.
+func mulW(mm matmulFunc, transB bool, m, n, k int, a []float64, l *onnxio.Layer, c []float64, beta float64) {
+	if l.W32 == nil {
+		mm(false, transB, m, n, k, a, l.W, c, beta)
+		return
+	}
+	if isF32(mm) {
+		matmulW32(false, transB, m, n, k, a, l.W32, c, beta)
+		return
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		matmul(false, transB, m, n, 0, a, nil, c, beta) // an empty sum: c = beta c
+		return
+	}
+	if len(a) < m*k || len(l.W32) < k*n || len(c) < m*n {
+		panic(fmt.Sprintf("analysis.mulW: short operand for %dx%dx%d: %d %d %d", m, n, k, len(a), len(l.W32), len(c)))
+	}
+	if transB {
+		nb := max(1, min(n, wBlock/max(k, 1)))
+		w := getF64(nb * k)
+		defer putF64(w)
+		if nb == n {
+			f32To64(*w, l.W32[:n*k])
+			mm(false, true, m, n, k, a, *w, c, beta)
+			return
+		}
+		t := getF64(m * nb)
+		defer putF64(t)
+		for n0 := 0; n0 < n; n0 += nb {
+			n1 := min(n, n0+nb)
+			f32To64((*w)[:(n1-n0)*k], l.W32[n0*k:n1*k])
+			mm(false, true, m, n1-n0, k, a, *w, *t, 0)
+			for r := 0; r < m; r++ {
+				dst, src := c[r*n+n0:r*n+n1], (*t)[r*(n1-n0):(r+1)*(n1-n0)]
+				for j, v := range src {
+					if beta == 0 {
+						dst[j] = v
+					} else {
+						dst[j] = beta*dst[j] + v
+					}
+				}
+			}
+		}
+		return
+	}
+	kb := max(1, min(k, wBlock/max(n, 1)))
+	w := getF64(kb * n)
+	defer putF64(w)
+	if kb == k {
+		f32To64(*w, l.W32[:k*n])
+		mm(false, false, m, n, k, a, *w, c, beta)
+		return
+	}
+	ab := getF64(m * kb)
+	defer putF64(ab)
+	for k0 := 0; k0 < k; k0 += kb {
+		k1 := min(k, k0+kb)
+		f32To64((*w)[:(k1-k0)*n], l.W32[k0*n:k1*n])
+		for r := 0; r < m; r++ {
+			copy((*ab)[r*(k1-k0):(r+1)*(k1-k0)], a[r*k+k0:r*k+k1])
+		}
+		b := 1.0
+		if k0 == 0 {
+			b = beta
+		}
+		mm(false, false, m, n, k1-k0, (*ab)[:m*(k1-k0)], *w, c, b)
+	}
+}
+
+// isF32 tells matmul32 from matmul (function values compare by code
+// pointer only through reflect).
+func isF32(mm matmulFunc) bool {
+	return reflect.ValueOf(mm).Pointer() == reflect.ValueOf(matmulFunc(matmul32)).Pointer()
+}
+
+// f64Pool recycles mulW's float64 blocks.
+var f64Pool sync.Pool
+
+func getF64(n int) *[]float64 {
+	if p, ok := f64Pool.Get().(*[]float64); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float64, n)
+	return &s
+}
+
+func putF64(p *[]float64) { f64Pool.Put(p) }
+
+func f32To64(dst []float64, src []float32) {
+	parallelChunks(len(src), func(lo, hi int) {
+		d, s := dst[lo:hi], src[lo:hi]
+		for i, v := range s {
+			d[i] = float64(v)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -370,6 +371,19 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 	if l.Alpha == 0 {
 		return TensorResult{}, fmt.Errorf("Gemm alpha is 0, so no weight can be written")
 	}
+	// The stored values, in the stored layout: w itself when that changes
+	// nothing (an [out, in] weight whose values the element type holds
+	// exactly, as pruned float32 weights are), so that a large layer is
+	// not copied once more in float64 (128 MB for 4096x4096).
+	if l.WeightLayout == onnxio.LayoutOutIn && storedAsIs(dt, w, l.Alpha) {
+		nnz := 0
+		for _, v := range w {
+			if v != 0 {
+				nnz++
+			}
+		}
+		return e.encodeWeight(l, init, dims, w, nnz)
+	}
 	vals := make([]float64, len(w))
 	nnz := 0
 	for o := 0; o < l.Out; o++ {
@@ -384,13 +398,33 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 			}
 		}
 	}
+	return e.encodeWeight(l, init, dims, vals, nnz)
+}
+
+// storedAsIs tells whether every value of w is stored unchanged.
+func storedAsIs(dt int32, w []float64, alpha float64) bool {
+	for _, v := range w {
+		if s := stored(dt, v, alpha); math.Float64bits(s) != math.Float64bits(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeWeight writes vals (stored layout and values, nnz non-zeros) in
+// the chosen format.
+func (e *editor) encodeWeight(l *onnxio.Layer, init *pb.TensorProto, dims []int64, vals []float64, nnz int) (TensorResult, error) {
+	dt := init.GetDataType()
 	name := init.GetName()
 	dense := onnxio.EncodeFloats(init, dims, vals)
 	r := TensorResult{Layer: l.Name, Tensor: name, NNZ: nnz, Size: len(vals), DenseBytes: int64(proto.Size(dense))}
 
 	var sp *pb.SparseTensorProto
 	var cnode *pb.NodeProto
-	if nnz > 0 {
+	if nnz > 0 && (e.format != Auto || sparseLowerBound(vals, nnz, dt) < r.DenseBytes) {
+		// (Auto: the sparse form, whose encoding takes several times the
+		// dense one's memory on a large layer, is built only when it may
+		// be the smaller.)
 		sp = sparseTensor(init, dims, vals, nnz)
 		cnode = &pb.NodeProto{
 			Name:   proto.String(e.unique(name + "_ecprune_sparse")),
@@ -409,7 +443,7 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 		f = Dense // a sparse tensor needs values; zeros compress anyway
 	case f == Auto:
 		f = Dense
-		if e.sparseAllowed(Constant) == nil && proto.Size(cnode) < proto.Size(dense) {
+		if cnode != nil && e.sparseAllowed(Constant) == nil && proto.Size(cnode) < proto.Size(dense) {
 			f = Constant
 		}
 	}
@@ -429,6 +463,18 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 		e.newSparse = append(e.newSparse, sp)
 	}
 	return r, nil
+}
+
+// sparseLowerBound is a lower bound of the bytes of vals's sparse form:
+// its values' raw bytes and its indices' varints, without the framing.
+func sparseLowerBound(vals []float64, nnz int, dt int32) int64 {
+	n := int64(nnz) * int64(onnxio.ElemSize(dt))
+	for k, v := range vals {
+		if v != 0 {
+			n += int64(protowire.SizeVarint(uint64(k)))
+		}
+	}
+	return n
 }
 
 // sparseTensor encodes the non-zeros of vals (stored order) as ONNX wants

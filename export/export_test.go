@@ -931,8 +931,8 @@ func TestExternalData(t *testing.T) {
 	// The input must still load to the original weights.
 	_, again := load(t, in)
 	for i, l := range again.Layers {
-		for k, w := range l.W {
-			if w != net.Layers[i].W[k] {
+		for k, w := range l.Weights64() {
+			if w != net.Layers[i].At(k) {
 				t.Fatalf("the source model changed: %s W[%d]", l.Name, k)
 			}
 		}
@@ -1008,7 +1008,7 @@ func TestSaveRefusesInput(t *testing.T) {
 		t.Fatal("the input's external data changed")
 	}
 	_, again := load(t, in)
-	if again.Layers[0].W[0] != net.Layers[0].W[0] {
+	if again.Layers[0].At(0) != net.Layers[0].At(0) {
 		t.Fatal("the input model changed")
 	}
 	// Where nothing collides, the same calls succeed.

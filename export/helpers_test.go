@@ -62,7 +62,7 @@ func load(t *testing.T, path string) (*onnxio.Model, *onnxio.Network) {
 func pruneUpdates(net *onnxio.Network, frac float64, withBias bool) []Update {
 	var ups []Update
 	for _, l := range net.Prunable() {
-		w := append([]float64(nil), l.W...)
+		w := append([]float64(nil), l.Weights64()...)
 		order := make([]int, len(w))
 		for i := range order {
 			order[i] = i
@@ -110,8 +110,8 @@ func checkRoundTrip(t *testing.T, path string, ups []Update) *onnxio.Network {
 			t.Fatalf("%s: layer %s is %dx%d, was %dx%d", path, l.Node, l.Out, l.In, u.Layer.Out, u.Layer.In)
 		}
 		for k, w := range u.W {
-			if want := expectStored(u.Layer.WeightType, w, u.Layer.Alpha); l.W[k] != want {
-				t.Fatalf("%s: layer %s W[%d] = %v, want %v (update %v)", path, l.Node, k, l.W[k], want, w)
+			if want := expectStored(u.Layer.WeightType, w, u.Layer.Alpha); l.At(k) != want {
+				t.Fatalf("%s: layer %s W[%d] = %v, want %v (update %v)", path, l.Node, k, l.At(k), want, w)
 			}
 		}
 		wantB := u.B

@@ -33,7 +33,7 @@ func TestDenseOutputInOnnxGo(t *testing.T) {
 	// method would.
 	var ups []export.Update
 	for _, l := range net.Layers {
-		w := append([]float64(nil), l.W...)
+		w := append([]float64(nil), l.Weights64()...)
 		for q := range w {
 			if q%2 == 0 {
 				w[q] = 0

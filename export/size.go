@@ -93,12 +93,7 @@ type LayerCount struct {
 func Counts(net *onnxio.Network) (params, nnz int, layers []LayerCount) {
 	layers = make([]LayerCount, len(net.Layers))
 	for i, l := range net.Layers {
-		c := LayerCount{Name: l.Name, Params: len(l.W)}
-		for _, w := range l.W {
-			if w != 0 {
-				c.NNZ++
-			}
-		}
+		c := LayerCount{Name: l.Name, Params: l.Params(), NNZ: l.NonZeros()}
 		if c.Params > 0 {
 			c.Density = float64(c.NNZ) / float64(c.Params)
 		}

@@ -661,9 +661,19 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	// cache: the layer's W is its only float64 copy (a large model's
 	// weights would otherwise exist twice until the end of Extract).
 	fresh := bc.floats == nil && bc.tensor != nil && bc.sparse == nil
-	wv, err := x.floatsOf(bc)
-	if err != nil {
-		return err
+	transB := op == "Gemm" && AttrInt(n, "transB", 0) != 0
+	var view []float32
+	if fresh && transB && AttrFloat(n, "alpha", 1) == 1 {
+		// The initializer is W as stored: use its float32 bytes in place
+		// when they are FLOAT raw data (nil otherwise).
+		view = x.m.float32View(bc.tensor)
+	}
+	var wv []float64
+	if view == nil {
+		var err error
+		if wv, err = x.floatsOf(bc); err != nil {
+			return err
+		}
 	}
 	if fresh {
 		bc.floats = nil // decoded again by any other reader
@@ -671,14 +681,12 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	l := &Layer{Node: label, TransposeIdx: -1, MainIdx: i, AddIdx: -1, Alpha: 1, Beta: 1, WeightType: bc.dtype, Prunable: true}
 	l.WeightInit = bc.init
 	out := n.Output[0]
-	var transB bool
 	switch op {
 	case "Gemm":
 		if AttrInt(n, "transA", 0) != 0 {
 			x.markUnavailable(n, fmt.Sprintf("Gemm (node %s) with transA=1", label))
 			return nil
 		}
-		transB = AttrInt(n, "transB", 0) != 0
 		l.Alpha = AttrFloat(n, "alpha", 1)
 		l.Beta = AttrFloat(n, "beta", 1)
 		l.Pattern = "Gemm"
@@ -704,10 +712,22 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		}
 		l.Pattern = "Transpose+" + l.Pattern
 	}
-	if transB && l.Alpha == 1 && fresh && len(wv) == l.Out*l.In {
-		l.W = wv // already [Out, In] and effective; nobody else holds it
-	} else {
-		l.W = denseWeights(wv, l.Out, l.In, transB, l.Alpha)
+	switch {
+	case view != nil && len(view) == l.Out*l.In:
+		l.W32 = view // the file's bytes are W: no copy
+	case view != nil:
+		return fmt.Errorf("node %s: weight view of %d values for %dx%d", label, len(view), l.Out, l.In) // cannot happen
+	default:
+		if transB && l.Alpha == 1 && fresh && len(wv) == l.Out*l.In {
+			l.W = wv // already [Out, In] and effective; nobody else holds it
+		} else {
+			l.W = denseWeights(wv, l.Out, l.In, transB, l.Alpha)
+		}
+		if bc.dtype == Float || bc.dtype == Float16 || bc.dtype == BFloat16 {
+			if w32, ok := exactFloat32(l.W); ok {
+				l.W, l.W32 = nil, w32
+			}
+		}
 	}
 
 	// Bias: Gemm's C, or an Add of a constant right after MatMul.

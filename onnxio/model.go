@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -255,42 +254,24 @@ func (m *Model) Ints(t *pb.TensorProto) ([]int64, error) {
 	return v, nil
 }
 
-// Float32Weights returns a read-only float32 view of the bytes of the
-// initializer l was extracted from, when those bytes are l.W exactly: a
-// FLOAT weight stored [Out, In] (Gemm transB=1, or a Transpose in front of
-// MatMul), alpha 1, in raw_data or external data, on a little-endian
-// host, and float32(l.W[q]) equal to the stored value bit for bit (checked
-// here, so a network whose weights were changed since extraction gets
-// nil). Otherwise, or if m is not the model l came from, it returns nil.
-// The view shares m's memory: it must not be written, and it keeps m's
-// tensor alive. It lets the float32 products of the analysis use the
-// weights where they are instead of a copy.
-func (m *Model) Float32Weights(l *Layer) []float32 {
-	if m == nil || l == nil || l.WeightInit == "" || l.WeightType != Float || l.WeightLayout != LayoutOutIn || l.Alpha != 1 ||
-		binary.NativeEndian.Uint16([]byte{1, 0}) != 1 || m.Proto.GetGraph() == nil {
+// float32View returns the FLOAT tensor t's values as a read-only view of
+// its bytes (raw_data or external data) on a little-endian host, or nil
+// (another type, typed fields, misaligned bytes). The view shares the
+// model's memory and keeps it alive: the extracted layer reads its
+// weights where they are instead of a float64 copy.
+func (m *Model) float32View(t *pb.TensorProto) []float32 {
+	if t.GetDataType() != Float || !hasRaw(t) || binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		return nil
 	}
-	var t *pb.TensorProto
-	for _, x := range m.Proto.Graph.Initializer {
-		if x.GetName() == l.WeightInit {
-			t = x
-		}
-	}
-	n := l.Out * l.In
-	if t == nil || !hasRaw(t) || len(t.GetDims()) != 2 || t.Dims[0] != int64(l.Out) || t.Dims[1] != int64(l.In) || len(l.W) != n || n == 0 {
-		return nil
+	n := 1
+	for _, d := range t.GetDims() {
+		n *= int(d)
 	}
 	raw, err := m.RawBytes(t)
-	if err != nil || len(raw) != 4*n || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+	if err != nil || n == 0 || len(raw) != 4*n || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
 		return nil
 	}
-	v := unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), n)
-	for q, w := range l.W {
-		if math.Float32bits(float32(w)) != math.Float32bits(v[q]) {
-			return nil
-		}
-	}
-	return v
+	return unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), n)
 }
 
 // DecodeFloats decodes a float tensor that holds its data inline (no

@@ -1,5 +1,10 @@
 package onnxio
 
+import (
+	"fmt"
+	"math"
+)
+
 // OpKind is an operation of the extracted dense network. Every kind has an
 // exact ONNX meaning; the evaluator and the differentiator in package
 // analysis implement each one.
@@ -120,8 +125,18 @@ type Layer struct {
 	Node    string // the main node's name (Gemm or MatMul)
 	Pattern string // "Gemm", "MatMul+Add", "Transpose+MatMul+Add", "MatMul", ...
 	Out, In int
-	W       []float64 // Out x In row-major, effective (alpha applied)
-	B       []float64 // Out, effective (beta applied); nil: no bias
+	// The weights, Out x In row-major, effective (alpha applied), are held
+	// in exactly one of W and W32. Weights stored as FLOAT, FLOAT16 or
+	// BFLOAT16 whose effective values are float32 numbers stay float32
+	// (W32, often a view of the model file's bytes, see Extract): a 42M-
+	// weight model then needs 168 MB for them, not 336 MB more in float64,
+	// which is what lets an analysis fit in 6x the file size. W holds the
+	// others (DOUBLE weights, an alpha that leaves float32). W32 is read
+	// only, since it may share the model's memory: change weights with
+	// SetWeights. Read them with At, Weights64 or Float32.
+	W   []float64
+	W32 []float32
+	B   []float64 // Out, effective (beta applied); nil: no bias
 
 	// Provenance.
 	WeightInit   string // initializer holding the weight
@@ -145,6 +160,89 @@ type Layer struct {
 
 // Params is the number of weights (biases excluded, as for sparsity).
 func (l *Layer) Params() int { return l.Out * l.In }
+
+// At is the weight at row-major position q (row q/In, column q%In).
+func (l *Layer) At(q int) float64 {
+	if l.W32 != nil {
+		return float64(l.W32[q])
+	}
+	return l.W[q]
+}
+
+// Weights64 returns the weights in float64: W itself when the layer holds
+// float64 weights (not to be modified: use SetWeights), else a new copy.
+func (l *Layer) Weights64() []float64 {
+	if l.W32 == nil {
+		return l.W
+	}
+	w := make([]float64, len(l.W32))
+	for q, v := range l.W32 {
+		w[q] = float64(v)
+	}
+	return w
+}
+
+// Float32 returns the weights as float32 when the layer holds them so
+// (W32, read-only), else nil.
+func (l *Layer) Float32() []float32 { return l.W32 }
+
+// NonZeros counts the non-zero weights.
+func (l *Layer) NonZeros() int {
+	nz := 0
+	if l.W32 != nil {
+		for _, v := range l.W32 {
+			if v != 0 {
+				nz++
+			}
+		}
+		return nz
+	}
+	for _, v := range l.W {
+		if v != 0 {
+			nz++
+		}
+	}
+	return nz
+}
+
+// SetWeights replaces the weights with a copy of w (Out x In): in float32
+// when the layer held float32 weights and every value of w is a float32
+// number (as pruned or compensated copies of them are), else in float64.
+// The layer's previous storage, which may be the model's, is not written.
+func (l *Layer) SetWeights(w []float64) {
+	if len(w) != l.Out*l.In {
+		panic(fmt.Sprintf("onnxio: SetWeights of layer %s: %d weights for %dx%d", l.Name, len(w), l.Out, l.In))
+	}
+	if l.W32 != nil {
+		if w32, ok := exactFloat32(w); ok {
+			l.W, l.W32 = nil, w32
+			return
+		}
+	}
+	l.W, l.W32 = append([]float64(nil), w...), nil
+}
+
+// Own64 makes the layer hold its own float64 weights (converting W32),
+// for code that changes weights in place (ec+'s working copy).
+func (l *Layer) Own64() {
+	if l.W32 != nil {
+		l.W, l.W32 = l.Weights64(), nil
+	}
+}
+
+// exactFloat32 converts w to float32 when every value survives the round
+// trip bit for bit.
+func exactFloat32(w []float64) ([]float32, bool) {
+	w32 := make([]float32, len(w))
+	for q, v := range w {
+		f := float32(v)
+		if math.Float64bits(float64(f)) != math.Float64bits(v) {
+			return nil, false
+		}
+		w32[q] = f
+	}
+	return w32, true
+}
 
 // Network is the evaluable dense part of a model: ops in topological order
 // from the graph inputs to the graph outputs.
@@ -196,7 +294,11 @@ func (n *Network) Clone() *Network {
 	remap := map[*Layer]*Layer{}
 	for i, l := range n.Layers {
 		cl := *l
-		cl.W = append([]float64(nil), l.W...)
+		if l.W32 != nil {
+			cl.W32 = append([]float32(nil), l.W32...)
+		} else {
+			cl.W = append([]float64(nil), l.W...)
+		}
 		if l.B != nil {
 			cl.B = append([]float64(nil), l.B...)
 		}

@@ -165,6 +165,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
 	cur := net.Clone()
+	for _, l := range cur.Layers {
+		l.Own64() // ec+ removes weights of its copy in place, in float64
+	}
 	plan := &Plan{Total: total}
 	for li, ls := range st.Layers {
 		k := ks[li]

@@ -415,7 +415,7 @@ func (e *ecp) upstreamClean(cur *onnxio.Network, li int) bool {
 	for _, ls := range e.st.Layers[:li] {
 		l, o := cur.Ops[ls.Op].Layer, ls.Layer
 		for q, w := range l.W {
-			if math.Float64bits(w) != math.Float64bits(o.W[q]) {
+			if math.Float64bits(w) != math.Float64bits(o.At(q)) {
 				return false
 			}
 		}

@@ -192,13 +192,13 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			lp.W = ls.Score
 			ls.Score, ls.Delta = nil, nil
 		} else {
-			lp.W = make([]float64, len(l.W))
+			lp.W = make([]float64, l.Params())
 		}
 		for q, p := range lp.Pruned {
 			if p {
 				lp.W[q] = 0
 			} else {
-				lp.W[q] = l.W[q]
+				lp.W[q] = l.At(q)
 			}
 		}
 		if compensate {
@@ -246,7 +246,7 @@ func Apply(net *onnxio.Network, plan *Plan) *onnxio.Network {
 	c := net.Clone()
 	for _, lp := range plan.Layers {
 		l := c.Layers[lp.Layer.Index]
-		copy(l.W, lp.W)
+		l.SetWeights(lp.W)
 		if lp.B != nil {
 			l.B = append([]float64(nil), lp.B...)
 		}

@@ -44,7 +44,7 @@ func cmdAnalyze(args []string) error {
 		return fmt.Errorf("analyze MODEL X.npy")
 	}
 	t0 := time.Now()
-	m, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
+	_, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
 	if err != nil {
 		return err
 	}
@@ -62,12 +62,10 @@ func cmdAnalyze(args []string) error {
 	// As ecprune prune does: the probes' float32 products read the weights
 	// in the protobuf's bytes (no float32 copy), and the importances are
 	// computed in the storage of S1/S2 (ECImportanceInPlace).
-	st, err := analysis.Collect(net, calib.Data{Src: src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan,
-		Weights32: m.Float32Weights})
+	st, err := analysis.Collect(net, calib.Data{Src: src}, analysis.StatsOptions{AD: *ad, Probes: *probes, Batch: *batch, MaxTangent: *maxTan})
 	if err != nil {
 		return err
 	}
-	m = nil // the analysis needs the protobuf no more
 	collect := time.Since(t)
 	var sum float64
 	for _, ls := range st.Layers {

@@ -51,7 +51,7 @@ func cmdECPlus(args []string) error {
 	if fs.NArg() != 2 {
 		return fmt.Errorf("ecplus MODEL X.npy")
 	}
-	m, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
+	_, net, src, err := loadWorkload(fs.Arg(0), fs.Arg(1), *batch, *limit)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func cmdECPlus(args []string) error {
 	data := calib.Data{Src: src}
 	ec, _ := analysis.CriterionByName("ec")
 	// As ecprune prune does: probes read float32 weights in the file's bytes.
-	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch, Weights32: m.Float32Weights}
+	sopt := analysis.StatsOptions{Probes: *probes, Batch: *batch}
 	tk := analysis.Task(*task)
 	logf := func(string, ...any) {}
 	if *verbose {

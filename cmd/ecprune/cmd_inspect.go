@@ -102,12 +102,7 @@ func inspectModel(ld *loaded) *inspectResult {
 		r.Metadata[kv.GetKey()] = kv.GetValue()
 	}
 	for _, l := range ld.net.Layers {
-		nz := 0
-		for _, w := range l.W {
-			if w != 0 {
-				nz++
-			}
-		}
+		nz := l.NonZeros()
 		r.Layers = append(r.Layers, layerInfo{
 			Name: l.Name, Node: l.Node, Pattern: l.Pattern, Out: l.Out, In: l.In, Layout: l.WeightLayout.String(),
 			Type: onnxio.TypeName(l.WeightType), Bias: l.B != nil, Next: l.Next, Params: l.Params(), NonZeros: nz,

@@ -77,21 +77,15 @@ func runReport(e *env, f *reportFlags, args []string) error {
 	if r.SizeA, err = modelSizes(args[1], a.net); err != nil {
 		return err
 	}
-	density := func(w []float64) float64 {
-		nz := 0
-		for _, v := range w {
-			if v != 0 {
-				nz++
-			}
-		}
-		return float64(nz) / float64(max(1, len(w)))
+	density := func(l *onnxio.Layer) float64 {
+		return float64(l.NonZeros()) / float64(max(1, l.Params()))
 	}
 	// Layers are matched by position: pruning never adds or removes one.
 	for i, lb := range b.net.Layers {
-		rl := reportLayer{Name: lb.Name, Out: lb.Out, In: lb.In, DensityBefore: density(lb.W)}
+		rl := reportLayer{Name: lb.Name, Out: lb.Out, In: lb.In, DensityBefore: density(lb)}
 		{
 			la := a.net.Layers[i]
-			rl.DensityAfter = density(la.W)
+			rl.DensityAfter = density(la)
 			var ss float64
 			for o := 0; o < la.Out; o++ {
 				var before, after float64
