@@ -16,8 +16,9 @@ import (
 type Trace struct {
 	Values  []*Tensor // by value id
 	outputs []int     // net.Outputs at the time of the run
-	// w32, when set, gives float32 copies of the layer weights and the
-	// Dense products run in float32 (the forward pass of probe estimates).
+	// w32, when set, gives the layers' weights in float32 (their own W32,
+	// or a copy of W) and the Dense products run in float32 (the forward
+	// pass of probe estimates).
 	w32 func(*onnxio.Layer) []float32
 	// reluInPlace, when set, marks the values a Relu may overwrite with its
 	// output (see reluInPlaceValues): Collect's traces then hold one tensor

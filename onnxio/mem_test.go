@@ -130,9 +130,6 @@ func checkLayer(t *testing.T, m *Model, l *Layer, want storage) {
 				t.Fatalf("%s: W32[%d] = %v, want %v", ctx, q, v, ref[q])
 			}
 		}
-		if f := l.Float32(); len(f) != n || unsafe.SliceData(f) != unsafe.SliceData(l.W32) {
-			t.Fatalf("%s: Float32() is not W32", ctx)
-		}
 	} else {
 		if len(l.W) != n {
 			t.Fatalf("%s: W has %d values for %dx%d", ctx, len(l.W), l.Out, l.In)
@@ -142,8 +139,8 @@ func checkLayer(t *testing.T, m *Model, l *Layer, want storage) {
 				t.Fatalf("%s: W[%d] = %v, want %v", ctx, q, v, ref[q])
 			}
 		}
-		if l.Float32() != nil {
-			t.Fatalf("%s: Float32() of a float64 layer is not nil", ctx)
+		if l.W32 != nil {
+			t.Fatalf("%s: a float64 layer has W32 too", ctx)
 		}
 		if w := l.Weights64(); unsafe.SliceData(w) != unsafe.SliceData(l.W) {
 			t.Fatalf("%s: Weights64() of a float64 layer is not W", ctx)
@@ -452,8 +449,8 @@ func TestLayerWeightAccessors(t *testing.T) {
 			if l32.NonZeros() != nz || l64.NonZeros() != nz {
 				t.Fatalf("NonZeros %d (W32) and %d (W), want %d", l32.NonZeros(), l64.NonZeros(), nz)
 			}
-			if l32.Float32() == nil || l64.Float32() != nil {
-				t.Fatalf("Float32: %d values (W32 layer), %d (W layer), want %d and none", len(l32.Float32()), len(l64.Float32()), len(tc.w))
+			if l32.W32 == nil || l64.W32 != nil {
+				t.Fatalf("W32: %d values (W32 layer), %d (W layer), want %d and none", len(l32.W32), len(l64.W32), len(tc.w))
 			}
 			// Weights64 of a W32 layer is a copy; of a W layer, W itself.
 			a[0] = 42
@@ -530,8 +527,8 @@ func TestLayerSetWeights(t *testing.T) {
 		if l.W == nil || l.W32 != nil {
 			t.Fatalf("layer %s: after SetWeights with 0.1, W %d values and W32 %d, want W only", l.Name, len(l.W), len(l.W32))
 		}
-		if math.Float64bits(l.At(0)) != math.Float64bits(0.1) || l.Float32() != nil {
-			t.Fatalf("layer %s: At(0) = %v, Float32() %d values; want 0.1 and nil", l.Name, l.At(0), len(l.Float32()))
+		if math.Float64bits(l.At(0)) != math.Float64bits(0.1) || l.W32 != nil {
+			t.Fatalf("layer %s: At(0) = %v, W32 %d values; want 0.1 and nil", l.Name, l.At(0), len(l.W32))
 		}
 		for q := range w {
 			if math.Float64bits(l.W[q]) != math.Float64bits(w[q]) {

@@ -133,7 +133,7 @@ type Layer struct {
 	// which is what lets an analysis fit in 6x the file size. W holds the
 	// others (DOUBLE weights, an alpha that leaves float32). W32 is read
 	// only, since it may share the model's memory: change weights with
-	// SetWeights. Read them with At, Weights64 or Float32.
+	// SetWeights. Read them with At or Weights64 (or W32 itself).
 	W   []float64
 	W32 []float32
 	B   []float64 // Out, effective (beta applied); nil: no bias
@@ -181,10 +181,6 @@ func (l *Layer) Weights64() []float64 {
 	}
 	return w
 }
-
-// Float32 returns the weights as float32 when the layer holds them so
-// (W32, read-only), else nil.
-func (l *Layer) Float32() []float32 { return l.W32 }
 
 // NonZeros counts the non-zero weights.
 func (l *Layer) NonZeros() int {

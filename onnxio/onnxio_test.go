@@ -112,7 +112,7 @@ func TestExternalDataRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range n1.Layers {
-		if !equalFloats(n1.Layers[i].W, n2.Layers[i].W) || !equalFloats(n1.Layers[i].B, n2.Layers[i].B) {
+		if !equalFloats(n1.Layers[i].Weights64(), n2.Layers[i].Weights64()) || len(n1.Layers[i].Weights64()) == 0 || !equalFloats(n1.Layers[i].B, n2.Layers[i].B) {
 			t.Errorf("layer %d differs after externalising", i)
 		}
 	}
@@ -241,7 +241,7 @@ func TestExtractBundled(t *testing.T) {
 		}
 	}
 	for i := range g.Layers {
-		if !equalFloats(g.Layers[i].W, mm.Layers[i].W) || !equalFloats(g.Layers[i].B, mm.Layers[i].B) {
+		if !equalFloats(g.Layers[i].Weights64(), mm.Layers[i].Weights64()) || len(g.Layers[i].Weights64()) == 0 || !equalFloats(g.Layers[i].B, mm.Layers[i].B) {
 			t.Errorf("layer %d: Gemm and MatMul files extract different W or b", i)
 		}
 		if g.Layers[i].WeightLayout != LayoutOutIn || mm.Layers[i].WeightLayout != LayoutInOut {

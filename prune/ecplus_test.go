@@ -238,6 +238,7 @@ func checkClose(t *testing.T, what string, got, want []float64, rel, abs float64
 // sees an upstream residual.
 func damage(cur *onnxio.Network, rng *rand.Rand) {
 	l := cur.Layers[0]
+	l.Own64() // float32-resident layers: damage a float64 copy
 	for q := range l.W {
 		if rng.Float64() < 0.4 {
 			l.W[q] = 0

@@ -224,9 +224,13 @@ func gemmMatMulSame(t *testing.T, method string) {
 	g, mm := nets["mnist_mlp_gemm.onnx"], nets["mnist_mlp_matmul.onnx"]
 	for i := range g.Layers {
 		lg, lm := g.Layers[i], mm.Layers[i]
-		for q := range lg.W {
-			if (lg.W[q] == 0) != (lm.W[q] == 0) || lg.W[q] != lm.W[q] {
-				t.Fatalf("layer %d weight %d: %g vs %g", i, q, lg.W[q], lm.W[q])
+		wg, wm := lg.Weights64(), lm.Weights64()
+		if len(wg) == 0 || len(wg) != len(wm) {
+			t.Fatalf("layer %d: %d and %d weights", i, len(wg), len(wm))
+		}
+		for q := range wg {
+			if (wg[q] == 0) != (wm[q] == 0) || wg[q] != wm[q] {
+				t.Fatalf("layer %d weight %d: %g vs %g", i, q, wg[q], wm[q])
 			}
 		}
 		for o := range lg.B {
