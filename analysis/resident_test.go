@@ -40,6 +40,18 @@ func rsLayers(rng *rand.Rand, out, in int) (l32, l64 *onnxio.Layer) {
 	return l32, l64
 }
 
+// rsOperands makes the operands of mulW's product: layers with the same
+// weights in W32 and W (Out x In: n x k for a W^T, k x n for a W), a
+// (m x k) and a starting c (m x n).
+func rsOperands(rng *rand.Rand, transB bool, m, n, k int) (l32, l64 *onnxio.Layer, a, c0 []float64) {
+	out, in := n, k
+	if !transB {
+		out, in = k, n
+	}
+	l32, l64 = rsLayers(rng, out, in)
+	return l32, l64, randSlice(rng, m*k, -1, 1), randSlice(rng, m*n, -2, 2)
+}
+
 // rsScale is, per element of c = op(a) op(b) + beta c0, the sum of the
 // magnitudes of its terms |beta c0| + sum_l |op(a)_il op(b)_lj|: rounding
 // errors are relative to it (a plain relative error is meaningless where
@@ -161,14 +173,7 @@ func TestMulWResident(t *testing.T) {
 					}
 					rng := rand.New(rand.NewPCG(uint64(ci), 11))
 					m, n, k := c.m, c.n, c.k
-					// W is Out x In: n x k for a W^T, k x n for a W.
-					out, in := n, k
-					if !transB {
-						out, in = k, n
-					}
-					l32, l64 := rsLayers(rng, out, in)
-					a := randSlice(rng, m*k, -1, 1)
-					c0 := randSlice(rng, m*n, -2, 2)
+					l32, l64, a, c0 := rsOperands(rng, transB, m, n, k)
 					scale := rsScale(false, transB, m, n, k, a, l64.W, c0, beta)
 
 					want := append([]float64(nil), c0...)
@@ -207,8 +212,8 @@ func TestMulWResident(t *testing.T) {
 						}
 						sum += rowsW
 					}
-					if sum != out {
-						t.Errorf("blocks cover %d rows of W, want %d (calls %v)", sum, out, calls)
+					if sum != l32.Out {
+						t.Errorf("blocks cover %d rows of W, want %d (calls %v)", sum, l32.Out, calls)
 					}
 					wantCalls := c.blocks
 					if !transB {
@@ -273,13 +278,7 @@ func TestMulWDegenerate(t *testing.T) {
 					t.Run(fmt.Sprintf("%dx%dx%d/transB=%v/%s/block%d", m, n, k, transB, mm.name, block), func(t *testing.T) {
 						rsSetBlock(t, &wBlock, block)
 						rng := rand.New(rand.NewPCG(5, 6))
-						out, in := n, k
-						if !transB {
-							out, in = k, n
-						}
-						l32, _ := rsLayers(rng, out, in)
-						a := randSlice(rng, m*k, -1, 1)
-						c0 := randSlice(rng, m*n, -2, 2)
+						l32, _, a, c0 := rsOperands(rng, transB, m, n, k)
 						want := make([]float64, m*n)
 						for i := range want {
 							want[i] = 0.5 * c0[i]
