@@ -520,7 +520,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 // between want and the outputs is made by another op (the caller then uses
 // vjp). outCot holds one [P, output shape] slice per graph output (nil:
 // zero) and becomes the function's; the results are [P, value shape].
-// Buffers come from and may be returned to the float32 pool (putF32).
+// Buffers come from and may be returned to the float32 pool (putBuf).
 func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int) (res map[int][]float32, ok bool) {
 	w32 := tr.w32
 	if w32 == nil {
@@ -529,7 +529,7 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 				return l.W32
 			}
 			w := make([]float32, len(l.W))
-			toF32(w, l.W)
+			convertInto(w, l.W)
 			return w
 		}
 	}
@@ -592,7 +592,7 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 			size := p * x.Len()
 			fresh := cot[in] == nil
 			if fresh && family(op.Kind) != famAlias {
-				cot[in] = *getF32(size)
+				cot[in] = *getBuf[float32](size)
 			}
 			dst := cot[in]
 			switch family(op.Kind) {
@@ -615,7 +615,7 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 					continue
 				}
 				if fresh {
-					cot[in] = append(*getF32(0), g...)
+					cot[in] = append(*getBuf[float32](0), g...)
 				} else {
 					for q, v := range g {
 						dst[q] += v
@@ -651,14 +651,14 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 			}
 		}
 		if !wanted[op.Out] {
-			putF32(&g)
+			putBuf(&g)
 			cot[op.Out] = nil
 		}
 	}
 	res = make(map[int][]float32, len(want))
 	for _, w := range want {
 		if cot[w] == nil {
-			s := *getF32(p * tr.Values[w].Len())
+			s := *getBuf[float32](p * tr.Values[w].Len())
 			clear(s)
 			cot[w] = s
 		}

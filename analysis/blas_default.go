@@ -39,14 +39,6 @@ func (impl64) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float
 	gemm.Dgemm(isTrans(tA), isTrans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// transposeFirst makes matmul copy a^T before multiplying when op(a) is a
-// transpose. It was true for gonum's kernels, whose a^T b ran at a third
-// to half the speed of a b. internal/gemm transposes while packing, and
-// packing a^T is the cheaper case (contiguous rows): the copy would only
-// add m k moves and a buffer (BenchmarkMatmul/stats32, one thread: 3 to 5%
-// more CPU time with the copy).
-const transposeFirst = false
-
 // BLASKernel says which micro-kernel the products run on this CPU.
 func BLASKernel() string {
 	k32, k64 := gemm.Kernel()

@@ -59,9 +59,6 @@ func (openblas) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []flo
 	ob.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// transposeFirst: OpenBLAS packs its operands whatever their layout.
-const transposeFirst = false
-
 // BLASKernel says which micro-kernel the products run on: OpenBLAS picks
 // its own (see OPENBLAS_CORETYPE above).
 func BLASKernel() string { return "OpenBLAS's choice" }

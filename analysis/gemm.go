@@ -27,13 +27,6 @@ func matmul(transA, transB bool, m, n, k int, a, b, c []float64, beta float64) {
 	if m == 0 || n == 0 {
 		return
 	}
-	if transA && transposeFirst && k > 0 {
-		// gonum's kernels for op(a) = a^T run at half the speed of those
-		// for a: copy a^T first (m k values against m n k multiply-adds).
-		t := make([]float64, m*k)
-		transposeInto(t, a[:m*k], k, m)
-		a, transA = t, false
-	}
 	if k == 0 {
 		// An empty sum; BLAS would reject the zero strides.
 		c = c[:m*n]
@@ -64,27 +57,42 @@ type matmulFunc func(transA, transB bool, m, n, k int, a, b, c []float64, beta f
 // the result is added to beta c in float64. It is about twice as fast as
 // matmul with either BLAS and loses about 1e-7 relative per product.
 func matmul32(transA, transB bool, m, n, k int, a, b, c []float64, beta float64) {
-	if len(a) < m*k || len(b) < k*n || len(c) < m*n {
-		panic(fmt.Sprintf("analysis.matmul32: short operand for %dx%dx%d: %d %d %d", m, n, k, len(a), len(b), len(c)))
+	MatMul32(transA, transB, m, n, k, 1, a, b, nil, beta, c)
+}
+
+// matmulW32 is matmul32 with b given in float32 already (the layers'
+// float32 weights).
+func matmulW32(transA, transB bool, m, n, k int, a []float64, b32 []float32, c []float64, beta float64) {
+	MatMul32(transA, transB, m, n, k, 1, a, nil, b32, beta, c)
+}
+
+// MatMul32 sets c = beta c + alpha op(a) op(b) (shapes as matmul's) with
+// the product in float32: a, and b unless b32 gives it in float32
+// already, are rounded to float32, multiplied with blas32.Gemm, and the
+// result is added to c in float64, a block of rows at a time. It is the
+// float32 product of probe estimates, here and in ec+.
+func MatMul32(transA, transB bool, m, n, k int, alpha float64, a, b []float64, b32 []float32, beta float64, c []float64) {
+	if len(a) < m*k || (b32 == nil && len(b) < k*n) || (b32 != nil && len(b32) < k*n) || len(c) < m*n {
+		panic(fmt.Sprintf("analysis.MatMul32: short operand for %dx%dx%d: %d %d %d %d", m, n, k, len(a), len(b), len(b32), len(c)))
 	}
-	if m == 0 || n == 0 || k == 0 {
-		matmul(transA, transB, m, n, k, a, b, c, beta)
+	if m == 0 || n == 0 {
 		return
 	}
-	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
-	a32, b32 := getF32(m*k), getF32(k*n)
-	defer putF32(a32)
-	defer putF32(b32)
-	toF32(*a32, a[:m*k])
-	if transA && transposeFirst {
-		t := getF32(m * k)
-		defer putF32(t)
-		transposeInto(*t, *a32, k, m)
-		a32, t = t, a32
-		ta, ar, ac = blas.NoTrans, m, k
+	if k == 0 {
+		matmul(transA, transB, m, n, 0, a, nil, c, beta) // an empty sum: c = beta c
+		return
 	}
-	toF32(*b32, b[:k*n])
-	gemm32Into(ta, ar, ac, *a32, tb, br, bc, *b32, m, n, c, beta)
+	a32 := getBuf[float32](m * k)
+	defer putBuf(a32)
+	convertInto(*a32, a[:m*k])
+	if b32 == nil {
+		bb := getBuf[float32](k * n)
+		defer putBuf(bb)
+		convertInto(*bb, b[:k*n])
+		b32 = *bb
+	}
+	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
+	gemm32Into(ta, ar, ac, *a32, tb, br, bc, b32[:k*n], m, n, alpha, c, beta)
 }
 
 // c32Max bounds the float32 product that gemm32Into holds before adding it
@@ -92,12 +100,12 @@ func matmul32(transA, transB bool, m, n, k int, a, b, c []float64, beta float64)
 // otherwise need a 64 MB float32 copy of the whole result per batch.
 var c32Max = 1 << 20
 
-// gemm32Into sets c = beta c + float64(op(a) op(b)), the float32 product
-// (m x n) computed a block of rows at a time.
-func gemm32Into(ta blas.Transpose, ar, ac int, a []float32, tb blas.Transpose, br, bc int, b []float32, m, n int, c []float64, beta float64) {
+// gemm32Into sets c = beta c + alpha float64(op(a) op(b)), the float32
+// product (m x n) computed a block of rows at a time.
+func gemm32Into(ta blas.Transpose, ar, ac int, a []float32, tb blas.Transpose, br, bc int, b []float32, m, n int, alpha float64, c []float64, beta float64) {
 	mb := max(1, min(m, c32Max/max(n, 1)))
-	c32 := getF32(mb * n)
-	defer putF32(c32)
+	c32 := getBuf[float32](mb * n)
+	defer putBuf(c32)
 	bm := blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b}
 	for i0 := 0; i0 < m; i0 += mb {
 		i1 := min(m, i0+mb)
@@ -110,24 +118,33 @@ func gemm32Into(ta blas.Transpose, ar, ac int, a []float32, tb blas.Transpose, b
 		}
 		cm := blas32.General{Rows: i1 - i0, Cols: n, Stride: n, Data: (*c32)[:(i1-i0)*n]}
 		blas32.Gemm(ta, tb, 1, am, bm, 0, cm)
-		addF32(c[i0*n:i1*n], cm.Data, beta)
+		addF32(c[i0*n:i1*n], cm.Data, alpha, beta)
 	}
 }
 
-// f32Pool recycles the float32 operands of matmul32, which are as large
-// as the tangent batches.
-var f32Pool sync.Pool
+// pools recycle the float32 and float64 scratch of the products (as
+// large as a batch of tangents, or a block of converted weights).
+var pool32, pool64 sync.Pool
 
-func getF32(n int) *[]float32 {
-	if p, ok := f32Pool.Get().(*[]float32); ok && cap(*p) >= n {
+func poolFor[T float32 | float64]() *sync.Pool {
+	var z T
+	if any(z) == any(float32(0)) {
+		return &pool32
+	}
+	return &pool64
+}
+
+// getBuf returns a slice of n elements (contents undefined) from the pool.
+func getBuf[T float32 | float64](n int) *[]T {
+	if p, ok := poolFor[T]().Get().(*[]T); ok && cap(*p) >= n {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]float32, n)
+	s := make([]T, n)
 	return &s
 }
 
-func putF32(p *[]float32) { f32Pool.Put(p) }
+func putBuf[T float32 | float64](p *[]T) { poolFor[T]().Put(p) }
 
 // parallelChunks runs f over [0, n) in GOMAXPROCS pieces when n is large
 // enough to be worth it (the conversions are memory-bound).
@@ -152,71 +169,39 @@ func parallelAbove(n, least int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-func toF32(dst []float32, src []float64) {
+// convertInto sets dst to src converted element by element.
+func convertInto[D, S float32 | float64](dst []D, src []S) {
 	parallelChunks(len(src), func(lo, hi int) {
 		d, s := dst[lo:hi], src[lo:hi]
 		for i, v := range s {
-			d[i] = float32(v)
+			d[i] = D(v)
 		}
 	})
 }
 
-// addF32 sets c = beta c + float64(s).
-func addF32(c []float64, s []float32, beta float64) {
+// addF32 sets c = beta c + alpha float64(s).
+func addF32(c []float64, s []float32, alpha, beta float64) {
 	parallelChunks(len(c), func(lo, hi int) {
 		d, v := c[lo:hi], s[lo:hi]
-		switch beta {
-		case 0:
+		switch {
+		case alpha == 1 && beta == 0:
 			for i, x := range v {
 				d[i] = float64(x)
 			}
-		case 1:
+		case alpha == 1 && beta == 1:
 			for i, x := range v {
 				d[i] += float64(x)
 			}
+		case beta == 0:
+			for i, x := range v {
+				d[i] = alpha * float64(x)
+			}
 		default:
 			for i, x := range v {
-				d[i] = beta*d[i] + float64(x)
+				d[i] = beta*d[i] + alpha*float64(x)
 			}
 		}
 	})
-}
-
-// matmulW32 is matmul32 with b given in float32 already (cached weights).
-func matmulW32(transA, transB bool, m, n, k int, a []float64, b32 []float32, c []float64, beta float64) {
-	if len(a) < m*k || len(b32) < k*n || len(c) < m*n {
-		panic(fmt.Sprintf("analysis.matmulW32: short operand for %dx%dx%d: %d %d %d", m, n, k, len(a), len(b32), len(c)))
-	}
-	if m == 0 || n == 0 {
-		return
-	}
-	if k == 0 {
-		matmul(transA, transB, m, n, 0, a, nil, c, beta) // an empty sum: c = beta c
-		return
-	}
-	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
-	a32 := getF32(m * k)
-	defer putF32(a32)
-	toF32(*a32, a[:m*k])
-	gemm32Into(ta, ar, ac, *a32, tb, br, bc, b32[:k*n], m, n, c, beta)
-}
-
-// transposeInto sets dst (cols x rows) to the transpose of src (rows x
-// cols), in tiles that stay in cache.
-func transposeInto[T float32 | float64](dst, src []T, rows, cols int) {
-	const tile = 32
-	for r0 := 0; r0 < rows; r0 += tile {
-		r1 := min(rows, r0+tile)
-		for c0 := 0; c0 < cols; c0 += tile {
-			c1 := min(cols, c0+tile)
-			for r := r0; r < r1; r++ {
-				row := src[r*cols : (r+1)*cols]
-				for c := c0; c < c1; c++ {
-					dst[c*rows+r] = row[c]
-				}
-			}
-		}
-	}
 }
 
 // blasShapes gives the BLAS transpose flags and the stored shapes of a and
@@ -278,18 +263,18 @@ func mulW(mm matmulFunc, transB bool, m, n, k int, a []float64, l *onnxio.Layer,
 	}
 	if transB {
 		nb := max(1, min(n, wBlock/max(k, 1)))
-		w := getF64(nb * k)
-		defer putF64(w)
+		w := getBuf[float64](nb * k)
+		defer putBuf(w)
 		if nb == n {
-			f32To64(*w, l.W32[:n*k])
+			convertInto(*w, l.W32[:n*k])
 			mm(false, true, m, n, k, a, *w, c, beta)
 			return
 		}
-		t := getF64(m * nb)
-		defer putF64(t)
+		t := getBuf[float64](m * nb)
+		defer putBuf(t)
 		for n0 := 0; n0 < n; n0 += nb {
 			n1 := min(n, n0+nb)
-			f32To64((*w)[:(n1-n0)*k], l.W32[n0*k:n1*k])
+			convertInto((*w)[:(n1-n0)*k], l.W32[n0*k:n1*k])
 			mm(false, true, m, n1-n0, k, a, *w, *t, 0)
 			for r := 0; r < m; r++ {
 				dst, src := c[r*n+n0:r*n+n1], (*t)[r*(n1-n0):(r+1)*(n1-n0)]
@@ -305,18 +290,18 @@ func mulW(mm matmulFunc, transB bool, m, n, k int, a []float64, l *onnxio.Layer,
 		return
 	}
 	kb := max(1, min(k, wBlock/max(n, 1)))
-	w := getF64(kb * n)
-	defer putF64(w)
+	w := getBuf[float64](kb * n)
+	defer putBuf(w)
 	if kb == k {
-		f32To64(*w, l.W32[:k*n])
+		convertInto(*w, l.W32[:k*n])
 		mm(false, false, m, n, k, a, *w, c, beta)
 		return
 	}
-	ab := getF64(m * kb)
-	defer putF64(ab)
+	ab := getBuf[float64](m * kb)
+	defer putBuf(ab)
 	for k0 := 0; k0 < k; k0 += kb {
 		k1 := min(k, k0+kb)
-		f32To64((*w)[:(k1-k0)*n], l.W32[k0*n:k1*n])
+		convertInto((*w)[:(k1-k0)*n], l.W32[k0*n:k1*n])
 		for r := 0; r < m; r++ {
 			copy((*ab)[r*(k1-k0):(r+1)*(k1-k0)], a[r*k+k0:r*k+k1])
 		}
@@ -334,25 +319,3 @@ func isF32(mm matmulFunc) bool {
 	return reflect.ValueOf(mm).Pointer() == reflect.ValueOf(matmulFunc(matmul32)).Pointer()
 }
 
-// f64Pool recycles mulW's float64 blocks.
-var f64Pool sync.Pool
-
-func getF64(n int) *[]float64 {
-	if p, ok := f64Pool.Get().(*[]float64); ok && cap(*p) >= n {
-		*p = (*p)[:n]
-		return p
-	}
-	s := make([]float64, n)
-	return &s
-}
-
-func putF64(p *[]float64) { f64Pool.Put(p) }
-
-func f32To64(dst []float64, src []float32) {
-	parallelChunks(len(src), func(lo, hi int) {
-		d, s := dst[lo:hi], src[lo:hi]
-		for i, v := range s {
-			d[i] = float64(v)
-		}
-	})
-}

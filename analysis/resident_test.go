@@ -329,7 +329,7 @@ func TestGemm32RowBlocks(t *testing.T) {
 						rsCheckScaled(t, "matmul32 vs matmul", ref, want, scale, 1e-5)
 						var bref []float64
 						b32 := make([]float32, len(b))
-						toF32(b32, b)
+						convertInto(b32, b)
 						if !ta {
 							bref = prod(func(c []float64) { matmulW32(false, tb, m, n, k, a, b32, c, beta) })
 							rsSameBits(t, "matmulW32 vs matmul32", bref, ref)

@@ -124,7 +124,7 @@ func (s *Stats) weights32(l *onnxio.Layer) []float32 {
 	w, ok := s.w32[l]
 	if !ok {
 		w = make([]float32, len(l.W))
-		toF32(w, l.W)
+		convertInto(w, l.W)
 		s.w32[l] = w
 	}
 	return w
@@ -368,15 +368,15 @@ func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool) {
 	if f32 {
 		// The operands are made in float32 directly (the same values
 		// matmul32 would round them to), without float64 copies.
-		ac, ac2, g32 := getF32(len(a)), getF32(len(a)), getF32(len(g))
-		defer putF32(ac)
-		defer putF32(ac2)
-		defer putF32(g32)
+		ac, ac2, g32 := getBuf[float32](len(a)), getBuf[float32](len(a)), getBuf[float32](len(g))
+		defer putBuf(ac)
+		defer putBuf(ac2)
+		defer putBuf(g32)
 		shiftedInto(*ac, *ac2, a, ls.Shift)
-		toF32(*g32, g)
+		convertInto(*g32, g)
 		ta, ar, acols, tb, br, bc := blasShapes(true, false, l.Out, l.In, rows)
-		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac, l.Out, l.In, ls.S1, 1)
-		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac2, l.Out, l.In, ls.S2, 1)
+		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac, l.Out, l.In, 1, ls.S1, 1)
+		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac2, l.Out, l.In, 1, ls.S2, 1)
 	} else {
 		ac, ac2 := make([]float64, len(a)), make([]float64, len(a))
 		shiftedInto(ac, ac2, a, ls.Shift)
@@ -463,7 +463,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 				// Float32 end to end when the ops allow it.
 				signs = make([][]float32, len(outs))
 				for o, out := range outs {
-					c := *getF32((p1 - p0) * out.Len())
+					c := *getBuf[float32]((p1 - p0) * out.Len())
 					for q := range c {
 						c[q] = float32(1 - 2*int(rng.Uint64()&1))
 					}
@@ -475,7 +475,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 						addSquares32(g[i], res[want[i]], 1/float64(probes))
 					}
 					for _, r := range res {
-						putF32(&r)
+						putBuf(&r)
 					}
 					continue
 				}

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -712,7 +711,6 @@ type resident struct {
 
 	ge, gr, acg, c []float64 // scratch of addResidualOn
 	wr             []float64 // scratch of update
-	a32, b32, c32  []float32 // scratch of gemm
 }
 
 func newResident(rows, out, in int) *resident {
@@ -832,26 +830,10 @@ func (rd *resident) gemm(transB bool, m, n, k int, alpha float64, a, b []float64
 			beta, blas64.General{Rows: m, Cols: n, Stride: n, Data: c[:m*n]})
 		return
 	}
-	rd.a32 = toF32(rd.a32, a[:m*k])
-	if len(b32) < br*bc {
-		rd.b32 = toF32(rd.b32, b[:br*bc])
-		b32 = rd.b32
+	if len(b32) < k*n {
+		b32 = nil // not sealed: convert b
 	}
-	rd.c32 = growF32(rd.c32, m*n)
-	blas32.Gemm(blas.NoTrans, tb, 1,
-		blas32.General{Rows: m, Cols: k, Stride: k, Data: rd.a32},
-		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b32[:br*bc]},
-		0, blas32.General{Rows: m, Cols: n, Stride: n, Data: rd.c32})
-	c = c[:m*n]
-	if beta == 0 {
-		for q, v := range rd.c32 {
-			c[q] = alpha * float64(v)
-		}
-		return
-	}
-	for q, v := range rd.c32 {
-		c[q] = beta*c[q] + alpha*float64(v)
-	}
+	analysis.MatMul32(false, transB, m, n, k, alpha, a, b, b32, beta, c)
 }
 
 func growF32(buf []float32, n int) []float32 {
