@@ -318,4 +318,3 @@ func mulW(mm matmulFunc, transB bool, m, n, k int, a []float64, l *onnxio.Layer,
 func isF32(mm matmulFunc) bool {
 	return reflect.ValueOf(mm).Pointer() == reflect.ValueOf(matmulFunc(matmul32)).Pointer()
 }
-
