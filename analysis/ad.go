@@ -524,14 +524,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int) (res map[int][]float32, ok bool) {
 	w32 := tr.w32
 	if w32 == nil {
-		w32 = func(l *onnxio.Layer) []float32 {
-			if l.W32 != nil {
-				return l.W32
-			}
-			w := make([]float32, len(l.W))
-			convertInto(w, l.W)
-			return w
-		}
+		w32 = layerF32
 	}
 	wanted := make([]bool, len(tr.Values))
 	rel := make([]bool, len(tr.Values))
@@ -630,22 +623,16 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 				if err != nil {
 					return nil, false
 				}
-				n := len(d)
-				parallelChunks(len(dst), func(lo, hi int) {
-					for off := lo; off < hi; {
-						k0 := off % n
-						k1 := min(n, k0+hi-off)
-						o, s, dd := dst[off:off+k1-k0], g[off:off+k1-k0], d[k0:k1]
-						if fresh {
-							for k, dk := range dd {
-								o[k] = float32(dk) * s[k]
-							}
-						} else {
-							for k, dk := range dd {
-								o[k] += float32(dk) * s[k]
-							}
+				eachPeriod(len(dst), len(d), func(off, k0, k1 int) {
+					o, s, dd := dst[off:off+k1-k0], g[off:off+k1-k0], d[k0:k1]
+					if fresh {
+						for k, dk := range dd {
+							o[k] = float32(dk) * s[k]
 						}
-						off += k1 - k0
+					} else {
+						for k, dk := range dd {
+							o[k] += float32(dk) * s[k]
+						}
 					}
 				})
 			}
@@ -672,22 +659,30 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 // branches: on an untrained network the signs of x are random and the
 // branchy loop of unaryDeriv cost a fifth of the probe analysis.
 func reluVJP32(dst, g []float32, x []float64, fresh bool) {
-	n := len(x)
-	parallelChunks(len(dst), func(lo, hi int) {
+	eachPeriod(len(dst), len(x), func(off, k0, k1 int) {
+		o, s, xs := dst[off:off+k1-k0], g[off:off+k1-k0], x[k0:k1]
+		for k, v := range xs {
+			b := int64(math.Float64bits(v))
+			m := uint32(uint64((-b)&^b)>>63) * 0xffffffff // all ones iff v > 0
+			r := math.Float32frombits(math.Float32bits(s[k]) & m)
+			if fresh {
+				o[k] = r
+			} else {
+				o[k] += r
+			}
+		}
+	})
+}
+
+// eachPeriod runs f over [0, total), a value of n elements repeated over
+// the directions, in parallel pieces cut so that each call covers the
+// positions off .. off+k1-k0, whose index in the value runs k0 .. k1.
+func eachPeriod(total, n int, f func(off, k0, k1 int)) {
+	parallelChunks(total, func(lo, hi int) {
 		for off := lo; off < hi; {
 			k0 := off % n
 			k1 := min(n, k0+hi-off)
-			o, s, xs := dst[off:off+k1-k0], g[off:off+k1-k0], x[k0:k1]
-			for k, v := range xs {
-				b := int64(math.Float64bits(v))
-				m := uint32(uint64((-b)&^b)>>63) * 0xffffffff // all ones iff v > 0
-				r := math.Float32frombits(math.Float32bits(s[k]) & m)
-				if fresh {
-					o[k] = r
-				} else {
-					o[k] += r
-				}
-			}
+			f(off, k0, k1)
 			off += k1 - k0
 		}
 	})

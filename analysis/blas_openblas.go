@@ -16,11 +16,11 @@ import (
 //
 // With -tags openblas (and CGO_LDFLAGS=-lopenblas, Debian's
 // libopenblas-dev), the process's large matrix products (blas64/blas32
-// Gemm) go to OpenBLAS through gonum's cgo bindings (see openblas below). Debian's OpenBLAS 0.3.21 does not
-// recognise AMD Zen 4/5 and falls back to its Haswell (AVX2) kernels; run
-// with OPENBLAS_CORETYPE=SkylakeX to get the AVX-512 ones (about 2x). The
-// variable is read when the library loads, so it must be in the
-// environment of the process.
+// Gemm) go to OpenBLAS through gonum's cgo bindings (see openblas below).
+// Debian's OpenBLAS 0.3.21 does not recognise AMD Zen 4/5 and falls back
+// to its Haswell (AVX2) kernels; run with OPENBLAS_CORETYPE=SkylakeX to get
+// the AVX-512 ones (about 2x). The variable is read when the library
+// loads, so it must be in the environment of the process.
 const BLASName = "OpenBLAS (cgo, gonum netlib) for large products, internal/gemm and gonum for the rest"
 
 func init() {

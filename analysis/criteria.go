@@ -40,6 +40,9 @@ type funcCriterion struct {
 	labels     bool
 	compensate bool
 	score      func(ls *LayerStats, n int, layer int, seed uint64) (score, delta []float64)
+	// inPlace, if set, is score written over the layer's S1/S2 (see
+	// ScoreConsuming).
+	inPlace func(ls *LayerStats, n int) (score, delta []float64)
 }
 
 func (c funcCriterion) Name() string      { return c.name }
@@ -65,9 +68,11 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 var criteria = map[string]Criterion{
 	"ec": funcCriterion{name: "ec", compensate: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.ECImportance(n)
-	}},
+	}, inPlace: (*LayerStats).ECImportanceInPlace},
 	"ec-nocomp": funcCriterion{name: "ec-nocomp", score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.NoCompImportance(n), nil
+	}, inPlace: func(ls *LayerStats, n int) ([]float64, []float64) {
+		return ls.NoCompImportanceInPlace(n), nil
 	}},
 	"magnitude": funcCriterion{name: "magnitude", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		s := make([]float64, ls.Layer.Params())

@@ -30,13 +30,14 @@ func (ls *LayerStats) NoCompImportanceInPlace(n int) []float64 {
 }
 
 // ScoreConsuming is c.Score(st, seed) for a caller that will not use st's
-// S1 and S2 again (nor score another criterion from st): ec and ec-nocomp
-// compute their scores in the storage of S1 and S2, one layer at a time,
-// and leave them nil. Other criteria do not need that storage and score
-// as Score does; st is then left as it was.
+// S1 and S2 again (nor score another criterion from st): the criteria
+// with an in-place form (ec, ec-nocomp) compute their scores in the
+// storage of S1 and S2, one layer at a time, and leave them nil. Other
+// criteria do not need that storage and score as Score does; st is then
+// left as it was.
 func ScoreConsuming(c Criterion, st *Stats, seed uint64) (*Scores, error) {
 	fc, ok := c.(funcCriterion)
-	if !ok || (fc.name != "ec" && fc.name != "ec-nocomp") {
+	if !ok || fc.inPlace == nil {
 		return c.Score(st, seed)
 	}
 	out := &Scores{Method: fc.name}
@@ -45,11 +46,7 @@ func ScoreConsuming(c Criterion, st *Stats, seed uint64) (*Scores, error) {
 	}
 	for _, ls := range st.Layers {
 		s := &LayerScores{Layer: ls.Layer}
-		if fc.name == "ec" {
-			s.Score, s.Delta = ls.ECImportanceInPlace(st.N)
-		} else {
-			s.Score = ls.NoCompImportanceInPlace(st.N)
-		}
+		s.Score, s.Delta = fc.inPlace(ls, st.N)
 		out.Layers = append(out.Layers, s)
 	}
 	return out, nil

@@ -108,25 +108,31 @@ type Stats struct {
 	Passes    int // batches processed (to show statistics are computed once)
 
 	rng *rand.Rand // probe signs, continuing across batches
-	// w32 holds float32 copies of the float64-resident weights while
-	// probes are estimated (their products run in float32; see
-	// weights32).
+	// w32 holds the layers' float32 weights (their own, or copies of
+	// float64 ones) while probes are estimated (their products run in
+	// float32; see weights32).
 	w32 map[*onnxio.Layer][]float32
 }
 
-// weights32 returns the float32 weights of a layer: the layer's own
-// (onnxio.Layer.W32) when it holds them so, else a copy made once per
+// weights32 returns the float32 weights of a layer (layerF32), once per
 // Collect.
 func (s *Stats) weights32(l *onnxio.Layer) []float32 {
+	w, ok := s.w32[l]
+	if !ok {
+		w = layerF32(l)
+		s.w32[l] = w
+	}
+	return w
+}
+
+// layerF32 is a layer's weights in float32: its own W32, or a new copy of
+// W rounded to float32.
+func layerF32(l *onnxio.Layer) []float32 {
 	if l.W32 != nil {
 		return l.W32
 	}
-	w, ok := s.w32[l]
-	if !ok {
-		w = make([]float32, len(l.W))
-		convertInto(w, l.W)
-		s.w32[l] = w
-	}
+	w := make([]float32, len(l.W))
+	convertInto(w, l.W)
 	return w
 }
 

@@ -376,16 +376,9 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 	// exactly, as pruned float32 weights are), so that a large layer is
 	// not copied once more in float64 (128 MB for 4096x4096).
 	if l.WeightLayout == onnxio.LayoutOutIn && storedAsIs(dt, w, l.Alpha) {
-		nnz := 0
-		for _, v := range w {
-			if v != 0 {
-				nnz++
-			}
-		}
-		return e.encodeWeight(l, init, dims, w, nnz)
+		return e.encodeWeight(l, init, dims, w)
 	}
 	vals := make([]float64, len(w))
-	nnz := 0
 	for o := 0; o < l.Out; o++ {
 		for j := 0; j < l.In; j++ {
 			k := o*l.In + j // stored [out,in]
@@ -393,12 +386,9 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 				k = j*l.Out + o
 			}
 			vals[k] = stored(dt, w[o*l.In+j], l.Alpha)
-			if vals[k] != 0 {
-				nnz++
-			}
 		}
 	}
-	return e.encodeWeight(l, init, dims, vals, nnz)
+	return e.encodeWeight(l, init, dims, vals)
 }
 
 // storedAsIs tells whether every value of w is stored unchanged.
@@ -411,10 +401,16 @@ func storedAsIs(dt int32, w []float64, alpha float64) bool {
 	return true
 }
 
-// encodeWeight writes vals (stored layout and values, nnz non-zeros) in
-// the chosen format.
-func (e *editor) encodeWeight(l *onnxio.Layer, init *pb.TensorProto, dims []int64, vals []float64, nnz int) (TensorResult, error) {
+// encodeWeight writes vals (stored layout and values) in the chosen
+// format.
+func (e *editor) encodeWeight(l *onnxio.Layer, init *pb.TensorProto, dims []int64, vals []float64) (TensorResult, error) {
 	dt := init.GetDataType()
+	nnz := 0
+	for _, v := range vals {
+		if v != 0 {
+			nnz++
+		}
+	}
 	name := init.GetName()
 	dense := onnxio.EncodeFloats(init, dims, vals)
 	r := TensorResult{Layer: l.Name, Tensor: name, NNZ: nnz, Size: len(vals), DenseBytes: int64(proto.Size(dense))}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1037,5 +1038,35 @@ func TestReadOnlyFolder(t *testing.T) {
 	var bad *onnxio.BadInputError
 	if err := Save(res, filepath.Join(dir, "out.onnx"), 0); !errors.As(err, &bad) || !strings.Contains(err.Error(), "not writable") {
 		t.Fatalf("error %v, want a BadInputError saying not writable", err)
+	}
+}
+
+// TestSparseLowerBound: the bound Auto uses to skip building a sparse
+// form is never above the real size of that form (the sparse tensor, and
+// the Constant node that carries it), so the shortcut cannot change which
+// format Auto picks.
+func TestSparseLowerBound(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, dt := range []int32{onnxio.Float, onnxio.Float16, onnxio.BFloat16, onnxio.Double} {
+		for _, density := range []float64{0.001, 0.1, 0.5, 0.9, 1} {
+			for _, n := range []int{1, 100, 40000} {
+				vals := make([]float64, n)
+				nnz := 0
+				for k := range vals {
+					if rng.Float64() < density || k == n-1 {
+						vals[k] = rng.Float64() + 0.5
+						nnz++
+					}
+				}
+				like := &pb.TensorProto{Name: proto.String("w"), DataType: proto.Int32(dt), Dims: []int64{int64(n)}}
+				sp := sparseTensor(like, like.Dims, vals, nnz)
+				node := &pb.NodeProto{OpType: proto.String("Constant"), Output: []string{"w"}, Attribute: []*pb.AttributeProto{{
+					Name: proto.String("sparse_value"), Type: pb.AttributeProto_SPARSE_TENSOR.Enum(), SparseTensor: sp}}}
+				lb := sparseLowerBound(vals, nnz, dt)
+				if got := int64(proto.Size(sp)); lb > got || lb > int64(proto.Size(node)) {
+					t.Errorf("%s, %d values, density %v: bound %d above the sparse form's %d bytes", onnxio.TypeName(dt), n, density, lb, got)
+				}
+			}
+		}
 	}
 }

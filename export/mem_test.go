@@ -90,3 +90,9 @@ func TestApplySharesUntouched(t *testing.T) {
 		t.Fatal("nothing shared")
 	}
 }
+
+// externalLocations is externalLocationsFile on a serialised model in
+// memory: the reference the in-place walk is checked against.
+func externalLocations(model []byte) []string {
+	return externalLocationsAt(bytes.NewReader(model), int64(len(model)), false)
+}

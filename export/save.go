@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -143,13 +142,8 @@ const (
 	externalLocationKeyStr = "location"
 )
 
-// externalLocations lists the external data locations of a serialised
-// model's initializers. Malformed input gives what could be read.
-func externalLocations(model []byte) []string {
-	return externalLocationsAt(bytes.NewReader(model), int64(len(model)), false)
-}
-
-// externalLocationsFile is externalLocations of a model file, read in
+// externalLocationsFile lists the external data locations of a model
+// file's initializers (malformed input gives what could be read), read in
 // place: only the headers of the fields on the way to the tensors'
 // external_data entries are read, never the tensors' data, so a large
 // model costs no memory. onlyExternal keeps only the tensors whose
@@ -167,7 +161,7 @@ func externalLocationsFile(path string, onlyExternal bool) ([]string, error) {
 	return externalLocationsAt(f, st.Size(), onlyExternal), nil
 }
 
-// externalLocationsAt is externalLocations of the size bytes of r.
+// externalLocationsAt is externalLocationsFile on the size bytes of r.
 func externalLocationsAt(r io.ReaderAt, size int64, onlyExternal bool) []string {
 	var out []string
 	w := &fieldWalker{r: r}

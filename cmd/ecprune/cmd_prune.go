@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -262,11 +261,6 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		return nil, err
 	}
 	r.Seconds.Select = time.Since(t).Seconds()
-	if j.large && j.oneShot {
-		// The scores' other half (the deltas, in S1's storage) is spent:
-		// return it before export allocates the new weights' bytes.
-		debug.FreeOSMemory()
-	}
 	layers := planLayerReports(plan)
 	t = time.Now()
 	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))

@@ -3,7 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"runtime/debug"
+	"runtime"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -70,7 +70,6 @@ type job struct {
 	// plan's weights take their storage), unless keepScores. On a large
 	// model that halves the peak memory. sweep leaves it false.
 	oneShot    bool
-	large      bool // tuneGC's verdict: return freed memory between phases
 	keepScores bool // --scores: the scores are written after the model
 }
 
@@ -108,7 +107,7 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	if err != nil {
 		return nil, err
 	}
-	j := &job{e: e, af: af, ld: ld, src: src, scores: map[string]*analysis.Scores{}, large: large}
+	j := &job{e: e, af: af, ld: ld, src: src, scores: map[string]*analysis.Scores{}}
 	if af.holdout > 0 {
 		j.src, j.hold = src.Split(af.holdout, af.seed)
 		if j.src.N() == 0 || j.hold.N() == 0 {
@@ -154,15 +153,10 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	}
 	j.statTime = time.Since(t)
 	if large {
-		// The last batch's buffers are garbage now: collect them and give
-		// their pages back to the system before scoring and selection
-		// allocate (a few milliseconds; the live heap is a few large
-		// slices the collector does not scan). Merely collecting them
-		// left their pages in the process, scattered in pieces too small
-		// for the selection's per-layer masks, which then took fresh
-		// pages: the peak RSS of a 42M-weight prune was there, 20 MB
-		// above the analysis's.
-		debug.FreeOSMemory()
+		// The last batch's buffers are garbage now: collect them before
+		// scoring and writing allocate (a few milliseconds; the live heap
+		// is a few large slices the collector does not scan).
+		runtime.GC()
 	}
 	e.logf("statistics of %d layers over %d samples computed once in %s (%d batches, %s)", len(j.stats.Layers), j.stats.N, j.statTime.Round(time.Millisecond), j.stats.Passes, j.stats.Mode)
 	return j, nil

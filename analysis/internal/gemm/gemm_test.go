@@ -33,14 +33,8 @@ const sentinel = 12345.5
 
 func newOperands(rng *rand.Rand, transA, transB bool, m, n, k, pad int, alpha, beta float64, nanC bool) *operands {
 	o := &operands{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta}
-	ar, ac := m, k
-	if transA {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if transB {
-		br, bc = n, k
-	}
+	ar, ac := stored(transA, m, k)
+	br, bc := stored(transB, k, n)
 	o.lda, o.ldb, o.ldc = max(1, ac)+pad, max(1, bc)+pad, max(1, n)+pad
 	fill := func(rows, cols, ld int) []float64 {
 		s := make([]float64, max(0, (rows-1)*ld+cols))

@@ -132,30 +132,27 @@ func gen(w *bytes.Buffer, s spec) {
 	}
 	p("JZ store")
 	p("%s beta+%d(FP), %s", s.bcast, betaOff, beta)
-	for i := 0; i < s.mr; i++ {
-		for v := 0; v < s.vecs; v++ {
-			p("VFMADD231%s %d(CX), %s, %s", s.sfx, v*vbytes, beta, a(i, v))
+	// writeC stores the accumulators row by row, after adding beta C.
+	writeC := func(withBeta bool) {
+		for i := 0; i < s.mr; i++ {
+			if withBeta {
+				for v := 0; v < s.vecs; v++ {
+					p("VFMADD231%s %d(CX), %s, %s", s.sfx, v*vbytes, beta, a(i, v))
+				}
+			}
+			for v := 0; v < s.vecs; v++ {
+				p("VMOVUP%s %s, %d(CX)", s.sfx[1:], a(i, v), v*vbytes)
+			}
+			if i < s.mr-1 {
+				p("ADDQ DX, CX")
+			}
 		}
-		for v := 0; v < s.vecs; v++ {
-			p("VMOVUP%s %s, %d(CX)", s.sfx[1:], a(i, v), v*vbytes)
-		}
-		if i < s.mr-1 {
-			p("ADDQ DX, CX")
-		}
+		p("VZEROUPPER")
+		p("RET")
 	}
-	p("VZEROUPPER")
-	p("RET")
+	writeC(true)
 	fmt.Fprintf(w, "store:\n")
-	for i := 0; i < s.mr; i++ {
-		for v := 0; v < s.vecs; v++ {
-			p("VMOVUP%s %s, %d(CX)", s.sfx[1:], a(i, v), v*vbytes)
-		}
-		if i < s.mr-1 {
-			p("ADDQ DX, CX")
-		}
-	}
-	p("VZEROUPPER")
-	p("RET")
+	writeC(false)
 }
 
 // genPackBT writes the packing of a full micro-panel of op(B) = B^T: nr
