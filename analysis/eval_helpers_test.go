@@ -23,15 +23,24 @@ func near(got, want, rel, abs float64) bool {
 // checkClose fails t with the first few mismatching elements.
 func checkClose(t *testing.T, what string, got, want []float64, rel, abs float64) {
 	t.Helper()
+	checkEach(t, what, got, want, func(i int) (bool, string) {
+		return near(got[i], want[i], rel, abs), fmt.Sprintf("rel %g, abs %g", rel, abs)
+	})
+}
+
+// checkEach fails t with the first few elements ok rejects (ok also says
+// what the comparison was).
+func checkEach(t *testing.T, what string, got, want []float64, ok func(i int) (bool, string)) {
+	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
 		return
 	}
 	bad := 0
 	for i := range got {
-		if !near(got[i], want[i], rel, abs) {
+		if good, detail := ok(i); !good {
 			if bad < 5 {
-				t.Errorf("%s[%d] = %.17g, want %.17g (diff %.3g)", what, i, got[i], want[i], got[i]-want[i])
+				t.Errorf("%s[%d] = %.17g, want %.17g (diff %.3g, %s)", what, i, got[i], want[i], got[i]-want[i], detail)
 			}
 			bad++
 		}

@@ -80,7 +80,7 @@ func rsScale(ta, tb bool, m, n, k int, a, b, c0 []float64, beta float64) []float
 // rsCheckScaled fails t where |got-want| > rel*scale (+ a tiny floor).
 func rsCheckScaled(t *testing.T, what string, got, want, scale []float64, rel float64) {
 	t.Helper()
-	rsCheckEach(t, what, got, want, func(i int) (bool, string) {
+	checkEach(t, what, got, want, func(i int) (bool, string) {
 		return math.Abs(got[i]-want[i]) <= rel*scale[i]+1e-300, fmt.Sprintf("scale %.3g", scale[i])
 	})
 }
@@ -88,30 +88,9 @@ func rsCheckScaled(t *testing.T, what string, got, want, scale []float64, rel fl
 // rsSameBits fails t where got and want differ in any bit.
 func rsSameBits(t *testing.T, what string, got, want []float64) {
 	t.Helper()
-	rsCheckEach(t, what, got, want, func(i int) (bool, string) {
+	checkEach(t, what, got, want, func(i int) (bool, string) {
 		return math.Float64bits(got[i]) == math.Float64bits(want[i]), "bit for bit"
 	})
-}
-
-// rsCheckEach fails t with the first few elements ok rejects.
-func rsCheckEach(t *testing.T, what string, got, want []float64, ok func(i int) (bool, string)) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
-		return
-	}
-	bad := 0
-	for i := range got {
-		if good, detail := ok(i); !good {
-			if bad < 5 {
-				t.Errorf("%s[%d] = %.17g, want %.17g (diff %.3g, %s)", what, i, got[i], want[i], got[i]-want[i], detail)
-			}
-			bad++
-		}
-	}
-	if bad > 5 {
-		t.Errorf("%s: %d of %d values differ", what, bad, len(got))
-	}
 }
 
 // rsDefaultBLAS: the products go to internal/gemm, which sums every
