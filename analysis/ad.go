@@ -114,7 +114,9 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 			if err != nil {
 				return nil, opErr(i, op, fmt.Errorf("JVP: %w", err))
 			}
-			if seeded {
+			if seeded && t == nil {
+				t = seed
+			} else if seeded {
 				// A fresh sum: t may share its data with an input's tangent.
 				sum := t.Clone()
 				addTo(sum.Data, seed.Data)
@@ -180,6 +182,9 @@ func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int, mm ma
 	y := vals[op.Out]
 	if y == nil {
 		return nil, errors.New("output not in the trace")
+	}
+	if op.Kind == onnxio.OpNode {
+		return nodeJVP(op, vals, tan, p)
 	}
 	out := NewTensor(withP(p, y.Shape), nil)
 	if family(op.Kind) == famBinary {
@@ -426,6 +431,9 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 			cot[id] = NewTensor(withP(p, vals[id].Shape), nil)
 		}
 		return cot[id].Data
+	}
+	if op.Kind == onnxio.OpNode {
+		return nodeVJP(op, vals, g, p, acc, rel)
 	}
 	if family(op.Kind) == famBinary {
 		a, b, err := binaryOperands(op, vals)

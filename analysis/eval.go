@@ -115,6 +115,12 @@ func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []f
 		}
 		vals[in.Value] = t
 	}
+	for _, c := range net.Consts {
+		if c.Value < 0 || c.Value >= len(vals) || c.Const == nil {
+			return nil, fmt.Errorf("constant value id %d out of range", c.Value)
+		}
+		vals[c.Value] = &Tensor{Shape: c.Const.Shape, Data: c.Const.Data}
+	}
 	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32, reluInPlace: reluInPlace}
 	if err := evalOps(net, tr, 0); err != nil {
 		return nil, err
@@ -206,7 +212,7 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 
 // opErr names the failing op so that a message points into the model.
 func opErr(i int, op *onnxio.Op, err error) error {
-	return fmt.Errorf("op %d (%s %q): %w", i, op.Kind, op.Node, err)
+	return fmt.Errorf("op %d (%s %q): %w", i, op.String(), op.Node, err)
 }
 
 // opInput fetches op input j.
@@ -236,6 +242,9 @@ func opsetOf(net *onnxio.Network, op *onnxio.Op) int64 {
 func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
 	if err := checkKind(op); err != nil {
 		return nil, err
+	}
+	if op.Kind == onnxio.OpNode {
+		return nodeForward(op, vals)
 	}
 	if family(op.Kind) == famBinary {
 		return binaryForward(op, vals)

@@ -67,11 +67,7 @@ func vectorSkip(name string) bool {
 // vectorUnsupported are cases that Extract must report as not evaluable,
 // with the reason: they are not a dense layer z = W a + b.
 var vectorUnsupported = map[string]string{
-	"test_gemm_all_attributes":      "transA",
-	"test_gemm_transposeA":          "transA",
 	"test_gemm_default_matrix_bias": "not a per-neuron bias",
-	"test_matmul_3d":                "rank 3",
-	"test_matmul_4d":                "rank 4",
 }
 
 // TestOperatorVectors runs the ONNX project's operator test vectors for
@@ -142,6 +138,9 @@ func runVector(t *testing.T, c onnxtestdata.Case, bind []int) {
 				t.Errorf("refused for %q, expected a reason mentioning %q", net.Reason, why)
 			}
 			return
+		}
+		if err := Check(net); err != nil {
+			t.Fatalf("set %d: %v", si, err)
 		}
 		if !net.Evaluable {
 			t.Fatalf("not evaluable: %s", net.Reason)

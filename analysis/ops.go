@@ -14,6 +14,7 @@ const (
 	famDiag    // elementwise on one variable input: a diagonal Jacobian
 	famBinary  // Add, Sub, Mul, Div
 	famSoftmax // Softmax, LogSoftmax
+	famNode    // OpNode: the op registry's kernels
 )
 
 func family(k onnxio.OpKind) int {
@@ -29,6 +30,8 @@ func family(k onnxio.OpKind) int {
 		return famBinary
 	case onnxio.OpSoftmax, onnxio.OpLogSoftmax:
 		return famSoftmax
+	case onnxio.OpNode:
+		return famNode
 	}
 	return famDiag
 }
@@ -53,7 +56,7 @@ func sigmoid(x float64) float64 {
 // checkKind rejects op kinds and attribute values that the forward and
 // derivative code do not know, before any work is done.
 func checkKind(op *onnxio.Op) error {
-	if op.Kind < onnxio.OpDense || op.Kind > onnxio.OpUnsqueeze {
+	if op.Kind < onnxio.OpDense || op.Kind > onnxio.OpNode {
 		return fmt.Errorf("unsupported op kind %d", int(op.Kind))
 	}
 	if op.Kind == onnxio.OpGelu && op.Approx != "" && op.Approx != "none" && op.Approx != "tanh" {

@@ -52,6 +52,7 @@ type extractor struct {
 	consts  map[string]*constVal
 	unavail map[string]string  // value -> cause
 	sym     map[string]*symVal // integer values of shape subgraphs (shapes.go)
+	vtype   map[string]int32   // element types of values and constants
 	skip    map[int]bool       // nodes consumed by a pattern
 	opset   int64
 	fatal   string // a finding that makes the network unusable whatever the outputs (quantized model)
@@ -71,6 +72,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		consts:  map[string]*constVal{},
 		unavail: map[string]string{},
 		sym:     map[string]*symVal{},
+		vtype:   map[string]int32{},
 		skip:    map[int]bool{},
 		opset:   m.Opset(""),
 	}
@@ -80,6 +82,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 	}
 	for name, t := range x.g.Initializer {
 		x.consts[name] = &constVal{tensor: t, shape: dimsInt(t.GetDims()), dtype: t.GetDataType(), init: name, transposeIdx: -1}
+		x.vtype[name] = t.GetDataType()
 	}
 	for name, s := range x.g.Sparse {
 		x.consts[name] = &constVal{sparse: s, shape: dimsInt(s.GetDims()), dtype: s.GetValues().GetDataType(), fromNode: "sparse_initializer", transposeIdx: -1}
@@ -92,6 +95,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 			continue
 		}
 		id := x.value(in.GetName())
+		x.vtype[in.GetName()] = ValueElemType(in)
 		x.net.Inputs = append(x.net.Inputs, Input{Name: in.GetName(), Value: id, Shape: ValueShape(in), ElemType: ValueElemType(in)})
 	}
 	for i, n := range x.g.G.Node {
@@ -129,6 +133,8 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 	if len(x.net.Inputs) == 0 && x.net.Evaluable {
 		x.notEvaluable("the graph has no inputs to feed")
 	}
+	x.pruneDead()
+	x.net.Types = x.valueTypes()
 	x.finishLayers()
 	return x.net, nil
 }
@@ -365,13 +371,6 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 			x.markUnavailable(n, cause)
 			return nil
 		}
-		if _, ok := x.sym[v]; ok {
-			if op == "Reshape" && len(n.Input) > 1 && v == n.Input[1] && v != n.Input[0] {
-				continue // its target shape: see the Reshape case
-			}
-			x.markUnavailable(n, fmt.Sprintf("%s (node %s) computes on a shape", op, label))
-			return nil
-		}
 		if _, ok := x.vid[v]; !ok {
 			return badInput(x.m.Path, "node %s reads %q, which no node, initializer or graph input provides", label, v)
 		}
@@ -429,8 +428,8 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 		o.Kind, o.In = OpIdentity, []int{in0()}
 	case "Cast":
 		to := int32(AttrInt(n, "to", 0))
-		if !IsFloatType(to) {
-			return unsupported("cast to " + TypeName(to))
+		if !IsFloatType(to) || !x.isFloat(n.Input[0]) {
+			return x.generic(i, n) // integer semantics (shape arithmetic)
 		}
 		o.Kind, o.In, o.CastTo = OpCast, []int{in0()}, to
 	case "BatchNormalization":
@@ -472,6 +471,9 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 			return unsupported("legacy broadcast attribute")
 		}
 		a, b := n.Input[0], n.Input[1]
+		if !x.isFloat(a) || !x.isFloat(b) {
+			return x.generic(i, n) // integer semantics (shape arithmetic)
+		}
 		switch {
 		case x.consts[a] != nil:
 			c, err := x.constOperand(a)
@@ -509,7 +511,7 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 			// batch size (see shapes.go).
 			s, ok := x.symReshape(n)
 			if !ok {
-				return unsupported("the target shape is computed at run time, not a constant")
+				return x.generic(i, n) // the shape is evaluated with the data
 			}
 			o.Kind, o.In, o.Shape = OpReshape, []int{in0()}, s
 			break
@@ -528,7 +530,7 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 		if len(n.Input) >= 2 && n.Input[1] != "" {
 			c := x.consts[n.Input[1]]
 			if c == nil {
-				return unsupported("axes are computed at run time")
+				return x.generic(i, n)
 			}
 			v, err := x.intsOf(c)
 			if err != nil {
@@ -544,10 +546,17 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 		}
 		o.In = []int{in0()}
 	default:
-		return unsupported("not in the supported set")
+		return x.generic(i, n)
 	}
 	x.addOp(o, n.Output[0])
 	return nil
+}
+
+// isFloat reports whether a value or constant has a float element type
+// (an unknown type counts as float).
+func (x *extractor) isFloat(name string) bool {
+	t, ok := x.vtype[name]
+	return !ok || t == 0 || IsFloatType(t)
 }
 
 func firstOutput(n *pb.NodeProto) string {
@@ -559,6 +568,16 @@ func firstOutput(n *pb.NodeProto) string {
 
 func (x *extractor) addOp(o Op, out string) {
 	o.Out = x.value(out)
+	if _, ok := x.vtype[out]; !ok {
+		switch {
+		case o.Kind == OpNode:
+			x.vtype[out] = o.OutType
+		case o.Kind == OpCast:
+			x.vtype[out] = o.CastTo
+		case len(o.In) > 0:
+			x.vtype[out] = x.vtype[x.net.Values[o.In[0]].Name]
+		}
+	}
 	x.net.Ops = append(x.net.Ops, o)
 }
 
@@ -587,8 +606,11 @@ func (x *extractor) constOperand(name string) (*Const, error) {
 // anything else is a constant subgraph ecprune does not evaluate.
 func (x *extractor) fold(i int, n *pb.NodeProto) error {
 	out := firstOutput(n)
-	if out == "" || len(n.Input) == 0 {
+	if out == "" {
 		return nil
+	}
+	if len(n.Input) == 0 || n.Input[0] == "" {
+		return x.generic(i, n)
 	}
 	src := x.consts[n.Input[0]]
 	switch n.GetOpType() {
@@ -597,8 +619,7 @@ func (x *extractor) fold(i int, n *pb.NodeProto) error {
 	case "Transpose":
 		perm := AttrInts(n, "perm")
 		if len(src.shape) != 2 || (perm != nil && (len(perm) != 2 || perm[0] != 1 || perm[1] != 0)) {
-			x.unavail[out] = fmt.Sprintf("Transpose of a constant of rank %d (node %s)", len(src.shape), nodeLabel(i, n))
-			return nil
+			return x.generic(i, n)
 		}
 		v, err := x.floatsOf(src)
 		if err != nil {
@@ -628,7 +649,7 @@ func (x *extractor) fold(i int, n *pb.NodeProto) error {
 		}
 		x.consts[out] = &constVal{shape: src.shape, floats: r, dtype: to, transposeIdx: -1, fromNode: "Cast"}
 	default:
-		x.unavail[out] = fmt.Sprintf("a constant subgraph (%s node %s)", n.GetOpType(), nodeLabel(i, n))
+		return x.generic(i, n) // a constant subgraph: evaluated with the data
 	}
 	return nil
 }
@@ -643,8 +664,7 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	aName, bName := n.Input[0], n.Input[1]
 	bc := x.consts[bName]
 	if x.consts[aName] != nil || bc == nil {
-		x.markUnavailable(n, fmt.Sprintf("%s (node %s) whose weight is not a constant", op, label))
-		return nil
+		return x.generic(i, n) // a product of two activations (attention)
 	}
 	if !IsFloatType(bc.dtype) {
 		if x.fatal == "" {
@@ -653,9 +673,8 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		x.markUnavailable(n, fmt.Sprintf("quantized layer %s", label))
 		return nil
 	}
-	if len(bc.shape) != 2 {
-		x.markUnavailable(n, fmt.Sprintf("%s (node %s) with a weight of rank %d", op, label, len(bc.shape)))
-		return nil
+	if len(bc.shape) != 2 || (op == "Gemm" && AttrInt(n, "transA", 0) != 0) {
+		return x.generic(i, n) // a batched product with a constant: not a dense layer
 	}
 	// A weight decoded here for this layer is not kept in the constant's
 	// cache: the layer's W is its only float64 copy (a large model's

@@ -39,14 +39,20 @@ const (
 	OpReshape                   // Shape (0 copies, -1 infers), AllowZero
 	OpSqueeze                   // Axes (nil: all 1-dims)
 	OpUnsqueeze                 // Axes
+	// OpNode is any other ONNX node, evaluated and differentiated by the
+	// op registry of package analysis (one entry per ONNX op type): Type
+	// names it, Attrs holds its attributes, In its present inputs (Slots
+	// maps ONNX input positions to them) and OutIndex says which of the
+	// node's outputs the op produces.
+	OpNode
 )
 
 var opNames = [...]string{"Dense", "Identity", "Cast", "Relu", "LeakyRelu", "PRelu", "Tanh", "Sigmoid",
 	"HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu", "Erf", "BatchNormalization",
-	"Add", "Sub", "Mul", "Div", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+	"Add", "Sub", "Mul", "Div", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Node"}
 
 func (k OpKind) String() string {
-	if int(k) < len(opNames) {
+	if int(k) >= 0 && int(k) < len(opNames) {
 		return opNames[k]
 	}
 	return "Op?"
@@ -83,6 +89,110 @@ type Op struct {
 	// BatchNorm parameters, per channel.
 	Scale, Bias, Mean, Var []float64
 	Eps                    float64
+
+	// OpNode: the ONNX op type, its attributes, the ONNX input positions
+	// (Slots[k] is the index into In of input k, -1 for an absent optional
+	// input), the node output this op produces, and the element types of
+	// the inputs (by slot, 0 when absent) and of the output.
+	Type     string
+	Attrs    map[string]AttrValue
+	Slots    []int
+	OutIndex int
+	InTypes  []int32
+	OutType  int32
+}
+
+// String names the op for messages: its ONNX type for OpNode.
+func (o *Op) String() string {
+	if o.Kind == OpNode {
+		return o.Type
+	}
+	return o.Kind.String()
+}
+
+// AttrValue is an attribute of an ONNX node, decoded: Kind says which field
+// holds the value.
+type AttrValue struct {
+	Kind    AttrKind
+	Int     int64
+	Float   float64
+	Str     string
+	Ints    []int64
+	Floats  []float64
+	Strs    []string
+	Tensor  *Const // a tensor attribute (ConstantOfShape's value), float64 values
+	TensorT int32  // its element type
+}
+
+// AttrKind is the type of an attribute's value.
+type AttrKind int
+
+// Attribute value kinds; AttrIsOther covers graphs and the rest, which no
+// registered op reads.
+const (
+	AttrIsOther AttrKind = iota
+	AttrIsInt
+	AttrIsFloat
+	AttrIsString
+	AttrIsInts
+	AttrIsFloats
+	AttrIsStrings
+	AttrIsTensor
+)
+
+// AttrInt is an OpNode's integer attribute, or def when absent.
+func (o *Op) AttrInt(name string, def int64) int64 {
+	if a, ok := o.Attrs[name]; ok && a.Kind == AttrIsInt {
+		return a.Int
+	}
+	return def
+}
+
+// AttrFloat is an OpNode's float attribute, or def when absent.
+func (o *Op) AttrFloat(name string, def float64) float64 {
+	if a, ok := o.Attrs[name]; ok && a.Kind == AttrIsFloat {
+		return a.Float
+	}
+	return def
+}
+
+// AttrString is an OpNode's string attribute, or def when absent.
+func (o *Op) AttrString(name, def string) string {
+	if a, ok := o.Attrs[name]; ok && a.Kind == AttrIsString {
+		return a.Str
+	}
+	return def
+}
+
+// AttrInts is an OpNode's integer-list attribute, or nil when absent.
+func (o *Op) AttrInts(name string) []int64 {
+	if a, ok := o.Attrs[name]; ok && a.Kind == AttrIsInts {
+		return a.Ints
+	}
+	return nil
+}
+
+// AttrFloats is an OpNode's float-list attribute, or nil when absent.
+func (o *Op) AttrFloats(name string) []float64 {
+	if a, ok := o.Attrs[name]; ok && a.Kind == AttrIsFloats {
+		return a.Floats
+	}
+	return nil
+}
+
+// HasAttr reports whether an OpNode carries the attribute.
+func (o *Op) HasAttr(name string) bool {
+	_, ok := o.Attrs[name]
+	return ok
+}
+
+// ConstValue is a constant the evaluator places in a value before running
+// the ops: the constant inputs of OpNode ops (shapes, indices, weights of
+// ops that are not dense layers).
+type ConstValue struct {
+	Value int
+	Const *Const
+	Type  int32 // element type
 }
 
 // Value is a named tensor flowing between ops.
@@ -252,6 +362,12 @@ type Network struct {
 	Ops          []Op
 	Layers       []*Layer // the dense layers, graph order (also referenced by ops)
 	Opset        int64
+	// Consts are the constant values OpNode ops read.
+	Consts []ConstValue
+	// Types are the element types of the values by id (0: unknown, a
+	// float type is assumed): integer values (shapes, indices) are carried
+	// in float64 tensors too, and ops on them use integer semantics.
+	Types []int32
 
 	// Evaluable is false when some graph output depends on an op outside
 	// the supported set; Reason then names it. Layers are still listed

@@ -1,8 +1,6 @@
 package onnxio
 
 import (
-	"fmt"
-
 	pb "github.com/ecprune/ecprune/onnxio/onnxpb"
 )
 
@@ -38,9 +36,20 @@ type symVal struct {
 // shapeNode handles a node of a shape subgraph (its inputs are shapes or
 // integer constants). It reports whether it took the node.
 func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
+	took, err := x.symNode(i, n)
+	if !took || err != nil {
+		return took, err
+	}
+	// The value exists at run time too, for readers the fold does not
+	// cover (Expand, ConstantOfShape, ...); pruneDead drops it when only
+	// folded Reshapes read it.
+	return true, x.generic(i, n)
+}
+
+// symNode tracks a node of a shape subgraph symbolically when it can.
+func (x *extractor) symNode(i int, n *pb.NodeProto) (bool, error) {
 	op := n.GetOpType()
 	out := firstOutput(n)
-	label := nodeLabel(i, n)
 	sym := func(name string) *symVal { return x.sym[name] }
 	ints := func(name string) ([]int64, bool) {
 		c := x.consts[name]
@@ -60,8 +69,7 @@ func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
 		}
 		start := int(AttrInt(n, "start", 0))
 		if start < 0 || AttrInt(n, "end", -1<<62) != -1<<62 {
-			x.unavail[out] = fmt.Sprintf("Shape node %s with start/end attributes", label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		x.sym[out] = &symVal{shapeOf: n.Input[0], start: start}
 		return true, nil
@@ -73,8 +81,7 @@ func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
 		idx, ok := ints(n.Input[1])
 		c := x.consts[n.Input[1]]
 		if !ok || s.shapeOf == "" || AttrInt(n, "axis", 0) != 0 || len(idx) != 1 || idx[0] < 0 {
-			x.unavail[out] = fmt.Sprintf("a computed shape (Gather node %s)", label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		d := symDim{of: s.shapeOf, axis: s.start + int(idx[0])}
 		x.sym[out] = &symVal{dims: []symDim{d}, scalar: len(c.shape) == 0}
@@ -89,8 +96,7 @@ func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
 			axes, _ = ints(n.Input[1])
 		}
 		if !s.scalar || len(axes) != 1 || axes[0] != 0 {
-			x.unavail[out] = fmt.Sprintf("a computed shape (Unsqueeze node %s)", label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		x.sym[out] = &symVal{dims: s.dims}
 		return true, nil
@@ -114,12 +120,10 @@ func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
 				}
 				continue
 			}
-			x.unavail[out] = fmt.Sprintf("a computed shape (Concat node %s)", label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		if AttrInt(n, "axis", 0) != 0 {
-			x.unavail[out] = fmt.Sprintf("a computed shape (Concat node %s)", label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		x.sym[out] = &symVal{dims: dims}
 		return true, nil
@@ -130,8 +134,7 @@ func (x *extractor) shapeNode(i int, n *pb.NodeProto) (bool, error) {
 		}
 		to := int32(AttrInt(n, "to", 0))
 		if to != Int64 && to != Int32 {
-			x.unavail[out] = fmt.Sprintf("a computed shape cast to %s (node %s)", TypeName(to), label)
-			return true, nil
+			return true, nil // not symbolic: evaluated at run time
 		}
 		x.sym[out] = s
 		return true, nil

@@ -35,6 +35,9 @@ func (e *env) loadModel(path string, needEval bool) (*loaded, error) {
 		if err := net.Err(path); err != nil {
 			return nil, err
 		}
+		if err := analysis.Check(net); err != nil {
+			return nil, &onnxio.BadInputError{File: path, Msg: err.Error()}
+		}
 	}
 	return &loaded{path: path, model: m, net: net}, nil
 }
