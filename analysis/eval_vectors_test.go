@@ -66,9 +66,7 @@ func vectorSkip(name string) bool {
 
 // vectorUnsupported are cases that Extract must report as not evaluable,
 // with the reason: they are not a dense layer z = W a + b.
-var vectorUnsupported = map[string]string{
-	"test_gemm_default_matrix_bias": "not a per-neuron bias",
-}
+var vectorUnsupported = map[string]string{}
 
 // TestOperatorVectors runs the ONNX project's operator test vectors for
 // every supported op through Extract and Run and compares the outputs.

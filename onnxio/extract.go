@@ -754,15 +754,13 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		cName := n.Input[2]
 		cc := x.consts[cName]
 		if cc == nil {
-			x.markUnavailable(n, fmt.Sprintf("Gemm (node %s) whose C is not a constant", label))
-			return nil
+			return x.generic(i, n) // C computed: a general Gemm, not a layer
 		}
 		if err := x.setBias(l, cName, cc, label); err != nil {
 			return err
 		}
 		if l.B == nil {
-			x.markUnavailable(n, fmt.Sprintf("Gemm (node %s) with C of shape %v, which is not a per-neuron bias", label, cc.shape))
-			return nil
+			return x.generic(i, n) // C is not a per-neuron bias: a general Gemm
 		}
 	} else if op == "MatMul" && !x.g.IsOutput[out] {
 		if cons := x.g.Consumers[out]; len(cons) == 1 {

@@ -98,6 +98,7 @@ type Op struct {
 	Attrs    map[string]AttrValue
 	Slots    []int
 	OutIndex int
+	Outputs  int // how many outputs the node has (Split without sizes)
 	InTypes  []int32
 	OutType  int32
 }

@@ -16,7 +16,7 @@ import (
 // generic translates node i into one OpNode per output that has a name.
 func (x *extractor) generic(i int, n *pb.NodeProto) error {
 	label := nodeLabel(i, n)
-	o := Op{Kind: OpNode, Type: n.GetOpType(), Node: label, Opset: x.opset, Attrs: x.decodeAttrs(n)}
+	o := Op{Kind: OpNode, Type: n.GetOpType(), Node: label, Opset: x.opset, Attrs: x.decodeAttrs(n), Outputs: len(n.Output)}
 	o.Slots = make([]int, len(n.Input))
 	o.InTypes = make([]int32, len(n.Input))
 	for k, name := range n.Input {
