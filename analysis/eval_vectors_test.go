@@ -178,7 +178,8 @@ func runVector(t *testing.T, c onnxtestdata.Case, bind []int) {
 	}
 }
 
-// decodeVector decodes a float test tensor. Older releases of the data
+// decodeVector decodes a test tensor (integers and bools as float64
+// values). Older releases of the data
 // store bfloat16 vectors as UINT16 bit patterns; those are read as the
 // bfloat16 values they are.
 func decodeVector(t *testing.T, tp *pb.TensorProto) *Tensor {
@@ -187,7 +188,18 @@ func decodeVector(t *testing.T, tp *pb.TensorProto) *Tensor {
 		tp = proto.CloneOf(tp)
 		tp.DataType = proto.Int32(onnxio.BFloat16)
 	}
-	v, err := onnxio.DecodeFloats(tp)
+	var v []float64
+	var err error
+	if dt := tp.GetDataType(); onnxio.ElemSize(dt) != 0 && !onnxio.IsFloatType(dt) {
+		// Integer and bool tensors (indices, shapes) as float64 integers.
+		var iv []int64
+		iv, err = (&onnxio.Model{}).Ints(tp)
+		for _, x := range iv {
+			v = append(v, float64(x))
+		}
+	} else {
+		v, err = onnxio.DecodeFloats(tp)
+	}
 	if err != nil {
 		t.Fatalf("decoding %q: %v", tp.GetName(), err)
 	}

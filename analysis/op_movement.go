@@ -98,6 +98,9 @@ func satInt(f float64) int {
 }
 
 func ints64(v []int64) []int {
+	if v == nil {
+		return nil
+	}
 	r := make([]int, len(v))
 	for i, x := range v {
 		r[i] = int(x)
