@@ -63,7 +63,8 @@ func denseLayers(g *onnxpb.GraphProto) int {
 	for _, t := range g.Initializer {
 		switch onnxpb.TensorProto_DataType(t.GetDataType()) {
 		case tFloat, tFloat16, tDouble:
-			floatInit[t.GetName()] = true
+			// A matrix: a batched constant ([H,in,out]) is not a layer.
+			floatInit[t.GetName()] = len(t.GetDims()) == 2
 		}
 	}
 	transposed := map[string]bool{}
