@@ -7,9 +7,10 @@ import (
 	"github.com/ecprune/ecprune/onnxio"
 )
 
-// Elementwise math: unary functions (Sqrt, Exp, Log, Neg, Abs, ...,
-// the activations without an op kind of their own), Pow with
-// broadcasting, Clip, and the variadic broadcasting Min, Max, Sum, Mean.
+// Elementwise math: unary functions (Sqrt, Exp, Log, Abs, ..., the
+// activations without an op kind of their own; Neg is registered with the
+// integer arithmetic of op_shape.go), Pow with broadcasting, Clip, and the
+// variadic broadcasting Min, Max, Sum, Mean.
 
 func init() {
 	for name, u := range unaryOps {
@@ -39,7 +40,6 @@ var unaryOps = map[string]unaryOp{
 	"Sqrt":       plain(math.Sqrt, func(_, y float64) float64 { return 0.5 / y }, false),
 	"Exp":        plain(math.Exp, func(_, y float64) float64 { return y }, true),
 	"Log":        plain(math.Log, func(x, _ float64) float64 { return 1 / x }, true),
-	"Neg":        plain(func(x float64) float64 { return -x }, func(_, _ float64) float64 { return -1 }, false),
 	"Abs":        plain(math.Abs, func(x, _ float64) float64 { return signOf(x) }, false), // 0 at 0, as torch
 	"Reciprocal": plain(func(x float64) float64 { return 1 / x }, func(_, y float64) float64 { return -y * y }, false),
 	"Sin":        plain(math.Sin, func(x, _ float64) float64 { return math.Cos(x) }, true),
