@@ -17,6 +17,7 @@ func init() {
 		register(name, elementwiseKernel(u))
 	}
 	register("Pow", &Kernel{Forward: powForward, Prepare: powPrepare, JVP: powJVP, VJP: powVJP})
+	register("PRelu", &Kernel{Forward: preluForward, Prepare: pairPrepare, JVP: preluJVP, VJP: preluVJP})
 	register("Clip", &Kernel{Forward: clipForward, Prepare: clipPrepare, JVP: clipJVP, VJP: clipVJP})
 	for _, name := range []string{"Sum", "Mean", "Max", "Min"} {
 		register(name, &Kernel{Forward: variadicForward, Prepare: variadicPrepare, JVP: variadicJVP, VJP: variadicVJP})
@@ -315,6 +316,79 @@ func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tens
 		db := st.expDeriv(in, y)
 		for k, v := range g.Data {
 			d.Data[bcAt(st.ib, k)] += db[k] * v
+		}
+	}
+	return nil
+}
+
+// ---- PRelu with a computed slope (a constant one has an op kind) ----
+
+func preluForward(_ *onnxio.Op, in []*Tensor) (*Tensor, error) {
+	x, err := need(in, 0)
+	if err != nil {
+		return nil, err
+	}
+	s, err := need(in, 1)
+	if err != nil {
+		return nil, err
+	}
+	g, err := broadcastPair(x, s)
+	if err != nil {
+		return nil, err
+	}
+	y := NewTensor(g.shape, nil)
+	for k := range y.Data {
+		v := x.Data[bcAt(g.ia, k)]
+		if v < 0 {
+			v *= s.Data[bcAt(g.ib, k)]
+		}
+		y.Data[k] = v
+	}
+	return y, nil
+}
+
+// pairPrepare keeps the broadcast of two operands.
+func pairPrepare(_ *onnxio.Op, in []*Tensor, _ *Tensor) (any, error) {
+	return broadcastPair(in[0], in[1])
+}
+
+// preluJVP: dy = dx where x >= 0, slope dx + x dslope where x < 0.
+func preluJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, st any, tin []*Tensor) (*Tensor, error) {
+	g := st.(*binaryGeom)
+	x, s := in[0], in[1]
+	out := NewTensor(y.Shape, nil)
+	for k := range out.Data {
+		v, d := x.Data[bcAt(g.ia, k)], 0.0
+		if tin[0] != nil {
+			d = tin[0].Data[bcAt(g.ia, k)]
+		}
+		if v < 0 {
+			d *= s.Data[bcAt(g.ib, k)]
+			if tin[1] != nil {
+				d += v * tin[1].Data[bcAt(g.ib, k)]
+			}
+		}
+		out.Data[k] = d
+	}
+	return out, nil
+}
+
+func preluVJP(_ *onnxio.Op, in []*Tensor, _ *Tensor, st any, gr *Tensor, gin []*Tensor) error {
+	g := st.(*binaryGeom)
+	x, s := in[0], in[1]
+	for k, v := range gr.Data {
+		xi, si := bcAt(g.ia, k), bcAt(g.ib, k)
+		if x.Data[xi] >= 0 {
+			if gin[0] != nil {
+				gin[0].Data[xi] += v
+			}
+			continue
+		}
+		if gin[0] != nil {
+			gin[0].Data[xi] += v * s.Data[si]
+		}
+		if gin[1] != nil {
+			gin[1].Data[si] += v * x.Data[xi]
 		}
 	}
 	return nil

@@ -32,6 +32,7 @@ var mathVectorGroups = []familyVectors{
 	{"test_softsign", nil, nil, false},
 	{"test_celu", nil, nil, false},
 	{"test_thresholdedrelu", nil, nil, false},
+	{"test_prelu", nil, nil, false}, // the slope a graph input: a computed slope
 	{"test_pow", [][]int{{}, {1}}, []string{"types"}, false},
 	{"test_pow_types_float32_int", [][]int{{1}}, nil, false}, // an integer exponent, bound
 	{"test_clip", [][]int{{}, {1, 2}}, []string{"int8"}, false},
@@ -154,6 +155,7 @@ func TestMathKernels(t *testing.T) {
 			"min": {Kind: onnxio.AttrIsFloat, Float: 0}, "max": {Kind: onnxio.AttrIsFloat, Float: 6}}},
 			Ins: []*Tensor{NewTensor([]int{4}, []float64{-2, 0.5, 5.5, 7})}, Diff: []int{0}},
 
+		{Name: "PRelu computed slope", Op: op("PRelu"), Ins: []*Tensor{NewTensor([]int{2, 3}, []float64{-1, 0.5, -0.2, 2, -3, 0.1}), any(3)}, Diff: []int{0, 1}},
 		{Name: "Sum three broadcast", Op: op("Sum"), Ins: []*Tensor{any(2, 3), any(3), any(2, 1)}, Diff: []int{0, 1, 2}},
 		{Name: "Mean two", Op: op("Mean"), Ins: []*Tensor{any(2, 3), any(1, 3)}, Diff: []int{0, 1}},
 		{Name: "Max three", Op: op("Max"), Ins: []*Tensor{any(2, 3), any(3), any(2, 1)}, Diff: []int{0, 1, 2}},

@@ -410,8 +410,11 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 		}
 	case "PRelu":
 		c, err := x.constOperand(n.Input[1])
-		if err != nil || c == nil {
-			return unsupported("slope is not a constant")
+		if err != nil {
+			return unsupported("slope: " + err.Error())
+		}
+		if c == nil {
+			return x.generic(i, n) // a computed slope: the registry's PRelu
 		}
 		o.Kind, o.In, o.Const = OpPRelu, []int{in0()}, c
 	case "Dropout":
