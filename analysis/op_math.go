@@ -430,44 +430,56 @@ func clipForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 	return y, nil
 }
 
-// clipPrepare marks where the output follows x: inside the bounds,
-// bounds included, as torch's clamp backward.
+// clipPrepare records which input each output element follows: 0 for x
+// (bounds included, as torch's clamp backward), 1 for min, 2 for max.
 func clipPrepare(op *onnxio.Op, in []*Tensor, _ *Tensor) (any, error) {
 	lo, hi, err := clipBounds(op, in)
 	if err != nil {
 		return nil, err
 	}
-	pass := make([]bool, in[0].Len())
+	src := make([]uint8, in[0].Len())
 	for i, v := range in[0].Data {
-		pass[i] = v >= lo && v <= hi
+		switch {
+		case lo > hi || v > hi: // min > max gives max everywhere
+			src[i] = 2
+		case v < lo:
+			src[i] = 1
+		}
 	}
-	return pass, nil
+	return src, nil
 }
 
-// clipJVP differentiates wrt x only: the bounds are constants in every
-// export (a variable bound's derivative is taken as zero).
+// clipJVP: the tangent of the input each element follows (the bounds are
+// scalars).
 func clipJVP(_ *onnxio.Op, _ []*Tensor, y *Tensor, st any, tin []*Tensor) (*Tensor, error) {
-	if tin[0] == nil {
-		return nil, nil
+	src := st.([]uint8)
+	var bound [3]float64
+	for k := 1; k <= 2; k++ {
+		if k < len(tin) && tin[k] != nil {
+			bound[k] = tin[k].Data[0]
+		}
 	}
-	pass := st.([]bool)
 	out := NewTensor(y.Shape, nil)
-	for i, t := range tin[0].Data {
-		if pass[i] {
-			out.Data[i] = t
+	for i, s := range src {
+		switch {
+		case s != 0:
+			out.Data[i] = bound[s]
+		case tin[0] != nil:
+			out.Data[i] = tin[0].Data[i]
 		}
 	}
 	return out, nil
 }
 
 func clipVJP(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, g *Tensor, gin []*Tensor) error {
-	if gin[0] == nil {
-		return nil
-	}
-	pass := st.([]bool)
+	src := st.([]uint8)
 	for i, v := range g.Data {
-		if pass[i] {
-			gin[0].Data[i] += v
+		if k := int(src[i]); k < len(gin) && gin[k] != nil {
+			if k == 0 {
+				gin[0].Data[i] += v
+			} else {
+				gin[k].Data[0] += v
+			}
 		}
 	}
 	return nil

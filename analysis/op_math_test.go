@@ -150,6 +150,8 @@ func TestMathKernels(t *testing.T) {
 		{Name: "Pow exponent only", Op: op("Pow"), Ins: []*Tensor{pos(4), any(2, 4)}, Diff: []int{1}},
 
 		{Name: "Clip inputs", Op: onnxio.Op{Type: "Clip", Opset: 13}, Ins: []*Tensor{NewTensor([]int{5}, []float64{-2, -0.5, 0.1, 0.9, 3}), scalar(0), scalar(1)}, Diff: []int{0}},
+		{Name: "Clip wrt the bounds", Op: onnxio.Op{Type: "Clip", Opset: 13}, Ins: []*Tensor{NewTensor([]int{5}, []float64{-2, -0.5, 0.1, 0.9, 3}), scalar(0), scalar(1)}, Diff: []int{0, 1, 2}},
+		{Name: "Clip min above max", Op: onnxio.Op{Type: "Clip", Opset: 13}, Ins: []*Tensor{NewTensor([]int{3}, []float64{-2, 0.5, 3}), scalar(1), scalar(0)}, Diff: []int{0, 1, 2}},
 		{Name: "Clip max only (ReLU6 as min 0 max 6)", Op: onnxio.Op{Type: "Clip", Opset: 13}, Ins: []*Tensor{NewTensor([]int{4}, []float64{-2, 0.5, 5.5, 7}), nil, scalar(6)}, Diff: []int{0}},
 		{Name: "Clip attributes", Op: onnxio.Op{Type: "Clip", Opset: 6, Attrs: map[string]onnxio.AttrValue{
 			"min": {Kind: onnxio.AttrIsFloat, Float: 0}, "max": {Kind: onnxio.AttrIsFloat, Float: 6}}},

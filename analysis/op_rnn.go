@@ -488,6 +488,9 @@ func rnnJVP(op *onnxio.Op, _ []*Tensor, _ *Tensor, s any, tin []*Tensor) (*Tenso
 		}
 		return nil
 	}
+	if err := rnnConstWeights(tin); err != nil {
+		return nil, err
+	}
 	tx := at(0)
 	if tx == nil && at(5) == nil && at(6) == nil {
 		return nil, nil
@@ -595,6 +598,18 @@ func rnnJVP(op *onnxio.Op, _ []*Tensor, _ *Tensor, s any, tin []*Tensor) (*Tenso
 	return st.assemble(op.OutIndex, hs, cs), nil
 }
 
+// rnnConstWeights refuses derivatives wrt W, R, B and P (inputs 1, 2, 3
+// and 7), which the kernel does not compute: they are initializers in
+// every export.
+func rnnConstWeights(ts []*Tensor) error {
+	for _, k := range []int{1, 2, 3, 7} {
+		if k < len(ts) && ts[k] != nil {
+			return fmt.Errorf("input %d (weights) depends on the variables; only X and the initial states are differentiated", k)
+		}
+	}
+	return nil
+}
+
 // dxwAt is the input part of the tangent of gate column j at (t, b), 0
 // when X has no tangent.
 func dxwAt(dxw []float64, st *rnnState, t, b, j int) float64 {
@@ -613,6 +628,9 @@ func rnnVJP(op *onnxio.Op, _ []*Tensor, _ *Tensor, s any, gr *Tensor, gin []*Ten
 			return gin[k]
 		}
 		return nil
+	}
+	if err := rnnConstWeights(gin); err != nil {
+		return err
 	}
 	gx, gh0, gc0 := at(0), at(5), at(6)
 	if gx == nil && gh0 == nil && gc0 == nil {
