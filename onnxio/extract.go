@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -325,12 +326,17 @@ func (x *extractor) constFromNode(i int, n *pb.NodeProto) error {
 func (x *extractor) node(i int, n *pb.NodeProto) error {
 	op := n.GetOpType()
 	label := nodeLabel(i, n)
-	if len(n.Output) == 0 || n.Output[0] == "" {
+	if !slices.ContainsFunc(n.Output, func(o string) bool { return o != "" }) {
 		return badInput(x.m.Path, "node %s (%s) has no output", label, op)
 	}
 	if d := n.GetDomain(); d != "" && d != "ai.onnx" {
 		x.markUnavailable(n, fmt.Sprintf("op %s of domain %s (node %s)", op, d, label))
 		return nil
+	}
+	if n.Output[0] == "" {
+		// Only later outputs are used (LSTM's Y_h without Y): no op kind
+		// has such a node, so it goes to the registry.
+		return x.generic(i, n)
 	}
 	if op == "Constant" {
 		return x.constFromNode(i, n)
@@ -404,8 +410,11 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 		}
 	case "PRelu":
 		c, err := x.constOperand(n.Input[1])
-		if err != nil || c == nil {
-			return unsupported("slope is not a constant")
+		if err != nil {
+			return unsupported("slope: " + err.Error())
+		}
+		if c == nil {
+			return x.generic(i, n) // a computed slope: the registry's PRelu
 		}
 		o.Kind, o.In, o.Const = OpPRelu, []int{in0()}, c
 	case "Dropout":
