@@ -3,8 +3,8 @@ package analysis
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/ecprune/ecprune/onnxio"
