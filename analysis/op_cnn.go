@@ -347,8 +347,9 @@ func convGeomOf(op *onnxio.Op, x, w *Tensor) (*convGeom, error) {
 }
 
 // conv adds to y (N x M x outSize) the convolution of x (N x C x inSize)
-// with w (M x Cg x kSize).
-func (cv *convGeom) conv(x, w, y []float64) {
+// with w (M x Cg x kSize), and b[m] to channel m when b is not nil (in
+// the same pass over each sample, while its outputs are in cache).
+func (cv *convGeom) conv(x, w, b, y []float64) {
 	win := cv.win
 	ck, L := cv.cg*win.kSize, win.outSize
 	pw := win.pointwise()
@@ -367,6 +368,9 @@ func (cv *convGeom) conv(x, w, y []float64) {
 				}
 				yg := y[(n*cv.m+g*cv.mg)*L : (n*cv.m+(g+1)*cv.mg)*L]
 				wg := w[g*cv.mg*ck : (g+1)*cv.mg*ck]
+				if b != nil {
+					addBias(yg, b[g*cv.mg:(g+1)*cv.mg], 1, cv.mg, L)
+				}
 				if cv.mg == 1 {
 					// Depthwise: a matrix-vector product, not worth a GEMM.
 					for r, a := range wg {
@@ -463,10 +467,11 @@ func convForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	y := NewTensor(cv.outShape, nil)
+	var bias []float64
 	if b != nil {
-		addBias(y.Data, b.Data, cv.n, cv.m, cv.win.outSize)
+		bias = b.Data
 	}
-	cv.conv(x.Data, w.Data, y.Data)
+	cv.conv(x.Data, w.Data, bias, y.Data)
 	return y, nil
 }
 
@@ -478,10 +483,10 @@ func convJVP(op *onnxio.Op, in []*Tensor, out *Tensor, _ any, tin []*Tensor) (*T
 	}
 	t := NewTensor(cv.outShape, nil)
 	if tin[0] != nil {
-		cv.conv(tin[0].Data, in[1].Data, t.Data)
+		cv.conv(tin[0].Data, in[1].Data, nil, t.Data)
 	}
 	if tin[1] != nil {
-		cv.conv(in[0].Data, tin[1].Data, t.Data)
+		cv.conv(in[0].Data, tin[1].Data, nil, t.Data)
 	}
 	if len(tin) > 2 && tin[2] != nil {
 		addBias(t.Data, tin[2].Data, cv.n, cv.m, cv.win.outSize)
