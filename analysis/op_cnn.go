@@ -197,6 +197,9 @@ func (w *window) colRow(xc []float64, kd, kh, kw int, dst []float64) {
 			xr := xc[(id*w.in[1]+ih)*w.in[2] : (id*w.in[1]+ih+1)*w.in[2]]
 			clear(seg[:lo])
 			clear(seg[hi:])
+			if lo == hi {
+				continue
+			}
 			if s2 == 1 {
 				copy(seg[lo:hi], xr[lo+iw0:hi+iw0])
 			} else {
@@ -230,6 +233,9 @@ func (w *window) addRow(xc []float64, kd, kh, kw int, src []float64) {
 				continue
 			}
 			xr := xc[(id*w.in[1]+ih)*w.in[2] : (id*w.in[1]+ih+1)*w.in[2]]
+			if lo == hi {
+				continue
+			}
 			if s2 == 1 {
 				xs := xr[lo+iw0 : hi+iw0]
 				for i, v := range seg[lo:hi] {
