@@ -123,8 +123,8 @@ func cnnBNAvgGAP(name string) Case {
 }
 
 // cnnDepthwise: ReflectionPad2d(1), depthwise Conv(3x3, groups=C) and
-// pointwise Conv(1x1) with Relu, MaxPool(3, stride 2, ceil_mode) with
-// padding, ReplicationPad2d(1), dilated Conv, GlobalMaxPool, Flatten,
+// pointwise Conv(1x1) with Relu, MaxPool(2, stride 3, pad 1, ceil_mode)
+// whose last window is dropped, ReplicationPad2d(1), dilated Conv, GlobalMaxPool, Flatten,
 // MLP head.
 func cnnDepthwise(name string) Case {
 	b := newBuilder(name, 17)
@@ -135,7 +135,9 @@ func cnnDepthwise(name string) Case {
 	x = b.conv("/f/f.3/Conv", "f.3", x, 8, 8, 1, []int64{1, 1}, func(n *nodeBuilder) { n.ints("pads", 0, 0, 0, 0).ints("strides", 1, 1) })
 	x = b.op("Relu", "/f/f.4", x)
 	x = b.opWith("MaxPool", "/f/f.5", func(n *nodeBuilder) {
-		n.i("ceil_mode", 1).ints("kernel_shape", 3, 3).ints("pads", 1, 1, 1, 1).ints("strides", 2, 2)
+		// ceil_mode would add a 5th window starting in the end padding;
+		// torch and ORT drop it (output 4, not 5).
+		n.i("ceil_mode", 1).ints("kernel_shape", 2, 2).ints("pads", 1, 1, 1, 1).ints("strides", 3, 3)
 	}, x)
 	x = b.opWith("Pad", "/f/f.6", func(n *nodeBuilder) { n.s("mode", "edge") }, x, b.constantInt64("/f/f.6", 0, 0, 1, 1, 0, 0, 1, 1))
 	x = b.conv("/f/f.7/Conv", "f.7", x, 8, 6, 2, []int64{3, 3}, func(n *nodeBuilder) {
@@ -147,7 +149,7 @@ func cnnDepthwise(name string) Case {
 	x = b.op("Relu", "/head/head.1", x)
 	b.out(b.linear("/head/head.2", "head.2", x, 12, 3), 3)
 	return finish(b, Case{InputShape: []int64{4, 10, 10}, Layers: 2, Prunable: 1,
-		Notes: "ReflectionPad2d, depthwise Conv(groups=4, 4->8), pointwise Conv(1x1), MaxPool(3, stride 2, pad 1, ceil_mode), ReplicationPad2d, dilated grouped Conv, GlobalMaxPool, Flatten, MLP head (opset 17)"})
+		Notes: "ReflectionPad2d, depthwise Conv(groups=4, 4->8), pointwise Conv(1x1), MaxPool(2, stride 3, pad 1, ceil_mode: last window dropped), ReplicationPad2d, dilated grouped Conv, GlobalMaxPool, Flatten, MLP head (opset 17)"})
 }
 
 // cnnPadAttr: opset 9, where Pad takes pads and value as attributes:
