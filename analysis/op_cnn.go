@@ -9,11 +9,13 @@ import (
 )
 
 // Convolutional ops: Conv (im2col around the package's matrix product,
-// col2im for its pull-back) and Pad (a gather map). The pooling ops are
+// col2im for its pull-back), ConvTranspose (the same two the other way
+// round) and Pad (a gather map). The pooling ops are
 // in op_pool.go; they share the window geometry below.
 
 func init() {
 	register("Conv", &Kernel{Check: checkWindowAttrs, Forward: convForward, JVP: convJVP, VJP: convVJP})
+	register("ConvTranspose", &Kernel{Check: checkWindowAttrs, Forward: convTForward, JVP: convTJVP, VJP: convTVJP})
 	register("Pad", gatherKernel(padMap, checkPad))
 }
 
@@ -655,4 +657,152 @@ func padMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 	}
 	return m, nil
+}
+
+// convTGeomOf describes ConvTranspose, x [N, C, in...] and w [C, M/G,
+// kernel...], as the pull-back through x of the Conv from [N, M, out...]
+// to [N, C, in...] with weights w: the returned geometry is that Conv's.
+func convTGeomOf(op *onnxio.Op, x, w *Tensor) (*convGeom, error) {
+	r := x.Rank() - 2
+	if r < 1 || r > 3 || w.Rank() != x.Rank() {
+		return nil, fmt.Errorf("input shape %v and weight shape %v: want [N, C, spatial...] and [C, M/group, kernel...] over 1 to 3 spatial axes", x.Shape, w.Shape)
+	}
+	g := int(op.AttrInt("group", 1))
+	c := x.Shape[1]
+	if g < 1 || w.Shape[0] != c || c%g != 0 {
+		return nil, fmt.Errorf("input shape %v, weight shape %v and group %d do not match", x.Shape, w.Shape, g)
+	}
+	kernel := w.Shape[2:]
+	if ks := op.AttrInts("kernel_shape"); ks != nil {
+		for i, k := range ks {
+			if i >= len(kernel) || int(k) != kernel[i] {
+				return nil, fmt.Errorf("kernel_shape %v differs from the weight's %v", ks, kernel)
+			}
+		}
+	}
+	strides, err := attrDims(op, "strides", r, 1)
+	if err != nil {
+		return nil, err
+	}
+	dil, err := attrDims(op, "dilations", r, 1)
+	if err != nil {
+		return nil, err
+	}
+	pads, err := attrDims(op, "pads", 2*r, 0)
+	if err != nil {
+		return nil, err
+	}
+	outPad, err := attrDims(op, "output_padding", r, 0)
+	if err != nil {
+		return nil, err
+	}
+	var outShape []int
+	if os := op.AttrInts("output_shape"); os != nil {
+		if len(os) == r+2 {
+			os = os[2:]
+		}
+		if len(os) != r {
+			return nil, fmt.Errorf("output_shape %v for %d spatial axes", os, r)
+		}
+		for _, v := range os {
+			outShape = append(outShape, int(v))
+		}
+	}
+	ap := op.AttrString("auto_pad", "NOTSET")
+	win := &window{rank: r}
+	for i := range 3 {
+		win.in[i], win.k[i], win.out[i], win.stride[i], win.dil[i] = 1, 1, 1, 1, 1
+	}
+	for i := range r {
+		j := 3 - r + i
+		n, k, st, d := x.Shape[2+i], kernel[i], strides[i], dil[i]
+		full := st*(n-1) + outPad[i] + (k-1)*d + 1
+		var o, pb, pe int
+		switch {
+		case outShape != nil || ap == "SAME_UPPER" || ap == "SAME_LOWER":
+			o = n * st
+			if outShape != nil {
+				o = outShape[i]
+			}
+			// total is negative when output_shape asks for more than the
+			// full output; half of it rounds down, as in ONNX's reference.
+			total := full - o
+			half := total / 2
+			if total < 0 && total%2 != 0 {
+				half--
+			}
+			if ap == "SAME_UPPER" {
+				pb, pe = half, total-half
+			} else {
+				pb, pe = total-half, half
+			}
+		case ap == "VALID":
+			o = full
+		default:
+			pb, pe = pads[i], pads[i+r]
+			o = full - pb - pe
+		}
+		if o < 1 {
+			return nil, fmt.Errorf("output size %d on spatial axis %d", o, i)
+		}
+		win.in[j], win.k[j], win.out[j], win.stride[j], win.dil[j], win.padB[j], win.padE[j] = o, k, n, st, d, pb, pe
+	}
+	win.sizes()
+	mg := w.Shape[1]
+	cv := &convGeom{win: win, n: x.Shape[0], c: mg * g, m: c, g: g, cg: mg, mg: c / g}
+	cv.outShape = append([]int{cv.n, cv.c}, win.in[3-r:]...)
+	return cv, nil
+}
+
+func convTForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+	x, w, b, err := convInputs(in, func(w *Tensor) int { return w.Shape[1] * int(op.AttrInt("group", 1)) })
+	if err != nil {
+		return nil, err
+	}
+	cv, err := convTGeomOf(op, x, w)
+	if err != nil {
+		return nil, err
+	}
+	y := NewTensor(cv.outShape, nil)
+	cv.convT(x.Data, w.Data, y.Data)
+	if b != nil {
+		addBias(y.Data, b.Data, cv.n, cv.c, cv.win.inSize)
+	}
+	return y, nil
+}
+
+// convTJVP: ConvTranspose is bilinear in (x, w) and affine in b.
+func convTJVP(op *onnxio.Op, in []*Tensor, _ *Tensor, _ any, tin []*Tensor) (*Tensor, error) {
+	cv, err := convTGeomOf(op, in[0], in[1])
+	if err != nil {
+		return nil, err
+	}
+	t := NewTensor(cv.outShape, nil)
+	if tin[0] != nil {
+		cv.convT(tin[0].Data, in[1].Data, t.Data)
+	}
+	if tin[1] != nil {
+		cv.convT(in[0].Data, tin[1].Data, t.Data)
+	}
+	if len(tin) > 2 && tin[2] != nil {
+		addBias(t.Data, tin[2].Data, cv.n, cv.c, cv.win.inSize)
+	}
+	return t, nil
+}
+
+func convTVJP(op *onnxio.Op, in []*Tensor, _ *Tensor, _ any, g *Tensor, gin []*Tensor) error {
+	cv, err := convTGeomOf(op, in[0], in[1])
+	if err != nil {
+		return err
+	}
+	if gin[0] != nil {
+		cv.conv(g.Data, in[1].Data, nil, gin[0].Data)
+	}
+	if gin[1] != nil {
+		cv.convW(g.Data, in[0].Data, gin[1].Data)
+	}
+	if len(gin) > 2 && gin[2] != nil {
+		sumChannels(g.Data, gin[2].Data, cv.n, cv.c, cv.win.inSize)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ func init() {
 		entry{"cnn_bn_avgpool_gap_opset13", cnnBNAvgGAP},
 		entry{"cnn_depthwise_reflectpad_opset17", cnnDepthwise},
 		entry{"cnn_pad_attr_opset9", cnnPadAttr},
+		entry{"cnn_convtranspose_opset13", cnnConvTranspose},
 	)
 }
 
@@ -167,4 +168,28 @@ func cnnPadAttr(name string) Case {
 	b.out(b.linear("/head/head.2", "head.2", x, 8, 2), 2)
 	return finish(b, Case{InputShape: []int64{2, 11}, Layers: 2, Prunable: 1,
 		Notes: "opset 9: ConstantPad1d as Pad with pads and value attributes, Conv1d(stride 2, pad 1)+Relu, MaxPool1d(2), Flatten, MLP head"})
+}
+
+// cnnConvTranspose: Conv(stride 2)+Relu, ConvTranspose2d(stride 2,
+// padding 1, output_padding 1, groups 2)+Relu, MaxPool, Flatten, MLP head.
+func cnnConvTranspose(name string) Case {
+	b := newBuilder(name, 13)
+	x := b.input("input", 2, 7, 7)
+	x = b.conv("/f/f.0/Conv", "f.0", x, 2, 4, 1, []int64{3, 3}, func(n *nodeBuilder) { n.ints("pads", 1, 1, 1, 1).ints("strides", 2, 2) })
+	x = b.op("Relu", "/f/f.1", x) // [N, 4, 4, 4]
+	w := b.init("f.2.weight", []int64{4, 3, 3, 3}, b.uniform("f.2.weight", 4*3*9, -0.3, 0.3))
+	bias := b.init("f.2.bias", []int64{6}, b.uniform("f.2.bias", 6, -0.3, 0.3))
+	x = b.opWith("ConvTranspose", "/f/f.2/ConvTranspose", func(n *nodeBuilder) {
+		n.ints("dilations", 1, 1).i("group", 2).ints("kernel_shape", 3, 3).ints("output_padding", 1, 1).ints("pads", 1, 1, 1, 1).ints("strides", 2, 2)
+	}, x, w, bias) // [N, 6, 8, 8]
+	x = b.op("Relu", "/f/f.3", x)
+	x = b.opWith("MaxPool", "/f/f.4", func(n *nodeBuilder) {
+		n.i("ceil_mode", 0).ints("kernel_shape", 4, 4).ints("pads", 0, 0, 0, 0).ints("strides", 4, 4)
+	}, x) // [N, 6, 2, 2]
+	x = b.opWith("Flatten", "/flat", func(n *nodeBuilder) { n.i("axis", 1) }, x)
+	x = b.linear("/head/head.0", "head.0", x, 24, 10)
+	x = b.op("Relu", "/head/head.1", x)
+	b.out(b.linear("/head/head.2", "head.2", x, 10, 3), 3)
+	return finish(b, Case{InputShape: []int64{2, 7, 7}, Layers: 2, Prunable: 1,
+		Notes: "Conv(stride 2)+Relu, ConvTranspose2d(4->6, stride 2, padding 1, output_padding 1, groups 2)+Relu, MaxPool(4), Flatten, MLP head"})
 }
