@@ -26,6 +26,11 @@ var cnnVectorGroups = []struct {
 	{"test_globalaveragepool", nil},
 	{"test_globalmaxpool", nil},
 	{"test_constant_pad", [][]int{{1, 2}}},
+	{"test_upsample_nearest", [][]int{{1}}},
+	{"test_resize_upsample_scales_nearest", [][]int{{1, 2}}},
+	{"test_resize_downsample_scales_nearest", [][]int{{1, 2}}},
+	{"test_resize_upsample_sizes_nearest", [][]int{{1, 2, 3}}},
+	{"test_resize_downsample_sizes_nearest", [][]int{{1, 2, 3}}},
 }
 
 // The edge and reflect Pad vectors pad int32 data, which the evaluator
@@ -172,6 +177,7 @@ func TestCNNKernelDerivatives(t *testing.T) {
 		{Name: "pad reflect", Op: op("Pad", "mode", "reflect"), Ins: []*Tensor{r(2, 3, 4), intTensor([]int{6}, 0, 2, 3, 0, 1, 3)}, Diff: []int{0}, IntIns: []int{1}},
 		{Name: "pad edge crop", Op: op("Pad", "mode", "edge"), Ins: []*Tensor{r(2, 3, 4), intTensor([]int{6}, 0, -1, 2, 0, 2, -1)}, Diff: []int{0}, IntIns: []int{1}},
 		{Name: "pad wrap axes", Op: op("Pad", "mode", "wrap"), Ins: []*Tensor{r(2, 3, 4), intTensor([]int{2}, 2, 5), nil, intTensor([]int{1}, -1)}, Diff: []int{0}, IntIns: []int{1, 3}},
+		{Name: "resize nearest sizes", Op: op("Resize", "coordinate_transformation_mode", "half_pixel"), Ins: []*Tensor{r(2, 3, 3, 4), nil, nil, intTensor([]int{4}, 2, 3, 5, 3)}, Diff: []int{0}, IntIns: []int{3}},
 		{Name: "pad attribute (opset 2)", Op: op("Pad", "pads", []int64{1, 0, 0, 2}, "value", 1.5), Ins: []*Tensor{r(3, 4)}, Diff: []int{0}},
 	}
 	for _, c := range cases {

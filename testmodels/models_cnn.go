@@ -171,7 +171,8 @@ func cnnPadAttr(name string) Case {
 }
 
 // cnnConvTranspose: Conv(stride 2)+Relu, ConvTranspose2d(stride 2,
-// padding 1, output_padding 1, groups 2)+Relu, MaxPool, Flatten, MLP head.
+// padding 1, output_padding 1, groups 2)+Relu, MaxPool, nearest Upsample,
+// Flatten, MLP head.
 func cnnConvTranspose(name string) Case {
 	b := newBuilder(name, 13)
 	x := b.input("input", 2, 7, 7)
@@ -186,10 +187,15 @@ func cnnConvTranspose(name string) Case {
 	x = b.opWith("MaxPool", "/f/f.4", func(n *nodeBuilder) {
 		n.i("ceil_mode", 0).ints("kernel_shape", 4, 4).ints("pads", 0, 0, 0, 0).ints("strides", 4, 4)
 	}, x) // [N, 6, 2, 2]
+	// nn.Upsample(scale_factor=2, mode="nearest") at opset 13.
+	scales := b.constant("/f/f.5", []int64{4}, 1, 1, 2, 2)
+	x = b.opWith("Resize", "/f/f.5", func(n *nodeBuilder) {
+		n.s("coordinate_transformation_mode", "asymmetric").f("cubic_coeff_a", -0.75).s("mode", "nearest").s("nearest_mode", "floor")
+	}, x, "", scales) // [N, 6, 4, 4]
 	x = b.opWith("Flatten", "/flat", func(n *nodeBuilder) { n.i("axis", 1) }, x)
-	x = b.linear("/head/head.0", "head.0", x, 24, 10)
+	x = b.linear("/head/head.0", "head.0", x, 96, 10)
 	x = b.op("Relu", "/head/head.1", x)
 	b.out(b.linear("/head/head.2", "head.2", x, 10, 3), 3)
 	return finish(b, Case{InputShape: []int64{2, 7, 7}, Layers: 2, Prunable: 1,
-		Notes: "Conv(stride 2)+Relu, ConvTranspose2d(4->6, stride 2, padding 1, output_padding 1, groups 2)+Relu, MaxPool(4), Flatten, MLP head"})
+		Notes: "Conv(stride 2)+Relu, ConvTranspose2d(4->6, stride 2, padding 1, output_padding 1, groups 2)+Relu, MaxPool(4), Upsample(scale_factor=2, nearest) as Resize, Flatten, MLP head"})
 }
