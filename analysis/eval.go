@@ -48,7 +48,8 @@ func reluInPlaceValues(net *onnxio.Network) []bool {
 	}
 	dense := make([]bool, len(net.Values))
 	for _, op := range net.Ops {
-		if op.Kind == onnxio.OpDense && op.Out >= 0 && op.Out < len(dense) {
+		// A Conv's output is not read by its derivatives either.
+		if (op.Kind == onnxio.OpDense || op.Kind == onnxio.OpNode && op.Type == "Conv") && op.Out >= 0 && op.Out < len(dense) {
 			dense[op.Out] = true
 		}
 	}

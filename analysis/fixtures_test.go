@@ -45,7 +45,7 @@ func fixtures(t *testing.T) []fixture {
 	for _, b := range []struct {
 		name  string
 		shape []int
-	}{{"mnist_mlp_gemm.onnx", []int{fixtureBatch, 784}}, {"mnist_mlp_matmul.onnx", []int{fixtureBatch, 1, 784}}, {"pde_mlp.onnx", []int{fixtureBatch, 2}}} {
+	}{{"mnist_mlp_gemm.onnx", []int{fixtureBatch, 784}}, {"mnist_mlp_matmul.onnx", []int{fixtureBatch, 1, 784}}, {"pde_mlp.onnx", []int{fixtureBatch, 2}}, {"mnist_cnn.onnx", []int{fixtureBatch, 1, 28, 28}}} {
 		n := 1
 		for _, d := range b.shape {
 			n *= d
