@@ -213,7 +213,8 @@ class TinyResNet(nn.Module):
 
 class CNNPads(nn.Module):
     """Asymmetric zero padding (Pad), reflect padding, average pools with
-    pads and ceil_mode, a non-square kernel."""
+    pads and ceil_mode, a non-square kernel. (Conv2d(padding="same") has no
+    ONNX export in torch 1.13.)"""
 
     def __init__(self):
         super().__init__()
@@ -591,14 +592,12 @@ def linear_weights(model):
     shared parameter once, in module order: name -> array [out, in]."""
     out, seen = collections.OrderedDict(), set()
     for name, m in model.named_modules():
-        p = None
+        params = []
         if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
-            p, pname = m.in_proj_weight, name + ".in_proj_weight"
-            if id(p) not in seen:
-                seen.add(id(p))
-                out[pname] = p.detach().numpy()
+            params.append((name + ".in_proj_weight", m.in_proj_weight))
         if isinstance(m, nn.Linear):
-            p, pname = m.weight, name + ".weight"
+            params.append((name + ".weight", m.weight))
+        for pname, p in params:
             if id(p) not in seen:
                 seen.add(id(p))
                 out[pname] = p.detach().numpy()

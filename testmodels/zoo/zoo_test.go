@@ -2,6 +2,7 @@ package zoo_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,6 +56,21 @@ func TestManifest(t *testing.T) {
 		}
 		if _, err := zoo.Torch(e); err != nil {
 			t.Errorf("%s: %v", e.Name, err)
+		}
+		m, err := onnxio.Load(path)
+		if err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+			continue
+		}
+		ops := map[string]int{}
+		for _, n := range m.Proto.GetGraph().GetNode() {
+			ops[n.GetOpType()]++
+		}
+		if !maps.Equal(ops, e.Ops) {
+			t.Errorf("%s: ops %v, manifest %v", e.Name, ops, e.Ops)
+		}
+		if got := m.Opset(""); got != e.Opset {
+			t.Errorf("%s: opset %d, manifest %d", e.Name, got, e.Opset)
 		}
 	}
 }
