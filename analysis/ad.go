@@ -604,7 +604,7 @@ func vjp32(net *onnxio.Network, tr *Trace, outCot [][]float32, p int, want []int
 				if fresh {
 					beta = 0
 				}
-				blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+				gemm32(blas.NoTrans, blas.NoTrans, 1,
 					blas32.General{Rows: p * rows, Cols: l.Out, Stride: l.Out, Data: g},
 					blas32.General{Rows: l.Out, Cols: l.In, Stride: l.In, Data: w32(l)},
 					beta,

@@ -4,8 +4,6 @@ package analysis
 
 import (
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 
 	"github.com/ecprune/ecprune/analysis/internal/gemm"
@@ -19,13 +17,13 @@ import (
 // slower). Build with -tags openblas for OpenBLAS (blas_openblas.go).
 const BLASName = "gonum (pure Go) + internal/gemm (Go assembly)"
 
-// The products are all of the package's heavy work, so every blas32.Gemm
-// and blas64.Gemm of the process goes to internal/gemm; the other BLAS
-// routines stay gonum's.
-func init() {
-	blas32.Use(impl32{})
-	blas64.Use(impl64{})
-}
+// products are the implementations of the package's own matrix products
+// (gemm32, gemm64) and of UseFastGemm: gonum's BLAS with its matrix
+// products on internal/gemm.
+var (
+	products32 blas32Impl = impl32{}
+	products64 blas64Impl = impl64{}
+)
 
 type impl32 struct{ gonum.Implementation }
 

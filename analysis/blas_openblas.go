@@ -4,8 +4,6 @@ package analysis
 
 import (
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/netlib/blas/netlib"
 
@@ -23,10 +21,12 @@ import (
 // loads, so it must be in the environment of the process.
 const BLASName = "OpenBLAS (cgo, gonum netlib) for large products, internal/gemm and gonum for the rest"
 
-func init() {
-	blas64.Use(openblas{})
-	blas32.Use(openblas{})
-}
+// products are the implementations of the package's own matrix products
+// (gemm32, gemm64) and of UseFastGemm.
+var (
+	products32 blas32Impl = openblas{}
+	products64 blas64Impl = openblas{}
+)
 
 // smallGemm is the size (multiply-adds) below which a product stays in
 // Go (internal/gemm, the default build's kernels): a cgo call and

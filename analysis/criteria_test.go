@@ -401,7 +401,7 @@ func TestProbesUnbiased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if est.Mode != "probes(2)" {
+	if est.Mode != (Derivatives{Kind: DerivProbes, Probes: 2}) {
 		t.Fatalf("mode %s", est.Mode)
 	}
 	// Over many independent seeds the mean of S0 approaches the exact S0.

@@ -16,10 +16,9 @@ import (
 // matmul computes c = op(a) op(b) + beta c for row-major matrices, where
 // op(a) is m x k, op(b) is k x n and c is m x n; op transposes when the
 // flag is set (a is then stored k x m, b n x k). Every matrix product of
-// the package goes through here, so that the BLAS behind it (gonum's
-// pure-Go one by default, which already runs in parallel; OpenBLAS through
-// gonum's netlib with blas64.Use and blas32.Use, see blas_openblas.go)
-// can be swapped in one place.
+// the package goes through here (gemm64), so that the BLAS behind it
+// (internal/gemm by default; OpenBLAS for large products with -tags
+// openblas, see blas_openblas.go) is chosen in one place.
 func matmul(transA, transB bool, m, n, k int, a, b, c []float64, beta float64) {
 	if len(a) < m*k || len(b) < k*n || len(c) < m*n {
 		panic(fmt.Sprintf("analysis.matmul: short operand for %dx%dx%d: %d %d %d", m, n, k, len(a), len(b), len(c)))
@@ -40,7 +39,7 @@ func matmul(transA, transB bool, m, n, k int, a, b, c []float64, beta float64) {
 		return
 	}
 	ta, ar, ac, tb, br, bc := blasShapes(transA, transB, m, n, k)
-	blas64.Gemm(ta, tb, 1,
+	gemm64(ta, tb, 1,
 		blas64.General{Rows: ar, Cols: ac, Stride: ac, Data: a[:ar*ac]},
 		blas64.General{Rows: br, Cols: bc, Stride: bc, Data: b[:br*bc]},
 		beta,
@@ -117,7 +116,7 @@ func gemm32Into(ta blas.Transpose, ar, ac int, a []float32, tb blas.Transpose, b
 			am = blas32.General{Rows: ar, Cols: i1 - i0, Stride: ac, Data: a[i0:]}
 		}
 		cm := blas32.General{Rows: i1 - i0, Cols: n, Stride: n, Data: (*c32)[:(i1-i0)*n]}
-		blas32.Gemm(ta, tb, 1, am, bm, 0, cm)
+		gemm32(ta, tb, 1, am, bm, 0, cm)
 		addF32(c[i0*n:i1*n], cm.Data, alpha, beta)
 	}
 }

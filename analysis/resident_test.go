@@ -651,7 +651,7 @@ func TestCollectReluInPlace(t *testing.T) {
 					return st
 				}
 				inPlace, apart := collect(false), collect(true)
-				if inPlace.Mode != mode.want || apart.Mode != mode.want {
+				if inPlace.Mode.String() != mode.want || apart.Mode.String() != mode.want {
 					t.Fatalf("modes %q and %q, want %q", inPlace.Mode, apart.Mode, mode.want)
 				}
 				if inPlace.N != 23 || apart.N != 23 {

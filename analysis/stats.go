@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strings"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -35,6 +34,39 @@ const (
 	ADForward = "forward"
 	ADReverse = "reverse"
 )
+
+// DerivKind is how Collect computes g.
+type DerivKind string
+
+const (
+	DerivForward DerivKind = ADForward // exact, one tangent per neuron
+	DerivReverse DerivKind = ADReverse // exact, one cotangent per output
+	DerivProbes  DerivKind = "probes"  // unbiased estimate from random-sign cotangents
+	DerivLoss    DerivKind = "loss"    // the loss objective: g = (dL/dz)^2
+)
+
+// Derivatives says how g was computed: the kind and, for DerivProbes, the
+// number of probes. The zero value means not chosen yet. Its text form
+// (String, and in JSON) is "forward", "reverse", "probes(P)" or "loss".
+type Derivatives struct {
+	Kind   DerivKind
+	Probes int
+}
+
+// String is the text form, for logs and reports.
+func (d Derivatives) String() string {
+	if d.Kind == DerivProbes {
+		return fmt.Sprintf("probes(%d)", d.Probes)
+	}
+	return string(d.Kind)
+}
+
+// MarshalText writes the text form, so reports carry the familiar string.
+func (d Derivatives) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Exact reports whether g is exact output-objective g (forward or reverse
+// mode), not a probe estimate or the loss objective's.
+func (d Derivatives) Exact() bool { return d.Kind == DerivForward || d.Kind == DerivReverse }
 
 // Labels are the targets of the calibration samples, by sample index.
 type Labels struct {
@@ -102,8 +134,8 @@ type LayerStats struct {
 type Stats struct {
 	Net       *onnxio.Network
 	Layers    []*LayerStats
-	N         int    // calibration samples
-	Mode      string // how g was computed: forward, reverse, probes(P), loss
+	N         int         // calibration samples
+	Mode      Derivatives // how g was computed
 	Objective Objective
 	Passes    int // batches processed (to show statistics are computed once)
 
@@ -141,7 +173,7 @@ func layerF32(l *onnxio.Layer) []float32 {
 // did: one []float64 [rows, Out] per entry of st.Layers. Methods that need
 // per-sample weights (ec+) use it.
 func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int) ([][]float64, error) {
-	if st.Mode == "loss" {
+	if st.Mode.Kind == DerivLoss {
 		dz, err := lossCotangents(net, tr, st, opt, start, n)
 		if err != nil {
 			return nil, err
@@ -184,27 +216,27 @@ func outputSize(outs []*Tensor, n int) int {
 
 // chooseMode picks the cheaper exact path: forward costs about the sum of
 // out_l (times positions) tangent passes, reverse about K.
-func chooseMode(opt StatsOptions, layers []*LayerStats, rowsPerSample []int, k int) string {
+func chooseMode(opt StatsOptions, layers []*LayerStats, rowsPerSample []int, k int) Derivatives {
 	if opt.Objective == ObjLoss {
-		return "loss"
+		return Derivatives{Kind: DerivLoss}
 	}
 	if opt.AD == ADForward {
-		return ADForward
+		return Derivatives{Kind: DerivForward}
 	}
 	if opt.Probes > 0 && k > opt.Probes && opt.AD != ADReverse {
-		return "probes"
+		return Derivatives{Kind: DerivProbes, Probes: opt.Probes}
 	}
 	if opt.AD == ADReverse {
-		return ADReverse
+		return Derivatives{Kind: DerivReverse}
 	}
 	fwd := 0
 	for i, ls := range layers {
 		fwd += ls.Layer.Out * rowsPerSample[i]
 	}
 	if fwd < k {
-		return ADForward
+		return Derivatives{Kind: DerivForward}
 	}
-	return ADReverse
+	return Derivatives{Kind: DerivReverse}
 }
 
 // Collect runs the network over the calibration data once and accumulates
@@ -273,24 +305,23 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			r, _ := Flat(tr.Values[net.Ops[ls.Op].Out])
 			rowsPer[i] = r / n
 		}
-		if st.Mode == "" {
+		if st.Mode.Kind == "" {
 			st.Mode = chooseMode(opt, st.Layers, rowsPer, k)
-			if st.Mode == "probes" {
-				st.Mode = fmt.Sprintf("probes(%d)", opt.Probes)
+			if st.Mode.Kind == DerivProbes {
 				st.w32 = map[*onnxio.Layer][]float32{}
 				tr.w32 = st.weights32 // for this batch's reverse pass
 			}
 			logf("analysis: %d layers, K=%d outputs per sample, derivatives by %s", len(st.Layers), k, st.Mode)
 		}
 		var dz []*Tensor
-		if opt.Grad || st.Mode == "loss" {
+		if opt.Grad || st.Mode.Kind == DerivLoss {
 			dz, err = lossCotangents(net, tr, st, opt, b.Start, n)
 			if err != nil {
 				return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 			}
 		}
 		var g [][]float64
-		if st.Mode == "loss" {
+		if st.Mode.Kind == DerivLoss {
 			// J_i(n) = dL_n/dz_i, a scalar: g is its square.
 			g = make([][]float64, len(dz))
 			for i, d := range dz {
@@ -314,7 +345,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			if dz != nil {
 				gz = dz[i].Data
 			}
-			ls.accumulate(a.Data, g[i], gz, strings.HasPrefix(st.Mode, "probes"))
+			ls.accumulate(a.Data, g[i], gz, st.Mode.Kind == DerivProbes)
 		}
 		st.N += n
 		st.Passes++
@@ -422,7 +453,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 	}
 	outs := tr.Outputs()
 	switch {
-	case st.Mode == ADForward:
+	case st.Mode.Kind == DerivForward:
 		for i := range st.Layers {
 			z := tr.Values[want[i]]
 			posTotal := z.Len() / n // positions x Out per sample
@@ -457,7 +488,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 	default: // reverse or probes
 		probes := 0
 		dirs := k
-		if st.Mode != ADReverse {
+		if st.Mode.Kind != DerivReverse {
 			probes = opt.Probes
 			dirs = probes
 		}

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,29 +15,12 @@ import (
 
 var realModels = []string{"mnist_mlp_gemm.onnx", "mnist_mlp_matmul.onnx", "pde_mlp.onnx"}
 
-// realModel returns the path of a bundled model, copying it from the shared
-// folder into a temporary one if the repository copy is missing.
+// realModel returns the path of a bundled model.
 func realModel(t *testing.T, name string) string {
 	t.Helper()
 	p := filepath.Join("..", "testdata", "models", name)
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	src, err := os.Open(filepath.Join("/work/shared/models", name))
-	if err != nil {
-		t.Skipf("model %s not available: %v", name, err)
-	}
-	defer src.Close()
-	p = filepath.Join(t.TempDir(), name)
-	dst, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("bundled model: %v", err)
 	}
 	return p
 }

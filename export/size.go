@@ -25,9 +25,9 @@ type Size struct {
 
 // Sizes measures the model at path and its external data files. The model
 // is not decoded: its external data locations are read in place (see
-// externalLocationsFile), so measuring a large model costs no memory.
+// onnxio.FileExternalLocations), so measuring a large model costs no memory.
 func Sizes(path string) (Size, error) {
-	locs, err := externalLocationsFile(path, true)
+	locs, err := onnxio.FileExternalLocations(path, true)
 	if err != nil {
 		return Size{}, &onnxio.BadInputError{File: path, Msg: "cannot read: " + unwrapPath(err).Error()}
 	}

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/bits"
 	"slices"
-	"strings"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -36,7 +35,7 @@ type ecp struct {
 	task analysis.Task
 	logf func(string, ...any)
 
-	gmode string // Stats.Mode GBatch runs with
+	gmode analysis.Derivatives // Stats.Mode GBatch runs with
 	gopt  analysis.StatsOptions
 
 	n       int         // calibration samples
@@ -60,11 +59,11 @@ type ecp struct {
 func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPlusOptions, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
 	e := &ecp{net: net, data: data, st: st, eo: eo, task: task, logf: logf, gmode: st.Mode}
 	switch {
-	case st.Mode == analysis.ADForward || st.Mode == analysis.ADReverse:
-	case len(st.Mode) > 7 && st.Mode[:7] == "probes(":
-		var p int
-		if _, err := fmt.Sscanf(st.Mode, "probes(%d)", &p); err != nil || p <= 0 {
-			return nil, fmt.Errorf("ec+: cannot read the probe count from derivative mode %q", st.Mode)
+	case st.Mode.Exact():
+	case st.Mode.Kind == analysis.DerivProbes:
+		p := st.Mode.Probes
+		if p <= 0 {
+			return nil, fmt.Errorf("ec+: derivative mode %s without a probe count", st.Mode)
 		}
 		e.gopt.Probes = p
 		e.gopt.Seed = eo.Seed
@@ -72,7 +71,7 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPl
 	default:
 		// "loss" needs labels, which ec+ is not given; the mode is
 		// chosen from the shapes on the first batch.
-		e.gmode = ""
+		e.gmode = analysis.Derivatives{}
 		logf("ec+: the %s objective needs labels; ec+ weights by the output objective's g", st.Mode)
 	}
 	e.gopt.Objective = analysis.ObjOutput
@@ -102,7 +101,7 @@ func (e *ecp) origPass() error {
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
-		if e.rowsPer == nil && e.gmode == "" {
+		if e.rowsPer == nil && e.gmode.Kind == "" {
 			e.observeFirst(tr, n)
 			e.gmode = e.chooseMode(tr, n)
 			gs.Mode = e.gmode
@@ -217,7 +216,7 @@ func (p *ECPlusPrep) Observe(st *analysis.Stats, b analysis.Batch, tr *analysis.
 		return nil
 	}
 	if p.e == nil {
-		if st.Mode != analysis.ADForward && st.Mode != analysis.ADReverse && !strings.HasPrefix(st.Mode, "probes(") {
+		if !st.Mode.Exact() && st.Mode.Kind != analysis.DerivProbes {
 			p.ok = false // the loss objective: ec+ needs the output's g
 			return nil
 		}
@@ -255,7 +254,7 @@ func (p *ECPlusPrep) take(e *ecp) bool {
 
 // chooseMode picks the cheaper exact way to get g under the output
 // objective: reverse costs about K passes, forward about sum(Out).
-func (e *ecp) chooseMode(tr *analysis.Trace, n int) string {
+func (e *ecp) chooseMode(tr *analysis.Trace, n int) analysis.Derivatives {
 	k := 0
 	for _, o := range tr.Outputs() {
 		k += o.Len() / n
@@ -265,9 +264,9 @@ func (e *ecp) chooseMode(tr *analysis.Trace, n int) string {
 		fwd += ls.Layer.Out * e.rowsPer[li]
 	}
 	if fwd < k {
-		return analysis.ADForward
+		return analysis.Derivatives{Kind: analysis.DerivForward}
 	}
-	return analysis.ADReverse
+	return analysis.Derivatives{Kind: analysis.DerivReverse}
 }
 
 func batchLen(b analysis.Batch) (int, error) {
@@ -438,7 +437,7 @@ func (e *ecp) upstreamClean(cur *onnxio.Network, li int) bool {
 func (e *ecp) collectMatches(li int) bool {
 	ls := e.st.Layers[li]
 	l := ls.Layer
-	if e.gmode != analysis.ADForward && e.gmode != analysis.ADReverse {
+	if !e.gmode.Exact() {
 		return false
 	}
 	if ls.Shift == nil || len(ls.Shift) != l.In || len(ls.S0) != l.Out || len(ls.S1) != l.Out*l.In || len(ls.S2) != l.Out*l.In || e.st.N != e.n {

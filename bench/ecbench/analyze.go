@@ -76,7 +76,7 @@ func cmdAnalyze(args []string) error {
 	}
 	secs := time.Since(t).Seconds()
 	dirs, flops := opCount(net, st)
-	r := analyzeResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Dirs: dirs, Seconds: secs, Collect: collect.Seconds(),
+	r := analyzeResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode.String(), Dirs: dirs, Seconds: secs, Collect: collect.Seconds(),
 		Flops: flops, GFlops: flops / secs / 1e9, Load: load.Seconds(), Checksum: sum}
 	runtime.KeepAlive(net)
 	return json.NewEncoder(os.Stdout).Encode(r)
@@ -121,18 +121,18 @@ func opCount(net *onnxio.Network, st *analysis.Stats) (dirs int, flops float64) 
 		return s
 	}
 	switch {
-	case st.Mode == analysis.ADForward:
+	case st.Mode.Kind == analysis.DerivForward:
 		for i, l := range net.Layers {
 			if l.Prunable {
 				dirs += l.Out
 				flops += 2 * n * float64(l.Out) * after(i)
 			}
 		}
-	case st.Mode == analysis.ADReverse:
+	case st.Mode.Kind == analysis.DerivReverse:
 		dirs = k
 		flops += 2 * float64(dirs) * n * after(first)
-	default: // probes(P)
-		fmt.Sscanf(st.Mode, "probes(%d)", &dirs)
+	default: // probes
+		dirs = st.Mode.Probes
 		flops += 2 * float64(dirs) * n * after(first)
 	}
 	return dirs, flops

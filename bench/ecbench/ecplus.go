@@ -124,7 +124,7 @@ func cmdECPlus(args []string) error {
 		logf = func(string, ...any) {}
 	}
 	tEC, tPlus := medianOf(tECs), medianOf(tPluses)
-	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode, Sparsity: *sparsity, Reps: len(tECs), EC: tEC, ECPlus: tPlus,
+	r := ecplusResult{Model: fs.Arg(0), Samples: st.N, Mode: st.Mode.String(), Sparsity: *sparsity, Reps: len(tECs), EC: tEC, ECPlus: tPlus,
 		Sequence: medianOf(tSeqs), Ratio: tPlus / tEC, Removed: plan.Removed, Objective: *task}
 	return json.NewEncoder(os.Stdout).Encode(r)
 }

@@ -9,9 +9,13 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/ecprune/ecprune/analysis"
 )
 
 func main() {
+	// The products of ec+ (package prune) on the same kernels as ecprune's.
+	analysis.UseFastGemm()
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: ecbench gen|analyze|ecplus|run ...")
 		os.Exit(2)

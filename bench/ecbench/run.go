@@ -409,10 +409,10 @@ func (w *workload) count() error {
 	for _, l := range net.Layers {
 		w.params += int64(l.In*l.Out + len(l.B))
 	}
-	mode := analysis.ADReverse
+	mode := analysis.Derivatives{Kind: analysis.DerivReverse}
 	k := net.Layers[len(net.Layers)-1].Out
 	if w.probes > 0 && w.probes < k {
-		mode = fmt.Sprintf("probes(%d)", w.probes)
+		mode = analysis.Derivatives{Kind: analysis.DerivProbes, Probes: w.probes}
 	}
 	w.dirs, w.flops = opCount(net, &analysis.Stats{N: n, Mode: mode})
 	return nil

@@ -98,6 +98,10 @@ func (e *env) output(v any, text func(w io.Writer)) error {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// ec+'s products and solves (package prune) go through gonum's BLAS:
+	// they run on the analysis's kernels, and give the same bytes in every
+	// program that prunes through ecprune.
+	analysis.UseFastGemm()
 	if len(args) == 0 {
 		printHelp(stderr)
 		return exitBad

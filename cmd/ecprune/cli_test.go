@@ -327,7 +327,7 @@ func TestProgressBar(t *testing.T) {
 	bin := binary(t)
 	pde := tdModel("pde_mlp.onnx")
 	args := []string{"sweep", pde, "--calib", tdData("pde_calib_x.npy"), "--batch", "100", "--test", tdData("pde_test_x.npy"),
-		"--methods", "ec,magnitude", "--sparsities", "0.1:0.9:0.1"}
+		"--methods", "ec,magnitude", "--sparsities", "0.3,0.6,0.9"}
 	for _, tc := range []struct {
 		name     string
 		terminal bool

@@ -245,7 +245,7 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	e := j.e
 	r := &pruneReport{
 		Model: j.ld.path, Output: out, Method: f.method, Sparsity: opt.Sparsity, Scope: string(opt.Scope),
-		Objective: f.af.objective, Derivatives: j.stats.Mode, Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
+		Objective: f.af.objective, Derivatives: j.stats.Mode.String(), Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
 	}
 	if opt.NM != nil {
 		r.NM = f.nm

@@ -224,7 +224,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	}
 
 	r := &sweepResult{
-		Model: model, Objective: f.af.objective, Derivatives: j.stats.Mode, Scope: f.scope, Seed: f.af.seed,
+		Model: model, Objective: f.af.objective, Derivatives: j.stats.Mode.String(), Scope: f.scope, Seed: f.af.seed,
 		Calibration: j.stats.N, TestSamples: test.N(), TestLabels: tlabels != nil,
 		StatisticsPasses: j.stats.Passes, Methods: methods, Sparsities: sparsities, Note: densifyNote,
 		CSV: f.csv, SaveDir: f.saveDir,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -114,5 +115,83 @@ func TestCheckErrMissingFile(t *testing.T) {
 	err := CheckErr(filepath.Join(t.TempDir(), "none.onnx"), false)
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("error %v, want one wrapping os.ErrNotExist", err)
+	}
+}
+
+// TestOneProcess: checks share one Python process, from any number of
+// goroutines, and a process that dies is replaced at the next check with
+// only the check it was serving failing.
+func TestOneProcess(t *testing.T) {
+	Require(t)
+	valid := writeModel(t, func(*onnxpb.ModelProto) {})
+	invalid := writeModel(t, func(m *onnxpb.ModelProto) { m.Graph.Node[0].OpType = proto.String("NoSuchOp") })
+	pid := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.cmd == nil {
+			return 0
+		}
+		return srv.cmd.Process.Pid
+	}
+	if err := CheckErr(valid, true); err != nil {
+		t.Fatal(err)
+	}
+	first := pid()
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for k := range errs {
+		wg.Go(func() {
+			p := valid
+			if k%2 == 1 {
+				p = invalid
+			}
+			errs[k] = CheckErr(p, k%4 < 2)
+		})
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if (err != nil) != (k%2 == 1) {
+			t.Errorf("check %d: error %v", k, err)
+		}
+	}
+	if got := pid(); got != first {
+		t.Fatalf("checker process %d replaced by %d without a failure", first, got)
+	}
+
+	srv.mu.Lock()
+	srv.cmd.Process.Kill()
+	srv.mu.Unlock()
+	if err := CheckErr(valid, false); err == nil || errors.Is(err, ErrUnavailable) {
+		t.Errorf("check on a killed process: error %v, want a failure of that check", err)
+	}
+	if err := CheckErr(valid, false); err != nil {
+		t.Fatalf("check after a restart: %v", err)
+	}
+	if got := pid(); got == first || got == 0 {
+		t.Fatalf("process %d after the kill, want a new one", got)
+	}
+}
+
+// TestOddPaths: a path with a newline or quotes reaches the process intact,
+// and a relative path is resolved where the test runs.
+func TestOddPaths(t *testing.T) {
+	Require(t)
+	src := writeModel(t, func(*onnxpb.ModelProto) {})
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(t.TempDir(), "a \"quoted\"\nname.onnx")
+	if err := os.WriteFile(odd, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(".", "../../testdata/models/pde_mlp.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{odd, rel} {
+		if err := CheckErr(p, true); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
 	}
 }

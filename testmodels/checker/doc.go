@@ -4,6 +4,8 @@
 // rules, not just loadable by our decoder or by one runtime.
 //
 // It runs /usr/bin/python3 (Debian's python3-onnx, installed by
-// scripts/setup-deps.sh). Check skips a test when that Python lacks onnx,
+// scripts/setup-deps.sh) as one long-lived process per test binary that
+// checks one model per request: importing onnx costs far more than
+// checking a test model, and the CLI tests check hundreds of outputs. Check skips a test when that Python lacks onnx,
 // except under CI=true, where it fails the test instead.
 package checker

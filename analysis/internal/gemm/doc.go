@@ -1,6 +1,7 @@
 // Package gemm is the matrix product (GEMM) of the default, pure-Go build:
-// Sgemm and Dgemm, with gonum's row-major BLAS conventions, which the
-// analysis package installs behind gonum's blas32.Gemm and blas64.Gemm.
+// Sgemm and Dgemm, with gonum's row-major BLAS conventions, behind the
+// analysis package's products, and behind gonum's blas32.Gemm and
+// blas64.Gemm in programs that call analysis.UseFastGemm.
 //
 // Why its own: the analysis spends nearly all its time in large matrix
 // products, and gonum's pure-Go BLAS builds them from SSE2 vector loops
