@@ -183,7 +183,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && f.method != "ec+" {
+	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && !analysis.Sequential(f.method) {
 		return usagef("--method: %v", err)
 	}
 	needGrad := analysis.NeedsLabels(f.method)
@@ -377,7 +377,7 @@ func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysi
 func (j *job) writeScores(method, path string) error {
 	var sc *analysis.Scores
 	var err error
-	if method == "ec+" {
+	if analysis.Sequential(method) {
 		sc, err = j.methodScores("ec")
 	} else {
 		sc, err = j.methodScores(method)

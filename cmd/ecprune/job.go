@@ -234,6 +234,22 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		}
 		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
 	}
+	if method == "sparsegpt" || method == "sparsegpt+bias" {
+		if opt.NM != nil {
+			return nil, usagef("--nm is not supported with %s", method)
+		}
+		ecs, err := j.methodScores("ec")
+		if err != nil {
+			return nil, err
+		}
+		budget, err := prune.Select(j.ld.net, ecs, opt)
+		if err != nil {
+			return nil, err
+		}
+		so := prune.DefaultSparseGPT
+		so.Bias = method == "sparsegpt+bias"
+		return prune.SparseGPT(j.ld.net, sourceData{Src: j.src}, j.stats, budget, so, j.e.debugf)
+	}
 	sc, err := j.methodScores(method)
 	if err != nil {
 		return nil, err
