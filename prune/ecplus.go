@@ -196,6 +196,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		}
 		logf("ec+: refit done at %s", time.Since(t0).Round(time.Millisecond))
 	}
+	if eo.RefitSteps > 0 {
+		plan.Objective = "bias refit: " + e.rv.why
+	}
 	for li, ls := range st.Layers {
 		lp := plan.Layers[li]
 		cl := cur.Ops[ls.Op].Layer

@@ -77,6 +77,9 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPl
 	}
 	e.gopt.Objective = analysis.ObjOutput
 	e.gopt.Task = task
+	if task == TaskAuto {
+		e.gopt.Task = analysis.TaskRegression // g is the output objective's either way
+	}
 	e.limit = memLimit(net)
 	e.rv = newRefitView(net, task, e.limit)
 	return e, nil
