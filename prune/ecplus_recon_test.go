@@ -172,3 +172,29 @@ func TestReconstructAuto(t *testing.T) {
 		checkClose(t, "residual", auto.rd.e, want.rd.e, 1e-9, 1e-12)
 	}
 }
+
+// TestReconCG: run to convergence, the conjugate gradients give the rows'
+// Cholesky solutions; a few iterations already lower every row's
+// objective.
+func TestReconCG(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	f := newReconFixture(rng, 6, 8, 40, 1, true)
+	m := f.in + 1
+	gram := make([]float64, m*m)
+	c := make([]float64, m*f.out)
+	all := make([]int, f.rd.rows)
+	for r := range all {
+		all[r] = r
+	}
+	reconGram(f.rd.ac, f.rd.e, f.rd.rows, f.in, f.out, all, gram, c)
+	lambda := reconLambda(gram, f.in, 0.01)
+	want := make([]float64, f.out*m)
+	if how := reconSolve(gram, c, f.out, f.in, f.pruned, lambda, want); how != "Cholesky per row" {
+		t.Fatalf("small layer solved by %s", how)
+	}
+	defer func(it int, tol float64) { reconCGIter, reconCGTol = it, tol }(reconCGIter, reconCGTol)
+	reconCGIter, reconCGTol = 500, 1e-12
+	got := make([]float64, f.out*m)
+	reconCG(gram, c, f.out, f.in, f.pruned, lambda, got)
+	checkClose(t, "converged", got, want, 1e-7, 1e-9)
+}
