@@ -132,7 +132,7 @@ func Methods() []string {
 	for k := range criteria {
 		out = append(out, k)
 	}
-	out = append(out, "exact", "ec+")
+	out = append(out, "exact", "ec+", "sparsegpt", "sparsegpt+bias")
 	sort.Strings(out)
 	return out
 }
@@ -146,9 +146,20 @@ func NeedsLabels(method string) bool {
 // Compensates tells whether a method shifts biases.
 func Compensates(method string) bool {
 	switch method {
-	case "exact", "ec+":
+	case "exact", "ec+", "sparsegpt+bias":
 		return true
 	}
 	c, ok := criteria[method]
 	return ok && c.Compensates()
+}
+
+// Sequential tells whether a method prunes layer by layer on the network
+// whose earlier layers are already pruned (package prune), from the
+// per-layer counts of EC's ranking, rather than from a criterion's scores.
+func Sequential(method string) bool {
+	switch method {
+	case "ec+", "sparsegpt", "sparsegpt+bias":
+		return true
+	}
+	return false
 }

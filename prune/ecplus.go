@@ -18,6 +18,12 @@ type ECPlusOptions struct {
 	C          float64 // weight of the residual-cancelling credit
 	Rounds     int     // greedy rounds per layer
 	RefitSteps int     // Levenberg-Marquardt steps on all biases
+	// Recon is where the kept weights are refitted by least squares:
+	// ReconAuto (decided per layer on held-out samples), ReconOn, ReconOff.
+	Recon string
+	// ReconDamp is the reconstruction's damping relative to the mean
+	// diagonal of the inputs' Gram matrix.
+	ReconDamp float64
 	// Seed is the statistics pass's seed (StatsOptions.Seed): with
 	// probes, ec+'s own passes draw the same signs, so that its result
 	// does not depend on whether Prep kept the statistics pass's g.
@@ -32,6 +38,8 @@ func (o *ECPlusOptions) RegisterFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.C, "ecplus-c", 0.5, "ec+: weight of the credit for removals that cancel upstream residuals")
 	fs.IntVar(&o.Rounds, "ecplus-rounds", 4, "ec+: greedy rounds per layer")
 	fs.IntVar(&o.RefitSteps, "ecplus-refit", 2, "ec+: Levenberg-Marquardt steps of the final bias refit (0: none)")
+	fs.StringVar(&o.Recon, "ecplus-recon", ReconAuto, "ec+: least-squares reconstruction of the kept weights: auto (where it lowers the error on held-out calibration samples), on, off")
+	fs.Float64Var(&o.ReconDamp, "ecplus-recon-damp", 0.01, "ec+: reconstruction damping, relative to the mean diagonal of the inputs' Gram matrix")
 }
 
 func (o ECPlusOptions) validate() error {
@@ -46,6 +54,10 @@ func (o ECPlusOptions) validate() error {
 		return optErr("--ecplus-rounds %d: want at least 1", o.Rounds)
 	case o.RefitSteps < 0:
 		return optErr("--ecplus-refit %d: want 0 or more", o.RefitSteps)
+	case o.Recon != "" && o.Recon != ReconAuto && o.Recon != ReconOn && o.Recon != ReconOff:
+		return optErr("--ecplus-recon %q: want auto, on or off", o.Recon)
+	case math.IsNaN(o.ReconDamp) || math.IsInf(o.ReconDamp, 0) || o.ReconDamp < 0:
+		return optErr("--ecplus-recon-damp %g: want a finite value >= 0", o.ReconDamp)
 	}
 	return nil
 }
@@ -183,6 +195,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 			return nil, fmt.Errorf("ec+: bias refit: %w", err)
 		}
 		logf("ec+: refit done at %s", time.Since(t0).Round(time.Millisecond))
+	}
+	if eo.RefitSteps > 0 {
+		plan.Objective = "bias refit: " + e.rv.why
 	}
 	for li, ls := range st.Layers {
 		lp := plan.Layers[li]

@@ -31,7 +31,14 @@ type refitView struct {
 	y0    [][]float64
 	log   []string
 	limit int // bytes y0 may take
+	// why says what the refit matches and why, for the report.
+	why string
 }
+
+// TaskAuto is the task of a model whose task neither labels nor a flag
+// name: ec+ recognises a classifier from the graph and its calibration
+// outputs (see looksLikeLogits) and treats anything else as a regression.
+const TaskAuto analysis.Task = ""
 
 func newRefitView(net *onnxio.Network, task analysis.Task, limit int) *refitView {
 	rv := &refitView{task: task, head: -1, limit: limit}
@@ -48,7 +55,62 @@ func newRefitView(net *onnxio.Network, task analysis.Task, limit int) *refitView
 		}
 	}
 	rv.kl = task == analysis.TaskClassification || rv.head >= 0
+	switch {
+	case rv.head >= 0:
+		rv.why = fmt.Sprintf("KL to the dense model's softmax (the graph ends in %s)", net.Ops[rv.head].Kind)
+	case task == analysis.TaskClassification:
+		rv.why = "KL to the dense model's softmax (classification task)"
+	case task == analysis.TaskRegression:
+		rv.why = "squared error to the dense model's outputs (regression task)"
+	}
 	return rv
+}
+
+// Label-free classifiers. With no labels and no --task, a model is
+// treated as a classifier, its refit matching the dense model's softmax
+// by KL, when its graph ends in Softmax or LogSoftmax over the last axis,
+// or when all of these hold:
+//   - it has one output, of rank 2 or more, with K >= 2 values on the
+//     last axis, computed directly by a dense layer (logits, not an
+//     activation's output);
+//   - on the first calibration batch the argmax over that axis takes at
+//     least 2 different values, and the softmax is confident: its largest
+//     probability is on average at least logitConfidence.
+//
+// A trained classifier's logits on data like its training data pass all
+// three (LeNet-300-100 on MNIST: mean top probability 0.93). A regression
+// model with a width-1 output (the PDE model) never does; a multi-output
+// regression whose outputs happen to look like confident logits is
+// pruned with --task regression.
+const logitConfidence = 0.7
+
+// looksLikeLogits applies the calibration test to y ([n, ..., K]).
+func looksLikeLogits(y *analysis.Tensor) (bool, string) {
+	k := y.Shape[y.Rank()-1]
+	rows := y.Len() / max(k, 1)
+	if k < 2 || rows == 0 {
+		return false, fmt.Sprintf("an output of width %d", k)
+	}
+	seen := map[int]bool{}
+	p := make([]float64, k)
+	var conf float64
+	for r := 0; r < rows; r++ {
+		row := y.Data[r*k : (r+1)*k]
+		best := 0
+		for c, v := range row {
+			if v > row[best] {
+				best = c
+			}
+		}
+		seen[best] = true
+		logSoftmax(p, row)
+		conf += math.Exp(p[best])
+	}
+	conf /= float64(rows)
+	if len(seen) < 2 || !(conf >= logitConfidence) {
+		return false, fmt.Sprintf("a final dense output of width %d, %d argmax classes and mean top softmax probability %.2f on the first batch", k, len(seen), conf)
+	}
+	return true, fmt.Sprintf("a final dense output of width %d whose calibration outputs look like logits: %d argmax classes, mean top softmax probability %.2f", k, len(seen), conf)
 }
 
 // settle fixes the view from a trace of the original network on the
@@ -70,6 +132,26 @@ func (rv *refitView) settle(net *onnxio.Network, tr *analysis.Trace, n, total in
 	if rv.head >= 0 {
 		rv.out = []int{net.Ops[rv.head].In[0]}
 	}
+	if rv.task == TaskAuto && rv.head < 0 {
+		var ok bool
+		var what string
+		switch y := tr.Values[rv.out[0]]; {
+		case len(rv.out) != 1:
+			what = fmt.Sprintf("%d outputs", len(rv.out))
+		case y.Rank() < 2:
+			what = "an output without a class axis"
+		case !lastIsLayer(net, rv.out[0]):
+			what = "an output not computed by a dense layer"
+		default:
+			ok, what = looksLikeLogits(y)
+		}
+		if ok {
+			rv.kl = true
+			rv.why = "KL to the dense model's softmax (classifier recognised without labels: " + what + ")"
+		} else {
+			rv.why = "squared error to the dense model's outputs (no labels or --task; not a classifier: " + what + ")"
+		}
+	}
 	if rv.kl {
 		y := tr.Values[rv.out[0]]
 		switch {
@@ -82,6 +164,9 @@ func (rv *refitView) settle(net *onnxio.Network, tr *analysis.Trace, n, total in
 		default:
 			rv.width = y.Shape[y.Rank()-1]
 		}
+	}
+	if !rv.kl && len(rv.log) > 0 && (rv.why == "" || rv.why[0] == 'K') {
+		rv.why = "squared error to the dense model's outputs (" + rv.log[len(rv.log)-1] + ")"
 	}
 	rv.per = make([]int, len(rv.out))
 	k := 0
@@ -1246,4 +1331,14 @@ func gram(alpha float64, a []float64, rows, n int, c []float64) {
 		blas64.General{Rows: rows, Cols: n, Stride: n, Data: a[:rows*n]},
 		blas64.General{Rows: rows, Cols: n, Stride: n, Data: a[:rows*n]},
 		1, blas64.General{Rows: n, Cols: n, Stride: n, Data: c[:n*n]})
+}
+
+// lastIsLayer tells whether value id is the output of a dense layer's op.
+func lastIsLayer(net *onnxio.Network, id int) bool {
+	for i := len(net.Ops) - 1; i >= 0; i-- {
+		if net.Ops[i].Out == id {
+			return net.Ops[i].Layer != nil
+		}
+	}
+	return false
 }

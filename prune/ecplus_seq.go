@@ -76,6 +76,9 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo ECPl
 	}
 	e.gopt.Objective = analysis.ObjOutput
 	e.gopt.Task = task
+	if task == TaskAuto {
+		e.gopt.Task = analysis.TaskRegression // g is the output objective's either way
+	}
 	e.limit = memLimit(net)
 	e.rv = newRefitView(net, task, e.limit)
 	return e, nil
@@ -1069,10 +1072,24 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 			res.passes++
 		}
 	}
+	recon := ""
+	if k > 0 && rd != nil {
+		var changed bool
+		changed, recon = e.reconstruct(rd, l.W, l.B, res.pruned, sums.shift, out, in, e.rowsPer[li])
+		if changed {
+			sums.resetResidual()
+			rd.addResidualOn(sums, false, nil, nil)
+		}
+	} else if k > 0 && e.eo.Recon != ReconOff {
+		recon = "no reconstruction (the layer's samples do not fit in memory)"
+	}
 	for i := range l.B {
 		l.B[i] += sums.biasFix(i)
 	}
 	res.predicted /= float64(max(rowsTotal, 1))
+	if recon != "" {
+		e.logf("ec+: layer %s: %s", l.Name, recon)
+	}
 	mode := "streamed"
 	if res.resident {
 		mode = "resident"

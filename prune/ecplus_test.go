@@ -572,13 +572,13 @@ func TestRegisterFlags(t *testing.T) {
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	if o != (ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2}) {
+	if o != (ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
 		t.Errorf("defaults %+v", o)
 	}
-	if err := fs.Parse([]string{"--ecplus-rounds=2", "--ecplus-refit=0", "--ecplus-c=1", "--ecplus-lambda=0"}); err != nil {
+	if err := fs.Parse([]string{"--ecplus-rounds=2", "--ecplus-refit=0", "--ecplus-c=1", "--ecplus-lambda=0", "--ecplus-recon=off", "--ecplus-recon-damp=0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	if o != (ECPlusOptions{Lambda: 0, C: 1, Rounds: 2, RefitSteps: 0}) {
+	if o != (ECPlusOptions{Lambda: 0, C: 1, Rounds: 2, RefitSteps: 0, Recon: ReconOff, ReconDamp: 0.1}) {
 		t.Errorf("parsed %+v", o)
 	}
 }
@@ -735,7 +735,8 @@ func TestECPlusLayer(t *testing.T) {
 				}
 			}
 			data := randData(rng, 21, 4)
-			eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: tc.rounds}
+			// Selection only: the reconstruction has its own test.
+			eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: tc.rounds, Recon: ReconOff}
 			e := setup(t, net, data, eo, analysis.TaskRegression)
 			cur := net.Clone()
 			damage(cur, rng)
@@ -1196,15 +1197,19 @@ func TestECPlusPlan(t *testing.T) {
 		stats analysis.StatsOptions
 		mem   int
 		task  analysis.Task
+		recon string // "": ReconOff, so that kept weights stay as they were
 	}{
-		{"global", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression},
-		{"global streamed", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 10, analysis.TaskRegression},
-		{"per layer", Options{Sparsity: 0.5, Scope: Layer}, analysis.StatsOptions{}, 1 << 25, analysis.TaskClassification},
-		{"skip and fixed", Options{Sparsity: 0.6, Skip: []string{"W2"}, LayerSparsity: map[string]float64{"W0": 0.25}}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression},
-		{"forward mode", Options{Sparsity: 0.8}, analysis.StatsOptions{AD: analysis.ADForward}, 1 << 25, analysis.TaskRegression},
-		{"probes", Options{Sparsity: 0.8}, analysis.StatsOptions{Probes: 2}, 1 << 25, analysis.TaskClassification},
-		{"probes streamed", Options{Sparsity: 0.8}, analysis.StatsOptions{Probes: 2}, 10, analysis.TaskClassification},
-		{"zero sparsity", Options{Sparsity: 0}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression},
+		{"global", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression, ""},
+		{"global streamed", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 10, analysis.TaskRegression, ""},
+		{"per layer", Options{Sparsity: 0.5, Scope: Layer}, analysis.StatsOptions{}, 1 << 25, analysis.TaskClassification, ""},
+		{"skip and fixed", Options{Sparsity: 0.6, Skip: []string{"W2"}, LayerSparsity: map[string]float64{"W0": 0.25}}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression, ""},
+		{"forward mode", Options{Sparsity: 0.8}, analysis.StatsOptions{AD: analysis.ADForward}, 1 << 25, analysis.TaskRegression, ""},
+		{"probes", Options{Sparsity: 0.8}, analysis.StatsOptions{Probes: 2}, 1 << 25, analysis.TaskClassification, ""},
+		{"probes streamed", Options{Sparsity: 0.8}, analysis.StatsOptions{Probes: 2}, 10, analysis.TaskClassification, ""},
+		{"zero sparsity", Options{Sparsity: 0}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression, ""},
+		{"reconstruction", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 1 << 25, analysis.TaskRegression, ReconOn},
+		{"reconstruction where it helps", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 1 << 25, TaskAuto, ReconAuto},
+		{"reconstruction, streamed", Options{Sparsity: 0.7}, analysis.StatsOptions{}, 10, analysis.TaskRegression, ReconOn},
 	}
 	for k, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1214,7 +1219,11 @@ func TestECPlusPlan(t *testing.T) {
 			data := randData(rng, 31, 5)
 			st := collect(t, net, data, tc.stats)
 			sc := ecScores(t, st)
-			eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 3, RefitSteps: 2}
+			recon := tc.recon
+			if recon == "" {
+				recon = ReconOff
+			}
+			eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 3, RefitSteps: 2, Recon: recon, ReconDamp: 0.01}
 			budget, err := Select(net, sc, tc.opt)
 			if err != nil {
 				t.Fatal(err)
@@ -1238,7 +1247,7 @@ func TestECPlusPlan(t *testing.T) {
 						if lp.W[q] != 0 {
 							t.Errorf("layer %d: pruned weight %d is %g", li, q, lp.W[q])
 						}
-					} else if lp.W[q] != l.W[q] {
+					} else if lp.W[q] != l.W[q] && recon == ReconOff {
 						t.Errorf("layer %d: kept weight %d changed", li, q)
 					}
 				}

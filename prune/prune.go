@@ -59,6 +59,9 @@ type Plan struct {
 	Layers  []*LayerPlan
 	Removed int
 	Total   int // prunable weights
+	// Objective names what a method matched beyond its selection (ec+'s
+	// refit), or is empty.
+	Objective string
 }
 
 // Validate checks option values, naming what is wrong.

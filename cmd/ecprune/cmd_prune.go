@@ -135,6 +135,7 @@ type pruneReport struct {
 	NM             string        `json:"nm,omitempty"`
 	Scope          string        `json:"scope"`
 	Objective      string        `json:"objective"`
+	Refit          string        `json:"refit,omitempty"`
 	Derivatives    string        `json:"derivatives"`
 	Seed           uint64        `json:"seed"`
 	Samples        int           `json:"calibration_samples"`
@@ -183,7 +184,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && f.method != "ec+" {
+	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && !analysis.Sequential(f.method) {
 		return usagef("--method: %v", err)
 	}
 	needGrad := analysis.NeedsLabels(f.method)
@@ -260,6 +261,7 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	if err != nil {
 		return nil, err
 	}
+	r.Refit = plan.Objective
 	r.Seconds.Select = time.Since(t).Seconds()
 	layers := planLayerReports(plan)
 	t = time.Now()
@@ -377,7 +379,7 @@ func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysi
 func (j *job) writeScores(method, path string) error {
 	var sc *analysis.Scores
 	var err error
-	if method == "ec+" {
+	if analysis.Sequential(method) {
 		sc, err = j.methodScores("ec")
 	} else {
 		sc, err = j.methodScores(method)
@@ -407,6 +409,9 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 	}
 	fmt.Fprintf(w, "%s -> %s: method %s, %s, objective %s, %d calibration samples (derivatives: %s)\n",
 		r.Model, r.Output, r.Method, what, r.Objective, r.Samples, r.Derivatives)
+	if r.Refit != "" {
+		fmt.Fprintf(w, "%s\n", r.Refit)
+	}
 	fmt.Fprintf(w, "removed %d of %d prunable weights\n\n", r.Removed, r.Prunable)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")

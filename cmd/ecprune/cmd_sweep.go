@@ -244,8 +244,8 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	// Scores first, so that exact's own progress bar does not interleave
 	// with the sweep's and a missing label fails before any point.
 	for _, m := range methods {
-		if m == "ec+" {
-			m = "ec" // ec+ starts from ec's scores
+		if analysis.Sequential(m) {
+			m = "ec" // ec+ and sparsegpt start from ec's budgets
 		}
 		if _, err := j.methodScores(m); err != nil {
 			return err
@@ -365,7 +365,7 @@ func sweepMethods(names []string, labels bool) ([]string, error) {
 		if n == "" || slices.Contains(out, n) {
 			continue
 		}
-		if n != "exact" && n != "ec+" {
+		if n != "exact" && !analysis.Sequential(n) {
 			if _, err := analysis.CriterionByName(n); err != nil {
 				return nil, usagef("--methods: %v", err)
 			}

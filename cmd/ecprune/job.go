@@ -134,7 +134,7 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
 	if ecplus {
 		// ec+ keeps per-sample values of this pass instead of its own.
-		j.prep = prune.NewECPlusPrep(ld.net, sourceData{Src: j.src}, j.task)
+		j.prep = prune.NewECPlusPrep(ld.net, sourceData{Src: j.src}, j.ecplusTask())
 		observe = j.prep.Observe
 	}
 	t := time.Now()
@@ -232,7 +232,23 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 			// them, nothing holds them (4 F on a large model).
 			delete(j.scores, "ec")
 		}
-		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.task, j.e.debugf)
+		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.ecplusTask(), j.e.debugf)
+	}
+	if method == "sparsegpt" || method == "sparsegpt+bias" {
+		if opt.NM != nil {
+			return nil, usagef("--nm is not supported with %s", method)
+		}
+		ecs, err := j.methodScores("ec")
+		if err != nil {
+			return nil, err
+		}
+		budget, err := prune.Select(j.ld.net, ecs, opt)
+		if err != nil {
+			return nil, err
+		}
+		so := prune.DefaultSparseGPT
+		so.Bias = method == "sparsegpt+bias"
+		return prune.SparseGPT(j.ld.net, sourceData{Src: j.src}, j.stats, budget, so, j.e.debugf)
 	}
 	sc, err := j.methodScores(method)
 	if err != nil {
@@ -245,6 +261,15 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		return prune.SelectConsuming(j.ld.net, sc, opt)
 	}
 	return prune.Select(j.ld.net, sc, opt)
+}
+
+// ecplusTask is the task ec+ matches: prune.TaskAuto (recognised from the
+// model) when neither labels nor --task name one.
+func (j *job) ecplusTask() analysis.Task {
+	if j.labels == nil && j.af.task == "" {
+		return prune.TaskAuto
+	}
+	return j.task
 }
 
 // metadata is the JSON stored in the output model's metadata_props.

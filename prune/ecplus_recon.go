@@ -1,0 +1,425 @@
+package prune
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
+)
+
+// Weight reconstruction: once a layer's mask is chosen, the surviving
+// weights of each row and its bias are refitted by damped least squares to
+// the original network's pre-activations on the pruned upstream,
+//
+//	min_{d, beta} ||A_K d + beta 1 + e_i||^2 + lambda ||d||^2,
+//
+// A_K the layer's centred inputs a' on the row's kept columns K, e_i = z'_i
+// - z0_i the row's residual with the current weights, d the change of the
+// kept weights (damped towards the weights EC kept, not towards zero) and
+// beta an undamped intercept. A bias only cancels the mean of the removals'
+// error; the kept weights of the row cancel its part correlated with the
+// kept inputs. lambda is ReconDamp times the mean diagonal of the centred
+// Gram matrix (SparseGPT's percdamp).
+//
+// The Gram matrix [A; 1][A; 1]^T is computed once per layer; each row then
+// needs one Cholesky factorisation of size |K|+1 (rows share no mask).
+//
+// Where: the least squares match pre-activations, not the model's output,
+// and on 1000 samples a 784-input row can overfit. So one fifth of the
+// calibration samples (every fifth) is held out: the rows are solved on the
+// rest and the layer is reconstructed only if that lowers the
+// output-weighted error on the held-out samples, sum_n g_i(n) (e_i(n) -
+// mean_g e_i)^2 summed over the rows (the error the bias fix leaves, EC's
+// first-order output error); then it is solved again on all samples.
+
+// reconHoldout: every reconHoldout-th sample is held out for the decision.
+const reconHoldout = 5
+
+// Recon modes of ECPlusOptions.Recon.
+const (
+	ReconAuto = "auto" // decided per layer on held-out samples
+	ReconOn   = "on"   // every layer
+	ReconOff  = "off"  // none (ec+ of issue 7)
+)
+
+// reconExactFlops bounds the Cholesky factorisations of a layer's rows,
+// sum_i (|K_i|+1)^3 / 3 multiply-adds: above it (wide layers at moderate
+// sparsity: 1024 rows of 500 kept weights are 4e10) the rows are solved
+// together by preconditioned conjugate gradients, whose every iteration is
+// one matrix product with the Gram matrix. A variable for the tests.
+var reconExactFlops = 5e8
+
+// Conjugate gradients: at most reconCGIter iterations, stopping when every
+// row's residual is below reconCGTol of its right-hand side.
+var (
+	reconCGIter = 20
+	reconCGTol  = 1e-3
+)
+
+// reconSolve solves the damped least squares of every row of a layer from
+// the augmented Gram matrix gram ([in+1, in+1], the last row and column
+// the intercept) and cross products c ([in+1, out]: [A; 1] e^T), writing
+// the changes into x ([out, in+1]: kept weights, then the intercept; 0 at
+// pruned positions). pruned is [out, in].
+func reconSolve(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64) string {
+	m := in + 1
+	var flops float64
+	for i := 0; i < out; i++ {
+		k := 1.0
+		for _, p := range pruned[i*in : (i+1)*in] {
+			if !p {
+				k++
+			}
+		}
+		flops += k * k * k / 3
+	}
+	if flops > reconExactFlops {
+		return reconCG(gram, c, out, in, pruned, lambda, x)
+	}
+	workers := min(runtime.GOMAXPROCS(0), max(out, 1))
+	var wg sync.WaitGroup
+	next := make(chan int, out)
+	for i := 0; i < out; i++ {
+		next <- i
+	}
+	close(next)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keep := make([]int, 0, m)
+			var a, b []float64
+			for i := range next {
+				xi := x[i*m : (i+1)*m]
+				clear(xi)
+				keep = keep[:0]
+				for j := 0; j < in; j++ {
+					if !pruned[i*in+j] {
+						keep = append(keep, j)
+					}
+				}
+				keep = append(keep, in)
+				k := len(keep)
+				a = grow(&a, k*k)
+				b = grow(&b, k)
+				for p, jp := range keep {
+					row := gram[jp*m : (jp+1)*m]
+					for q, jq := range keep {
+						a[p*k+q] = row[jq]
+					}
+					if jp != in {
+						a[p*k+p] += lambda
+					}
+					b[p] = -c[jp*out+i]
+				}
+				if !cholSolve(a, b, k) {
+					continue // singular even with damping: leave the row
+				}
+				for p, jp := range keep {
+					xi[jp] = b[p]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return "Cholesky per row"
+}
+
+// cholSolve solves a x = b in place (b becomes x) for a symmetric positive
+// definite k x k matrix a (overwritten); false if it is not, or the
+// solution is not finite.
+func cholSolve(a, b []float64, k int) bool {
+	t, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Upper, N: k, Stride: k, Data: a[:k*k]})
+	if !ok {
+		return false
+	}
+	lapack64.Potrs(t, blas64.General{Rows: k, Cols: 1, Stride: 1, Data: b[:k]})
+	return finite(b[:k])
+}
+
+// reconGram adds [A; 1][A; 1]^T to gram and [A; 1] e^T to c for the
+// samples cols of ac ([in, n], one run per feature) and e ([out, n]).
+func reconGram(ac, e []float64, n, in, out int, cols []int, gram, c []float64) {
+	m := in + 1
+	nc := len(cols)
+	if nc == 0 {
+		return
+	}
+	aug := make([]float64, m*nc)
+	for j := 0; j < in; j++ {
+		src, dst := ac[j*n:(j+1)*n], aug[j*nc:(j+1)*nc]
+		for p, r := range cols {
+			dst[p] = src[r]
+		}
+	}
+	for p := range cols {
+		aug[in*nc+p] = 1
+	}
+	eg := make([]float64, out*nc)
+	for i := 0; i < out; i++ {
+		src, dst := e[i*n:(i+1)*n], eg[i*nc:(i+1)*nc]
+		for p, r := range cols {
+			dst[p] = src[r]
+		}
+	}
+	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: aug}
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, A, 1, blas64.General{Rows: m, Cols: m, Stride: m, Data: gram})
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, blas64.General{Rows: out, Cols: nc, Stride: nc, Data: eg}, 1, blas64.General{Rows: m, Cols: out, Stride: out, Data: c})
+}
+
+// reconLambda is the damping: damp times the mean diagonal of the centred
+// Gram matrix (without the intercept), at least a tiny positive value so
+// that constant features keep the systems definite.
+func reconLambda(gram []float64, in int, damp float64) float64 {
+	m := in + 1
+	var tr float64
+	for j := 0; j < in; j++ {
+		tr += gram[j*m+j]
+	}
+	lambda := damp * tr / float64(max(in, 1))
+	if lambda <= 0 || math.IsNaN(lambda) {
+		lambda = 1e-12
+	}
+	return lambda
+}
+
+// weightedErr is sum_i sum_n g_i(n) (e_i(n) - mean_g e_i)^2 over the
+// samples cols of e with the change x applied ([out, in+1], nil: none).
+func weightedErr(rd *resident, in, out int, cols []int, x []float64) float64 {
+	n := rd.rows
+	m := in + 1
+	var total float64
+	ez := make([]float64, len(cols))
+	for i := 0; i < out; i++ {
+		ei, gi := rd.e[i*n:(i+1)*n], rd.g[i*n:(i+1)*n]
+		for p, r := range cols {
+			ez[p] = ei[r]
+		}
+		if x != nil {
+			xi := x[i*m : (i+1)*m]
+			for j, v := range xi[:in] {
+				if v == 0 {
+					continue
+				}
+				aj := rd.ac[j*n : (j+1)*n]
+				for p, r := range cols {
+					ez[p] += v * aj[r]
+				}
+			}
+			for p := range ez {
+				ez[p] += xi[in]
+			}
+		}
+		var s0, s1, s2 float64
+		for p, r := range cols {
+			g := gi[r]
+			s0 += g
+			s1 += g * ez[p]
+			s2 += g * ez[p] * ez[p]
+		}
+		if s0 > 0 {
+			total += math.Max(s2-s1*s1/s0, 0)
+		}
+	}
+	return total
+}
+
+// reconstruct refits the kept weights and the bias of layer l (w, b, with
+// mask pruned) from the resident data, updating rd.e; shift is the
+// centring of rd.ac. It returns whether the layer was changed and a line
+// for the log.
+func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []float64, out, in, rowsPer int) (bool, string) {
+	n := rd.rows
+	m := in + 1
+	mode := e.eo.Recon
+	if mode == "" {
+		mode = ReconAuto
+	}
+	if mode == ReconOff || n == 0 {
+		return false, ""
+	}
+	var fit, hold []int
+	for r := 0; r < n; r++ {
+		if mode == ReconAuto && (r/rowsPer)%reconHoldout == reconHoldout-1 {
+			hold = append(hold, r)
+		} else {
+			fit = append(fit, r)
+		}
+	}
+	gram := make([]float64, m*m)
+	c := make([]float64, m*out)
+	x := make([]float64, out*m)
+	reconGram(rd.ac, rd.e, n, in, out, fit, gram, c)
+	lambda := reconLambda(gram, in, e.eo.ReconDamp)
+	why := ""
+	if mode == ReconAuto {
+		if len(hold) == 0 || len(fit) == 0 {
+			return false, "reconstruction: too few samples to decide"
+		}
+		how := reconSolve(gram, c, out, in, pruned, lambda, x)
+		before := weightedErr(rd, in, out, hold, nil)
+		after := weightedErr(rd, in, out, hold, x)
+		if !(after < before) {
+			return false, fmt.Sprintf("reconstruction not applied (held-out output-weighted error %.4g, with it %.4g)", before, after)
+		}
+		why = fmt.Sprintf(" (held-out output-weighted error %.4g -> %.4g; %s)", before, after, how)
+		reconGram(rd.ac, rd.e, n, in, out, hold, gram, c)
+		lambda = reconLambda(gram, in, e.eo.ReconDamp)
+	}
+	how := reconSolve(gram, c, out, in, pruned, lambda, x)
+	// Apply: w_ij += x_ij on kept columns; the intercept is in centred
+	// coordinates, so the bias also takes -sum_j x_ij shift_j.
+	for i := 0; i < out; i++ {
+		xi := x[i*m : (i+1)*m]
+		db := xi[in]
+		for j, v := range xi[:in] {
+			if v != 0 {
+				w[i*in+j] += v
+				db -= v * shift[j]
+			}
+		}
+		b[i] += db
+	}
+	// e += X [A; 1]: one product, then the intercepts.
+	xw := make([]float64, out*in)
+	for i := 0; i < out; i++ {
+		copy(xw[i*in:(i+1)*in], x[i*m:i*m+in])
+	}
+	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
+		blas64.General{Rows: out, Cols: in, Stride: in, Data: xw},
+		blas64.General{Rows: in, Cols: n, Stride: n, Data: rd.ac[:in*n]},
+		1, blas64.General{Rows: out, Cols: n, Stride: n, Data: rd.e[:out*n]})
+	for i := 0; i < out; i++ {
+		v := x[i*m+in]
+		ei := rd.e[i*n : (i+1)*n]
+		for r := range ei {
+			ei[r] += v
+		}
+	}
+	return true, "reconstructed" + why + "; " + how
+}
+
+// reconCG solves every row's system (the damped Gram matrix restricted to
+// the row's kept columns and the intercept) at once by conjugate
+// gradients with a Jacobi preconditioner: the rows are the columns of one
+// [in+1, out] matrix, each iteration multiplies it by the Gram matrix once
+// and masks the pruned positions, and the step lengths are per row. x is
+// [out, in+1], 0 at pruned positions.
+func reconCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64) string {
+	m := in + 1
+	a := make([]float64, m*m)
+	copy(a, gram)
+	for j := 0; j < in; j++ {
+		a[j*m+j] += lambda
+	}
+	keep := make([]float64, m*out) // 1 where the row (column here) keeps the weight
+	for j := 0; j < m; j++ {
+		for i := 0; i < out; i++ {
+			if j == in || !pruned[i*in+j] {
+				keep[j*out+i] = 1
+			}
+		}
+	}
+	inv := make([]float64, m)
+	for j := range inv {
+		if d := a[j*m+j]; d > 0 {
+			inv[j] = 1 / d
+		}
+	}
+	xs := make([]float64, m*out)
+	r := make([]float64, m*out)
+	z := make([]float64, m*out)
+	p := make([]float64, m*out)
+	ap := make([]float64, m*out)
+	for q := range r {
+		r[q] = -c[q] * keep[q]
+		z[q] = r[q] * inv[q/out]
+	}
+	copy(p, z)
+	rz := make([]float64, out)
+	bn := make([]float64, out)
+	colDot := func(u, v, dst []float64) {
+		clear(dst)
+		for j := 0; j < m; j++ {
+			ur, vr := u[j*out:(j+1)*out], v[j*out:(j+1)*out]
+			for i := range dst {
+				dst[i] += ur[i] * vr[i]
+			}
+		}
+	}
+	colDot(r, z, rz)
+	colDot(r, r, bn)
+	pap := make([]float64, out)
+	rr := make([]float64, out)
+	it := 0
+	for ; it < reconCGIter; it++ {
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
+			blas64.General{Rows: m, Cols: m, Stride: m, Data: a},
+			blas64.General{Rows: m, Cols: out, Stride: out, Data: p},
+			0, blas64.General{Rows: m, Cols: out, Stride: out, Data: ap})
+		for q := range ap {
+			ap[q] *= keep[q]
+		}
+		colDot(p, ap, pap)
+		alpha := pap // reused: alpha_i = rz_i / (p_i . A p_i)
+		for i, v := range pap {
+			if v > 0 && !math.IsInf(rz[i], 0) {
+				alpha[i] = rz[i] / v
+			} else {
+				alpha[i] = 0
+			}
+		}
+		for j := 0; j < m; j++ {
+			row := j * out
+			for i := 0; i < out; i++ {
+				xs[row+i] += alpha[i] * p[row+i]
+				r[row+i] -= alpha[i] * ap[row+i]
+				z[row+i] = r[row+i] * inv[j]
+			}
+		}
+		colDot(r, r, rr)
+		done := true
+		for i := range rr {
+			if rr[i] > reconCGTol*reconCGTol*bn[i] {
+				done = false
+				break
+			}
+		}
+		if done {
+			it++
+			break
+		}
+		old := append([]float64(nil), rz...)
+		colDot(r, z, rz)
+		for j := 0; j < m; j++ {
+			row := j * out
+			for i := 0; i < out; i++ {
+				beta := 0.0
+				if old[i] > 0 {
+					beta = rz[i] / old[i]
+				}
+				p[row+i] = z[row+i] + beta*p[row+i]
+			}
+		}
+	}
+	for i := 0; i < out; i++ {
+		for j := 0; j < m; j++ {
+			if v := xs[j*out+i]; finite([]float64{v}) {
+				x[i*m+j] = v
+			} else {
+				x[i*m+j] = 0
+			}
+		}
+	}
+	worst := 0.0
+	for i := range rr {
+		if bn[i] > 0 {
+			worst = math.Max(worst, math.Sqrt(rr[i]/bn[i]))
+		}
+	}
+	return fmt.Sprintf("conjugate gradients, %d iterations, relative residual %.1g", it, worst)
+}
