@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -36,7 +35,7 @@ func Sizes(path string) (Size, error) {
 	var s Size
 	files := []string{path}
 	for _, loc := range locs {
-		if filepath.IsAbs(loc) || strings.Contains(filepath.ToSlash(loc), "..") {
+		if !filepath.IsLocal(loc) {
 			return Size{}, &onnxio.BadInputError{File: path, Msg: fmt.Sprintf("external data location %q must be relative and stay in the model's folder", loc)}
 		}
 		files = append(files, filepath.Join(filepath.Dir(path), loc))
