@@ -56,6 +56,7 @@ type Model struct {
 	ext   map[externalRef][]byte // external data ranges read so far
 	files map[string]*extFile    // external data files resolved so far, by location
 	bases []string               // real folders external data may be in
+	stage *Stage                 // LoadStaged: where the model's files are
 }
 
 // extFile is a resolved external data file.
@@ -81,9 +82,29 @@ func Load(path string) (*Model, error) {
 	return m, nil
 }
 
+// LoadStaged reads a model that st holds staged for path (and its
+// external data files, staged beside it), as it will be once committed.
+func LoadStaged(path string, st *Stage) (*Model, error) {
+	tmp, ok := st.Temp(path)
+	if !ok {
+		return nil, fmt.Errorf("%s: not staged", path)
+	}
+	b, err := readModelFile(tmp)
+	if err != nil {
+		return nil, err
+	}
+	m, err := parse(b, path, st)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Parse decodes model bytes; path names the file in messages and anchors
 // external data.
-func Parse(b []byte, path string) (*Model, error) {
+func Parse(b []byte, path string) (*Model, error) { return parse(b, path, nil) }
+
+func parse(b []byte, path string, st *Stage) (*Model, error) {
 	if len(b) == 0 {
 		return nil, badInput(path, "empty file, not an ONNX model")
 	}
@@ -94,7 +115,7 @@ func Parse(b []byte, path string) (*Model, error) {
 	if mp.Graph == nil {
 		return nil, badInput(path, "not an ONNX model: no graph (a protobuf of another kind?)")
 	}
-	m := &Model{Proto: mp, Path: path, Dir: filepath.Dir(path), ext: map[externalRef][]byte{}, files: map[string]*extFile{}}
+	m := &Model{Proto: mp, Path: path, Dir: filepath.Dir(path), ext: map[externalRef][]byte{}, files: map[string]*extFile{}, stage: st}
 	if v := mp.GetIrVersion(); v <= 0 {
 		return nil, badInput(path, "not an ONNX model: ir_version %d", v)
 	} else if v > KnownIRVersion {
@@ -260,6 +281,11 @@ func (m *Model) externalFile(loc string) (*extFile, error) {
 	f := &extFile{}
 	m.files[loc] = f
 	name := filepath.Join(m.Dir, loc)
+	if m.stage != nil {
+		if tmp, ok := m.stage.Temp(name); ok {
+			name = tmp // written by this process: no need to check where
+		}
+	}
 	real, err := filepath.EvalSymlinks(name)
 	if err != nil {
 		f.err = fmt.Errorf("external data file %s: %v", name, unwrapPath(err))
@@ -525,6 +551,8 @@ type SaveOptions struct {
 	// ExternalName is the external data file's name, relative to the
 	// model; default: the model file's name + ".data".
 	ExternalName string
+	// Stage, if set, holds the files until the caller commits them.
+	Stage *Stage
 }
 
 // externalAlign is the offset alignment of tensors in external data files,
@@ -619,6 +647,11 @@ func (m *Model) Save(path string, opt SaveOptions) error {
 		locs = append(locs, l)
 	}
 	sort.Strings(locs)
+	writeFile, mkdir := WriteFileAtomic, mkdirs
+	if opt.Stage != nil {
+		writeFile = opt.Stage.WriteFile
+		mkdir = func(d string) ([]string, error) { return nil, opt.Stage.MkdirAll(d) }
+	}
 	var written, made []string
 	undo := func() {
 		for _, w := range written {
@@ -632,19 +665,19 @@ func (m *Model) Save(path string, opt SaveOptions) error {
 		target := filepath.Join(dir, l)
 		// A location in a sub-folder is written in the same sub-folder of
 		// the output's folder (locations are local: it stays inside).
-		m, err := mkdirs(filepath.Dir(target))
+		m, err := mkdir(filepath.Dir(target))
 		made = append(made, m...)
 		if err != nil {
 			undo()
 			return fmt.Errorf("saving %s: external data: %w", path, err)
 		}
-		if err := WriteFileAtomic(target, files[l].buf); err != nil {
+		if err := writeFile(target, files[l].buf); err != nil {
 			undo()
 			return fmt.Errorf("saving %s: external data: %w", path, err)
 		}
 		written = append(written, target)
 	}
-	if err := WriteFileAtomic(path, b); err != nil {
+	if err := writeFile(path, b); err != nil {
 		undo()
 		return fmt.Errorf("saving %s: %w", path, err)
 	}

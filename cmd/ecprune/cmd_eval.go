@@ -34,6 +34,11 @@ func init() {
 			fs.StringVar(&f.save, "save-outputs", "", "save the first output for every sample to this .npy (float32, or float64 for float64 models)")
 		},
 		run: func(e *env, args []string) error { return runEval(e, f, args) },
+		files: func(args []string) ([]fileRef, []fileRef) {
+			in := append(refs("the model", args...), refs("--against", f.against)...)
+			in = append(append(in, refs("--data", f.data...)...), refs("--labels", f.labels)...)
+			return in, refs("--save-outputs", f.save)
+		},
 	})
 }
 
@@ -106,8 +111,8 @@ func runEval(e *env, f *evalFlags, args []string) error {
 				f32 = false
 			}
 		}
-		if err := calib.SaveNpy(f.save, saved, savedShape, f32); err != nil {
-			return err
+		if err := e.stage.Write(f.save, func(w io.Writer) error { return calib.WriteNpy(w, saved, savedShape, f32) }); err != nil {
+			return &calib.DataError{File: f.save, Msg: "cannot save", Err: err}
 		}
 		r.Saved = f.save
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,7 +69,22 @@ func init() {
 		},
 		flags: f.register,
 		run:   func(e *env, args []string) error { return runPrune(e, f, args) },
+		files: f.files,
 	})
+}
+
+// files lists what prune reads and writes; the external data files a
+// kept layout writes beside -o follow from the model (env.derived).
+func (f *pruneFlags) files(args []string) (in, out []fileRef) {
+	in = append(refs("the model", args...), refs("--calib", f.af.calib...)...)
+	in = append(in, refs("--labels", f.af.labels)...)
+	out = refs("-o", f.output)
+	if f.output != "" && f.external > 0 {
+		out = append(out, refs("-o's external data file", filepath.Join(filepath.Dir(f.output), filepath.Base(f.output)+".data"))...)
+	}
+	out = append(out, refs("--report", f.report)...)
+	out = append(out, refs("--scores", f.scores)...)
+	return in, out
 }
 
 // pruneOptions turns flags into prune.Options.
@@ -164,15 +178,17 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if f.output == "" {
 		return usagef("-o OUT is required")
 	}
-	if err := checkOutputPath(in, f.output); err != nil {
-		return err
+	if f.external < 0 {
+		return usagef("--external-data %d: want a size in bytes, or 0 to keep the input's layout", f.external)
 	}
-	for flag, p := range map[string]string{"--report": f.report, "--scores": f.scores} {
-		if p == "" {
-			continue
-		}
-		if err := checkOutputPath(in, p); err != nil {
-			return &onnxio.BadInputError{File: p, Msg: flag + ": " + err.(*onnxio.BadInputError).Msg}
+	if f.external == 0 {
+		// The pruned model keeps the input's external data files, beside -o.
+		e.derived = func(m *onnxio.Model) []fileRef {
+			var out []fileRef
+			for _, loc := range m.ExternalLocations() {
+				out = append(out, fileRef{"-o's external data file", filepath.Join(filepath.Dir(f.output), loc)})
+			}
+			return out
 		}
 	}
 	format, err := export.ParseFormat(f.format)
@@ -206,38 +222,11 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
-		if err := onnxio.WriteFileAtomic(f.report, append(b, '\n')); err != nil {
+		if err := e.stage.WriteFile(f.report, append(b, '\n')); err != nil {
 			return err
 		}
 	}
 	return e.output(r, func(w io.Writer) { printPruneReport(w, r) })
-}
-
-// checkOutputPath refuses to overwrite the input and checks, before any
-// long analysis, that the output folder exists and is writable.
-func checkOutputPath(in, out string) error {
-	ai, _ := filepath.Abs(in)
-	ao, _ := filepath.Abs(out)
-	if ai == ao {
-		return &onnxio.BadInputError{File: out, Msg: "is the input model: refusing to overwrite it (choose another -o)"}
-	}
-	if si, err := os.Stat(in); err == nil {
-		if so, err := os.Stat(out); err == nil && os.SameFile(si, so) {
-			return &onnxio.BadInputError{File: out, Msg: "is the input model (another link to it): refusing to overwrite it"}
-		}
-	}
-	dir := filepath.Dir(out)
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		return &onnxio.BadInputError{File: out, Msg: "the output folder " + dir + " does not exist"}
-	}
-	tmp, err := os.CreateTemp(dir, ".ecprune-probe-*")
-	if err != nil {
-		return &onnxio.BadInputError{File: out, Msg: "cannot write in the output folder " + dir}
-	}
-	tmp.Close()
-	os.Remove(tmp.Name())
-	return nil
 }
 
 // pruneOne prunes with one method and options, writes out, and measures.
@@ -276,25 +265,30 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		}
 		j.ld.model = nil
 	}
-	if err := export.Save(pm, out, f.external); err != nil {
+	if err := export.SaveStaged(pm, out, f.external, e.stage); err != nil {
 		return nil, err
 	}
 	r.Seconds.Write = time.Since(t).Seconds()
 	if f.scores != "" {
 		if err := j.writeScores(f.method, f.scores); err != nil {
-			os.Remove(out)
 			return nil, err
 		}
 	}
 	// Sizes: gzip of a large model takes seconds, so both files are
 	// measured in the background while the output is read back and
 	// evaluated.
-	before, afterSize := measureAsync(j.ld.path), measureAsync(out)
-	after, err := e.loadModel(out, false)
+	// What this run wrote is measured and read back from its staged files,
+	// whatever another process does at -o meanwhile.
+	before, afterSize := measureAsync(j.ld.path, nil), measureAsync(out, e.stage)
+	am, err := onnxio.LoadStaged(out, e.stage)
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", out, err)
 	}
-	after.model = nil // only its network is measured and evaluated
+	anet, err := onnxio.Extract(am, onnxio.ExtractOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading back %s: %w", out, err)
+	}
+	after := &loaded{path: out, net: anet} // only its network is measured and evaluated
 	r.Removed, r.Prunable = plan.Removed, plan.Total
 	for k, lr := range layers {
 		if k < len(results) {
@@ -397,7 +391,7 @@ func (j *job) writeScores(method, path string) error {
 		arrays[ls.Layer.Name+".delta"] = d
 		shapes[ls.Layer.Name+".delta"] = []int{ls.Layer.Out, ls.Layer.In}
 	}
-	return saveNpz(path, arrays, shapes)
+	return saveNpz(path, arrays, shapes, j.e.stage)
 }
 
 func printPruneReport(w io.Writer, r *pruneReport) {

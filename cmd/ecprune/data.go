@@ -24,6 +24,9 @@ func (e *env) loadModel(path string, needEval bool) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := e.checkModelFiles(m); err != nil {
+		return nil, err
+	}
 	for _, w := range m.Warnings {
 		e.logf("warning: %s", w)
 	}
@@ -99,7 +102,7 @@ func guessTask(task string, l *calib.Labels) analysis.Task {
 // modelSizes measures a saved model: bytes on disk, gzip bytes, dense
 // weights and non-zeros of its dense layers.
 func modelSizes(path string, net *onnxio.Network) (sizeInfo, error) {
-	return measureAsync(path).wait(net)
+	return measureAsync(path, nil).wait(net)
 }
 
 // pendingSize is export.Sizes running in the background.
@@ -109,11 +112,11 @@ type pendingSize struct {
 	done chan struct{}
 }
 
-func measureAsync(path string) *pendingSize {
+func measureAsync(path string, st *onnxio.Stage) *pendingSize {
 	p := &pendingSize{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.s, p.err = export.Sizes(path)
+		p.s, p.err = export.SizesStaged(path, st)
 	}()
 	return p
 }

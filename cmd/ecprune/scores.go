@@ -12,13 +12,13 @@ import (
 
 // saveNpz writes 2-D float64 arrays to an .npz, atomically. Member names
 // get numpy's ".npy" suffix so np.load keys them by the plain name.
-func saveNpz(path string, arrays map[string][]float64, shapes map[string][]int) error {
+func saveNpz(path string, arrays map[string][]float64, shapes map[string][]int, st *onnxio.Stage) error {
 	names := make([]string, 0, len(arrays))
 	for k := range arrays {
 		names = append(names, k)
 	}
 	sort.Strings(names) // deterministic member order
-	return onnxio.WriteAtomic(path, func(w io.Writer) error {
+	return st.Write(path, func(w io.Writer) error {
 		zw := npz.NewWriter(w)
 		for _, n := range names {
 			s := shapes[n]
