@@ -215,10 +215,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(err)
 	msg := oneLine(err.Error())
-	fmt.Fprintf(stderr, "ecprune %s: %s\n", c.name, msg)
+	line := msg
 	if code == exitBad && errors.As(err, new(*usageError)) {
-		fmt.Fprintf(stderr, "usage: ecprune %s %s (see 'ecprune %s --help')\n", c.name, c.usage, c.name)
+		// One line, so that scripts can rely on it: the hint goes on it.
+		line += fmt.Sprintf(" (usage: ecprune %s %s; see 'ecprune %s --help')", c.name, c.usage, c.name)
 	}
+	fmt.Fprintf(stderr, "ecprune %s: %s\n", c.name, line)
 	if e.json {
 		writeJSONError(stdout, msg, code, c.name)
 	}
