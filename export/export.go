@@ -721,3 +721,26 @@ func setMetadata(mp *pb.ModelProto, key, value string) {
 	}
 	mp.MetadataProps = props
 }
+
+// CheckFormat says, before any work, why model m cannot be written in
+// format f (nil: it can). Auto always can: it falls back to dense.
+func CheckFormat(m *onnxio.Model, f Format) error {
+	if f != Constant && f != SparseInitializer {
+		return nil
+	}
+	e := &editor{opset: m.Opset(""), ir: m.Proto.GetIrVersion()}
+	if err := e.sparseAllowed(f); err != nil {
+		return &onnxio.BadInputError{File: m.Path, Msg: "--format " + string(f) + ": " + err.Error()}
+	}
+	return nil
+}
+
+// SparseNote is a note for a model that cannot hold sparse tensors at all
+// (auto then writes dense: the file is not smaller), or "".
+func SparseNote(m *onnxio.Model) string {
+	if m.Proto.GetIrVersion() >= minSparseIR && m.Opset("") >= minConstantOpset {
+		return ""
+	}
+	return fmt.Sprintf("the model (IR version %d, opset %d) cannot hold sparse tensors (IR >= %d and opset >= %d needed), so the pruned weights are stored dense with zeros and the file is no smaller (gzip still shrinks it); to store them sparse, convert the model to opset %d or newer first (python: onnx.version_converter.convert_version(model, %d))",
+		m.Proto.GetIrVersion(), m.Opset(""), minSparseIR, minConstantOpset, minConstantOpset, minConstantOpset)
+}

@@ -94,7 +94,7 @@ func TestExternalDataHostile(t *testing.T) {
 		{"folder", func(t *testing.T, dir, _ string) {
 			os.Remove(filepath.Join(dir, "w.data"))
 			must(t, os.Mkdir(filepath.Join(dir, "w.data"), 0o755))
-		}, []string{"not a regular file", "folder"}},
+		}, []string{"not a regular file", "directory"}},
 		{"dot-dot location", func(t *testing.T, _, model string) { editExternal(t, model, "location", "../w.data") },
 			[]string{"must be relative and stay in the model's folder"}},
 		{"absolute location", func(t *testing.T, _, model string) { editExternal(t, model, "location", outside) },

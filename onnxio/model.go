@@ -343,7 +343,7 @@ func evalOrAbs(p string) string {
 func fileKind(mode os.FileMode) string {
 	switch {
 	case mode.IsDir():
-		return "a folder"
+		return "a directory"
 	case mode&os.ModeNamedPipe != 0:
 		return "a named pipe"
 	case mode&os.ModeDevice != 0, mode&os.ModeCharDevice != 0:
@@ -373,8 +373,11 @@ func readRange(path string, offset, length int64) ([]byte, error) {
 	return buf, nil
 }
 
-// openRegular opens a file for reading and refuses anything but a regular
-// file.
+// OpenRegular opens a file for reading and refuses anything but a regular
+// file (a pipe, a device, a folder) without blocking on it. Errors are
+// plain, for the caller to name the file.
+func OpenRegular(path string) (*os.File, error) { return openRegular(path) }
+
 func openRegular(path string) (*os.File, error) {
 	f, err := openNonBlocking(path)
 	if err != nil {

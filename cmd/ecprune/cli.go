@@ -63,6 +63,7 @@ type env struct {
 	// every output until the run has succeeded.
 	inputs, outputs []fileRef
 	derived         func(*onnxio.Model) []fileRef
+	loadedCheck     func(*onnxio.Model) error // more checks of a loaded input model
 	stage           *onnxio.Stage
 }
 

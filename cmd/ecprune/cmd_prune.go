@@ -87,6 +87,18 @@ func (f *pruneFlags) files(args []string) (in, out []fileRef) {
 	return in, out
 }
 
+// checkFraction refuses a sparsity outside [0, 1) before any work, with a
+// hint when it looks like a percentage.
+func checkFraction(flag string, s float64) error {
+	if s >= 0 && s < 1 {
+		return nil
+	}
+	if s >= 1 && s < 100 {
+		return usagef("%s %g is a fraction of the weights, in [0, 1): for %g%% write %g", flag, s, s, s/100)
+	}
+	return usagef("%s %g is outside [0, 1)", flag, s)
+}
+
 // pruneOptions turns flags into prune.Options.
 func (f *pruneFlags) pruneOptions(fs *pflag.FlagSet) (prune.Options, error) {
 	opt := prune.Options{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip, Compensate: true}
@@ -199,8 +211,21 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkFraction("--sparsity", opt.Sparsity); err != nil {
+		return err
+	}
+	for name, s := range opt.LayerSparsity {
+		if err := checkFraction("--layer-sparsity "+name, s); err != nil {
+			return err
+		}
+	}
 	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && f.method != "ec+" {
 		return usagef("--method: %v", err)
+	}
+	sparseNote := ""
+	e.loadedCheck = func(m *onnxio.Model) error {
+		sparseNote = export.SparseNote(m)
+		return export.CheckFormat(m, format)
 	}
 	needGrad := analysis.NeedsLabels(f.method)
 	if needGrad && f.af.labels == "" {
@@ -219,6 +244,9 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	r, err := j.pruneOne(f, opt, format, f.output)
 	if err != nil {
 		return err
+	}
+	if sparseNote != "" {
+		r.Note = sparseNote + "; " + r.Note
 	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")

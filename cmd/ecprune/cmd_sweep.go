@@ -225,6 +225,15 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 		if traw, err = test.LoadLabels(f.testLabels); err != nil {
 			return err
 		}
+		// Checked now against the model; converted for the task once the
+		// calibration labels have decided it.
+		width, err := outputWidth(pre, test)
+		if err != nil {
+			return fmt.Errorf("%s: %w", model, err)
+		}
+		if _, _, err := prepareLabels(f.testLabels, traw, f.af.task, width); err != nil {
+			return err
+		}
 	} else {
 		e.logf("no --test-labels: measuring only the output error against the dense model, not test loss or accuracy")
 	}
@@ -238,11 +247,16 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	task := j.task
 	var tlabels *analysis.Labels
 	if traw != nil {
+		tflag := string(task)
 		if j.labels == nil {
 			// Without calibration labels the test labels decide the task.
-			task = guessTask(f.af.task, traw)
+			tflag = f.af.task
 		}
-		if tlabels, err = convertLabels(f.testLabels, traw, task); err != nil {
+		width, err := outputWidth(j.ld.net, test)
+		if err != nil {
+			return fmt.Errorf("%s: %w", model, err)
+		}
+		if tlabels, task, err = prepareLabels(f.testLabels, traw, tflag, width); err != nil {
 			return err
 		}
 	}

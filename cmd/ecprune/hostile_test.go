@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -310,6 +311,137 @@ var hostileCases = []hostileCase{
 	{"-o is a folder", func(t *testing.T, dir, out string) []string {
 		return []string{"prune", pdeModel, "-o", out, "--calib", pdeCalib}
 	}, "is a folder", false},
+
+	// 3. Archives and arrays.
+	{"calibration .npz: zip bomb", func(t *testing.T, dir, out string) []string {
+		z := npzBomb(t, dir, 64<<20, 0) // 512 MiB of zeros in a few hundred kB
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", z}
+	}, "every calibration sample is the same", true},
+	{"calibration .npz: zip bomb with --limit", func(t *testing.T, dir, out string) []string {
+		z := npzBomb(t, dir, 64<<20, 0)
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", z, "--limit", "100"}
+	}, "every calibration sample is the same", true},
+	{"calibration .npz: member larger than its header", func(t *testing.T, dir, out string) []string {
+		z := npzBomb(t, dir, 1000, 64<<20)
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", z}
+	}, "more than the", true},
+	{"calibration: a named pipe", func(t *testing.T, dir, out string) []string {
+		p := filepath.Join(dir, "x.npy")
+		must(t, syscall.Mkfifo(p, 0o644))
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", p}
+	}, "not a regular file", true},
+	{"calibration: /dev/zero", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", "/dev/zero"}
+	}, "not a regular file", true},
+
+	// 4. Degenerate calibration.
+	{"calibration: all zero", func(t *testing.T, dir, out string) []string {
+		x := pdeX(t, dir, "x.npy", 500, func(int) float32 { return 0 })
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", x}
+	}, "every calibration sample is the same", false},
+	{"calibration: one sample", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--limit", "1"}
+	}, "1 calibration sample left", false},
+	{"calibration: --holdout 0.999 leaves one sample", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--holdout", "0.999"}
+	}, "1 calibration sample left", false},
+
+	// 5. Everything checkable before the analysis.
+	{"labels: class out of range", func(t *testing.T, dir, out string) []string {
+		y := mnistLabels(t, dir, "y.npy", 256, func(i int) int64 { return int64(i % 11) })
+		return []string{"prune", mnModel, "-o", filepath.Join(out, "p.onnx"), "--calib", mnCalib, "--labels", y}
+	}, "outside the model's 10 outputs", false},
+	{"labels: class indices stored as floats", func(t *testing.T, dir, out string) []string {
+		y := make([]float32, 256)
+		for i := range y {
+			y[i] = float32(i % 10)
+		}
+		p := writeFile(t, dir, "y.npy", npyBytes([]int{256}, y, nil))
+		return []string{"prune", mnModel, "-o", filepath.Join(out, "p.onnx"), "--calib", mnCalib, "--labels", p}
+	}, "--task classification", false},
+	{"labels: fractions for classification", func(t *testing.T, dir, out string) []string {
+		y := make([]float32, 256)
+		for i := range y {
+			y[i] = 0.5
+		}
+		p := writeFile(t, dir, "y.npy", npyBytes([]int{256}, y, nil))
+		return []string{"prune", mnModel, "-o", filepath.Join(out, "p.onnx"), "--calib", mnCalib, "--labels", p, "--task", "classification"}
+	}, "fractions", false},
+	{"labels: one-hot", func(t *testing.T, dir, out string) []string {
+		y := make([]int64, 256*10)
+		for i := range 256 {
+			y[i*10+i%10] = 1
+		}
+		p := writeFile(t, dir, "y.npy", npyBytes([]int{256, 10}, nil, y))
+		return []string{"prune", mnModel, "-o", filepath.Join(out, "p.onnx"), "--calib", mnCalib, "--labels", p}
+	}, "one-hot", false},
+	{"labels: another length", func(t *testing.T, dir, out string) []string {
+		y := mnistLabels(t, dir, "y.npy", 100, func(i int) int64 { return int64(i % 10) })
+		return []string{"prune", mnModel, "-o", filepath.Join(out, "p.onnx"), "--calib", mnCalib, "--labels", y}
+	}, "100 labels, expected 256", false},
+	{"eval: labels out of range", func(t *testing.T, dir, out string) []string {
+		y := mnistLabels(t, dir, "y.npy", 256, func(i int) int64 { return 12 })
+		return []string{"eval", mnModel, "--data", mnCalib, "--labels", y, "--save-outputs", filepath.Join(out, "o.npy")}
+	}, "outside the model's 10 outputs", false},
+	{"model: NaN weight", func(t *testing.T, dir, out string) []string {
+		m := cp(t, pdeModel, dir, "m.onnx")
+		editModel(t, m, func(mp *pb.ModelProto) {
+			for _, init := range mp.Graph.Initializer {
+				if len(init.RawData) >= 8 && len(init.Dims) == 2 {
+					nan := math.Float32bits(float32(math.NaN()))
+					init.RawData[4], init.RawData[5], init.RawData[6], init.RawData[7] = byte(nan), byte(nan>>8), byte(nan>>16), byte(nan>>24)
+					return
+				}
+			}
+		})
+		return []string{"prune", m, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib}
+	}, "holds NaN at row 0, column 1", false},
+	{"--format sparse-initializer on an IR-4 model", func(t *testing.T, dir, out string) []string {
+		m := cp(t, pdeModel, dir, "m.onnx")
+		editModel(t, m, func(mp *pb.ModelProto) { mp.IrVersion = proto.Int64(4) })
+		return []string{"prune", m, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--format", "sparse-initializer"}
+	}, "need IR version", false},
+	{"--holdout nan", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--holdout", "nan"}
+	}, "--holdout NaN", false},
+	{"--probes -1", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--probes", "-1"}
+	}, "--probes -1", false},
+	{"--external-data -5", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--external-data", "-5"}
+	}, "--external-data -5", false},
+	{"--sparsity 80", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--sparsity", "80"}
+	}, "for 80% write 0.8", false},
+	{"--sparsity nan", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--sparsity", "nan"}
+	}, "outside [0, 1)", false},
+	{"--layer-sparsity 50", func(t *testing.T, dir, out string) []string {
+		return []string{"prune", pdeModel, "-o", filepath.Join(out, "p.onnx"), "--calib", pdeCalib, "--layer-sparsity", "x=50"}
+	}, "for 50% write 0.5", false},
+}
+
+// npzBomb writes an .npz whose one member declares rows PDE samples of
+// zeros and holds extra bytes more than that, deflated.
+func npzBomb(t *testing.T, dir string, rows, extra int) string {
+	t.Helper()
+	p := filepath.Join(dir, "bomb.npz")
+	f, err := os.Create(p)
+	must(t, err)
+	zw := zip.NewWriter(f)
+	w, err := zw.Create("input.npy")
+	must(t, err)
+	h := npyBytes([]int{rows, 2}, []float32{}, nil)
+	_, err = w.Write(h)
+	must(t, err)
+	zero := make([]byte, 1<<20)
+	for left := rows*8 + extra; left > 0; left -= len(zero) {
+		_, err = w.Write(zero[:min(left, len(zero))])
+		must(t, err)
+	}
+	must(t, zw.Close())
+	must(t, f.Close())
+	return p
 }
 
 func must(t *testing.T, err error) {
@@ -453,5 +585,13 @@ func binWrite(b *bytes.Buffer, v any) {
 				b.WriteByte(byte(uint64(x) >> (8 * k)))
 			}
 		}
+	}
+}
+
+func TestScoresEntryNames(t *testing.T) {
+	got := entryNames([]string{"../../etc/x.importance", "a\\b", "..", "ok.delta", "a_b"})
+	want := []string{".._.._etc_x.importance", "a_b", "_..", "ok.delta", "a_b_2"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("entry names %q, want %q", got, want)
 	}
 }
