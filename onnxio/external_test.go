@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -171,4 +172,59 @@ func TestExternalDataLegalNames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLoadExternal fuzzes a model file and its external data file
+// together: whatever the bytes, loading ends in a model or a
+// *BadInputError, without a panic, a hang or reading outside the folder.
+func FuzzLoadExternal(f *testing.F) {
+	dir := f.TempDir()
+	seed := filepath.Join(f.TempDir(), "seed")
+	if err := os.MkdirAll(seed, 0o755); err != nil {
+		f.Fatal(err)
+	}
+	m, err := Load(bundledPath("pde_mlp.onnx"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := filepath.Join(seed, "m.onnx")
+	if err := m.Save(p, SaveOptions{ExternalThreshold: 1, ExternalName: "w.data"}); err != nil {
+		f.Fatal(err)
+	}
+	mb, _ := os.ReadFile(p)
+	db, _ := os.ReadFile(filepath.Join(seed, "w.data"))
+	f.Add(mb, db)
+	f.Add(mb, db[:len(db)/2])
+	f.Add(mb, []byte{})
+	f.Fuzz(func(t *testing.T, model, data []byte) {
+		start := time.Now()
+		defer func() {
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("%d+%d bytes took %s", len(model), len(data), d)
+			}
+		}()
+		mp := filepath.Join(dir, "m.onnx")
+		if err := os.WriteFile(mp, model, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "w.data"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := Load(mp)
+		if err != nil {
+			var bad *BadInputError
+			if !errors.As(err, &bad) {
+				t.Fatalf("error %v is not a *BadInputError", err)
+			}
+			return
+		}
+		for _, real := range m.ExternalFiles() {
+			if filepath.Dir(real) != evalOrAbs(dir) {
+				t.Fatalf("reads %s, outside %s", real, dir)
+			}
+		}
+		if n, err := Extract(m, ExtractOptions{}); err == nil && n.Evaluable {
+			_ = n.Prunable()
+		}
+	})
 }
