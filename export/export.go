@@ -151,6 +151,7 @@ type editor struct {
 	redirected    map[string]bool         // biases a node stopped reading (may be orphaned)
 	newInits      []*pb.TensorProto
 	newSparse     []*pb.SparseTensorProto
+	initPos       map[string]int // initializer positions by name, for replaceInit
 }
 
 func newEditor(m *onnxio.Model, format Format, addBias bool) *editor {
@@ -502,9 +503,24 @@ func sparseTensor(like *pb.TensorProto, dims []int64, vals []float64, nnz int) *
 // replaceInit swaps the initializer of that name for t, in place, so the
 // order of initializers is kept.
 func (e *editor) replaceInit(name string, t *pb.TensorProto) {
+	// Positions are indexed once: a scan per layer made writing a model of
+	// many layers quadratic.
+	if e.initPos == nil {
+		e.initPos = make(map[string]int, len(e.g.Initializer))
+		for i, x := range e.g.Initializer {
+			if _, dup := e.initPos[x.GetName()]; !dup {
+				e.initPos[x.GetName()] = i
+			}
+		}
+	}
+	if i, ok := e.initPos[name]; ok && i < len(e.g.Initializer) && e.g.Initializer[i].GetName() == name {
+		e.g.Initializer[i] = t
+		return
+	}
 	for i, x := range e.g.Initializer {
 		if x.GetName() == name {
 			e.g.Initializer[i] = t
+			e.initPos[name] = i
 			return
 		}
 	}
