@@ -153,7 +153,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		msg := fmt.Sprintf("unknown command %q (see 'ecprune help')", name)
+		var names []string
+		for n := range commands {
+			names = append(names, n)
+		}
+		msg := fmt.Sprintf("unknown command %q%s (see 'ecprune help')", name, methodHint(name, names))
 		fmt.Fprintf(stderr, "ecprune: %s\n", msg)
 		if wantsJSON(args[1:]) {
 			writeJSONError(stdout, msg, exitBad, name)
@@ -173,6 +177,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	e.fs = fs
 	err := fs.Parse(args[1:])
+	if err != nil {
+		err = flagHint(err, fs)
+	}
 	if err != nil && wantsJSON(args[1:]) {
 		// Parsing stops at the first bad flag, possibly before --json:
 		// the caller still asked for a JSON error.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -161,6 +162,7 @@ type pruneReport struct {
 	NM             string        `json:"nm,omitempty"`
 	Scope          string        `json:"scope"`
 	Objective      string        `json:"objective"`
+	Task           string        `json:"task"`
 	Derivatives    string        `json:"derivatives"`
 	Seed           uint64        `json:"seed"`
 	Samples        int           `json:"calibration_samples"`
@@ -173,8 +175,11 @@ type pruneReport struct {
 	Calibration    qualityPair   `json:"calibration"`
 	HoldoutQ       *qualityPair  `json:"holdout,omitempty"`
 	PredictedSqErr *float64      `json:"predicted_sq_err_per_sample,omitempty"`
-	Note           string        `json:"note"`
-	Seconds        struct {
+	// PredictedClamped: the sum came out below zero (rounding) and was
+	// reported as 0.
+	PredictedClamped bool   `json:"predicted_clamped_to_zero,omitempty"`
+	Note             string `json:"note"`
+	Seconds          struct {
 		Analysis float64 `json:"analysis"`
 		Select   float64 `json:"select"`
 		Write    float64 `json:"write"`
@@ -220,7 +225,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 		}
 	}
 	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && f.method != "ec+" {
-		return usagef("--method: %v", err)
+		return usagef("--method: %v%s", err, methodHint(f.method, append(analysis.Methods(), "ec+", "exact")))
 	}
 	sparseNote := ""
 	e.loadedCheck = func(m *onnxio.Model) error {
@@ -262,7 +267,7 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	e := j.e
 	r := &pruneReport{
 		Model: j.ld.path, Output: out, Method: f.method, Sparsity: opt.Sparsity, Scope: string(opt.Scope),
-		Objective: f.af.objective, Derivatives: j.stats.Mode, Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
+		Objective: objectiveName(f.af.objective, j.task), Task: string(j.task), Derivatives: j.stats.Mode, Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
 	}
 	if opt.NM != nil {
 		r.NM = f.nm
@@ -280,20 +285,17 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	r.Seconds.Select = time.Since(t).Seconds()
 	layers := planLayerReports(plan)
 	t = time.Now()
-	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
-	if err != nil {
-		return nil, err
-	}
-	if j.oneShot {
-		// The written model has what it needs of the source's protobuf
-		// and of the plan's weights (counted above): let them go before
-		// the model is saved and read back.
-		for _, lp := range plan.Layers {
-			lp.W, lp.Pruned = nil, nil
+	var results []export.TensorResult
+	if plan.Removed == 0 && f.external == 0 {
+		// Nothing removed: the input as it is, byte for byte (no bias
+		// added, no metadata).
+		if err := j.copyInput(out); err != nil {
+			return nil, err
 		}
-		j.ld.model = nil
-	}
-	if err := export.SaveStaged(pm, out, f.external, e.stage); err != nil {
+		for range layers {
+			results = append(results, export.TensorResult{Format: "unchanged"})
+		}
+	} else if results, err = j.writePruned(plan, f, format, opt, out); err != nil {
 		return nil, err
 	}
 	r.Seconds.Write = time.Since(t).Seconds()
@@ -329,6 +331,12 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		for _, lp := range plan.Layers {
 			p += lp.Predicted
 		}
+		if p < 0 {
+			// Rounding in S2 - S1²/S0 can leave a sum of zeros slightly
+			// negative; an error is never below zero.
+			p = 0
+			r.PredictedClamped = true
+		}
 		r.PredictedSqErr = &p
 	}
 	// Quality: the pruned network as written (read back from the file).
@@ -357,12 +365,68 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	return r, nil
 }
 
+// objectiveName says in words what removal is measured on.
+func objectiveName(objective string, task analysis.Task) string {
+	if objective == "loss" {
+		if task == analysis.TaskClassification {
+			return "loss (cross-entropy on the labels)"
+		}
+		return "loss (squared error against the labels)"
+	}
+	return "output (squared change of the model's outputs)"
+}
+
+// writePruned applies the plan to the model and stages the result at out.
+func (j *job) writePruned(plan *prune.Plan, f *pruneFlags, format export.Format, opt prune.Options, out string) ([]export.TensorResult, error) {
+	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
+	if err != nil {
+		return nil, err
+	}
+	if j.oneShot {
+		// The written model has what it needs of the source's protobuf
+		// and of the plan's weights (counted before): let them go before
+		// the model is saved and read back.
+		for _, lp := range plan.Layers {
+			lp.W, lp.Pruned = nil, nil
+		}
+		j.ld.model = nil
+	}
+	return results, export.SaveStaged(pm, out, f.external, j.e.stage)
+}
+
+// copyInput stages the input model and its external data files unchanged
+// at out (and beside it).
+func (j *job) copyInput(out string) error {
+	m := j.ld.model
+	b, err := os.ReadFile(m.Path)
+	if err != nil {
+		return &onnxio.BadInputError{File: m.Path, Msg: "cannot read: " + err.Error()}
+	}
+	if err := j.e.stage.WriteFile(out, b); err != nil {
+		return err
+	}
+	for _, loc := range m.ExternalLocations() {
+		b, err := os.ReadFile(filepath.Join(m.Dir, loc))
+		if err != nil {
+			return &onnxio.BadInputError{File: m.Path, Msg: "external data: " + err.Error()}
+		}
+		target := filepath.Join(filepath.Dir(out), loc)
+		if err := j.e.stage.MkdirAll(filepath.Dir(target)); err != nil {
+			return err
+		}
+		if err := j.e.stage.WriteFile(target, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // planLayerReports gives each layer's counts of a plan (its format and
 // bytes are filled in once written).
 func planLayerReports(plan *prune.Plan) []layerReport {
 	out := make([]layerReport, 0, len(plan.Layers))
 	for _, lp := range plan.Layers {
-		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: lp.Predicted}
+		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: max(0, lp.Predicted)}
 		for q, w := range lp.W {
 			if w != 0 {
 				lr.NonZeros++
@@ -392,6 +456,9 @@ func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysi
 		orig = &analysis.Quality{N: src.N()}
 	}
 	pr, err = analysis.Evaluate(pruned, j.ld.net, d, labels, j.task, j.af.batch, nil)
+	if err == nil && j.regression() {
+		pr.ArgmaxSame = nil // no classes: the agreement means nothing
+	}
 	return orig, pr, err
 }
 
@@ -427,8 +494,8 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 	if r.NM != "" {
 		what = r.NM + " (N:M)"
 	}
-	fmt.Fprintf(w, "%s -> %s: method %s, %s, objective %s, %d calibration samples (derivatives: %s)\n",
-		r.Model, r.Output, r.Method, what, r.Objective, r.Samples, r.Derivatives)
+	fmt.Fprintf(w, "%s -> %s: method %s, %s, task %s, objective: %s, %d calibration samples (derivatives: %s)\n",
+		r.Model, r.Output, r.Method, what, r.Task, r.Objective, r.Samples, r.Derivatives)
 	fmt.Fprintf(w, "removed %d of %d prunable weights\n\n", r.Removed, r.Prunable)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
@@ -457,7 +524,11 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 		printQuality(w, "holdout", *r.HoldoutQ)
 	}
 	if r.PredictedSqErr != nil {
-		fmt.Fprintf(w, "first-order predicted output error: %.4g per sample (sum of removed importances; measured on calibration: %.4g)\n", *r.PredictedSqErr, deref(r.Calibration.Pruned.SqErr))
+		clamped := ""
+		if r.PredictedClamped {
+			clamped = ", clamped to 0 from a slightly negative sum (rounding)"
+		}
+		fmt.Fprintf(w, "first-order predicted output error: %.4g per sample (sum of removed importances%s; measured on calibration: %.4g)\n", *r.PredictedSqErr, clamped, deref(r.Calibration.Pruned.SqErr))
 	}
 	fmt.Fprintf(w, "note: %s\n", r.Note)
 }
@@ -471,7 +542,10 @@ func deref(p *float64) float64 {
 
 func printQuality(w io.Writer, name string, q qualityPair) {
 	p := q.Pruned
-	fmt.Fprintf(w, "%s (%d samples): output MSE %.4g, max |diff| %.4g, argmax agreement %.4f", name, p.N, deref(p.MSE), deref(p.MaxAbs), deref(p.ArgmaxSame))
+	fmt.Fprintf(w, "%s (%d samples): output MSE %.4g, max |diff| %.4g", name, p.N, deref(p.MSE), deref(p.MaxAbs))
+	if p.ArgmaxSame != nil {
+		fmt.Fprintf(w, ", argmax agreement %.4f", *p.ArgmaxSame)
+	}
 	if p.Loss != nil && q.Original.Loss != nil {
 		fmt.Fprintf(w, "; loss %.4g -> %.4g", *q.Original.Loss, *p.Loss)
 	}

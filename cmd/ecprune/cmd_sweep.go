@@ -415,7 +415,7 @@ func sweepMethods(names []string, labels bool) ([]string, error) {
 		}
 		if n != "exact" && n != "ec+" {
 			if _, err := analysis.CriterionByName(n); err != nil {
-				return nil, usagef("--methods: %v", err)
+				return nil, usagef("--methods: %v%s", err, methodHint(n, analysis.Methods()))
 			}
 		}
 		if analysis.NeedsLabels(n) && !labels {

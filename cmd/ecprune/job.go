@@ -187,6 +187,13 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	return j, nil
 }
 
+// regression reports whether the outputs are known not to be classes:
+// regression labels or --task regression. Without labels the task is only
+// a default, and an argmax agreement may still mean something.
+func (j *job) regression() bool {
+	return j.task == analysis.TaskRegression && (j.labels != nil || j.af.task == "regression")
+}
+
 // methodScores computes (once) a statistics-based or exact criterion.
 func (j *job) methodScores(method string) (*analysis.Scores, error) {
 	if sc, ok := j.scores[method]; ok {
