@@ -49,7 +49,7 @@ type evalResult struct {
 	Quality *analysis.Quality `json:"quality"`
 	// Reference is --against's own loss and accuracy on the labels.
 	Reference *analysis.Quality `json:"reference,omitempty"`
-	Saved   string            `json:"saved_outputs,omitempty"`
+	Saved     string            `json:"saved_outputs,omitempty"`
 }
 
 func runEval(e *env, f *evalFlags, args []string) error {
