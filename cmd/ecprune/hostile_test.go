@@ -595,3 +595,29 @@ func TestScoresEntryNames(t *testing.T) {
 		t.Errorf("entry names %q, want %q", got, want)
 	}
 }
+
+// An interrupted run removes its staged files and the folders it made.
+func TestInterruptLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	out := t.TempDir()
+	cmd := exec.Command(builtBinary(t), "sweep", mnModel, "--calib", mnCalib, "--test", mnCalib,
+		"--csv", filepath.Join(out, "s.csv"), "--save-dir", filepath.Join(out, "models"), "-q")
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	must(t, cmd.Start())
+	time.Sleep(3 * time.Second) // the sweep of the defaults takes far longer
+	must(t, cmd.Process.Signal(os.Interrupt))
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want 130\n%s", err, e.String())
+	}
+	if left := snapshot(t, out); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if !strings.Contains(e.String(), "interrupted") || strings.Count(e.String(), "\n") != 1 {
+		t.Errorf("stderr: %q", e.String())
+	}
+}
