@@ -151,6 +151,7 @@ type editor struct {
 	redirected    map[string]bool         // biases a node stopped reading (may be orphaned)
 	newInits      []*pb.TensorProto
 	newSparse     []*pb.SparseTensorProto
+	initPos       map[string]int // initializer positions by name, for replaceInit
 }
 
 func newEditor(m *onnxio.Model, format Format, addBias bool) *editor {
@@ -502,9 +503,24 @@ func sparseTensor(like *pb.TensorProto, dims []int64, vals []float64, nnz int) *
 // replaceInit swaps the initializer of that name for t, in place, so the
 // order of initializers is kept.
 func (e *editor) replaceInit(name string, t *pb.TensorProto) {
+	// Positions are indexed once: a scan per layer made writing a model of
+	// many layers quadratic.
+	if e.initPos == nil {
+		e.initPos = make(map[string]int, len(e.g.Initializer))
+		for i, x := range e.g.Initializer {
+			if _, dup := e.initPos[x.GetName()]; !dup {
+				e.initPos[x.GetName()] = i
+			}
+		}
+	}
+	if i, ok := e.initPos[name]; ok && i < len(e.g.Initializer) && e.g.Initializer[i].GetName() == name {
+		e.g.Initializer[i] = t
+		return
+	}
 	for i, x := range e.g.Initializer {
 		if x.GetName() == name {
 			e.g.Initializer[i] = t
+			e.initPos[name] = i
 			return
 		}
 	}
@@ -720,4 +736,27 @@ func setMetadata(mp *pb.ModelProto, key, value string) {
 		props = append(props, &pb.StringStringEntryProto{Key: proto.String(key), Value: proto.String(value)})
 	}
 	mp.MetadataProps = props
+}
+
+// CheckFormat says, before any work, why model m cannot be written in
+// format f (nil: it can). Auto always can: it falls back to dense.
+func CheckFormat(m *onnxio.Model, f Format) error {
+	if f != Constant && f != SparseInitializer {
+		return nil
+	}
+	e := &editor{opset: m.Opset(""), ir: m.Proto.GetIrVersion()}
+	if err := e.sparseAllowed(f); err != nil {
+		return &onnxio.BadInputError{File: m.Path, Msg: "--format " + string(f) + ": " + err.Error()}
+	}
+	return nil
+}
+
+// SparseNote is a note for a model that cannot hold sparse tensors at all
+// (auto then writes dense: the file is not smaller), or "".
+func SparseNote(m *onnxio.Model) string {
+	if m.Proto.GetIrVersion() >= minSparseIR && m.Opset("") >= minConstantOpset {
+		return ""
+	}
+	return fmt.Sprintf("the model (IR version %d, opset %d) cannot hold sparse tensors (IR >= %d and opset >= %d needed), so the pruned weights are stored dense with zeros and the file is no smaller (gzip still shrinks it); to store them sparse, convert the model to opset %d or newer first (python: onnx.version_converter.convert_version(model, %d))",
+		m.Proto.GetIrVersion(), m.Opset(""), minSparseIR, minConstantOpset, minConstantOpset, minConstantOpset)
 }

@@ -21,6 +21,12 @@ import (
 // against, and an external data file rewritten in place would corrupt the
 // source. Problems with the output path are *onnxio.BadInputError values.
 func Save(m *onnxio.Model, out string, threshold int64) error {
+	return SaveStaged(m, out, threshold, nil)
+}
+
+// SaveStaged is Save whose files st holds until the caller commits them
+// (nil: written in place at once).
+func SaveStaged(m *onnxio.Model, out string, threshold int64, st *onnxio.Stage) error {
 	if out == "" {
 		return &onnxio.BadInputError{File: out, Msg: "no output path given"}
 	}
@@ -69,7 +75,7 @@ func Save(m *onnxio.Model, out string, threshold int64) error {
 			}
 		}
 	}
-	if err := m.Save(out, onnxio.SaveOptions{ExternalThreshold: threshold}); err != nil {
+	if err := m.Save(out, onnxio.SaveOptions{ExternalThreshold: threshold, Stage: st}); err != nil {
 		return fmt.Errorf("saving the pruned model: %w", err)
 	}
 	return nil

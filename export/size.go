@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -26,20 +25,33 @@ type Size struct {
 // Sizes measures the model at path and its external data files. The model
 // is not decoded: its external data locations are read in place (see
 // onnxio.FileExternalLocations), so measuring a large model costs no memory.
-func Sizes(path string) (Size, error) {
-	locs, err := onnxio.FileExternalLocations(path, true)
+func Sizes(path string) (Size, error) { return SizesStaged(path, nil) }
+
+// SizesStaged is Sizes of a model st holds staged (nil: as on disk): the
+// files measured are the temporary ones that will become path and its
+// external data.
+func SizesStaged(path string, st *onnxio.Stage) (Size, error) {
+	file := func(p string) string {
+		if st != nil {
+			if tmp, ok := st.Temp(p); ok {
+				return tmp
+			}
+		}
+		return p
+	}
+	locs, err := onnxio.FileExternalLocations(file(path), true)
 	if err != nil {
 		return Size{}, &onnxio.BadInputError{File: path, Msg: "cannot read: " + unwrapPath(err).Error()}
 	}
 	slices.Sort(locs)
 	locs = slices.Compact(locs)
 	var s Size
-	files := []string{path}
+	files := []string{file(path)}
 	for _, loc := range locs {
-		if filepath.IsAbs(loc) || strings.Contains(filepath.ToSlash(loc), "..") {
+		if !filepath.IsLocal(loc) {
 			return Size{}, &onnxio.BadInputError{File: path, Msg: fmt.Sprintf("external data location %q must be relative and stay in the model's folder", loc)}
 		}
-		files = append(files, filepath.Join(filepath.Dir(path), loc))
+		files = append(files, file(filepath.Join(filepath.Dir(path), loc)))
 	}
 	for _, f := range files {
 		d, z, err := gzipSize(f)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -52,7 +53,17 @@ type Model struct {
 	Dir      string   // folder external data locations are relative to
 	Warnings []string // non-fatal findings (unknown IR version or opset)
 
-	ext map[string][]byte // external data files read so far, by location
+	ext   map[externalRef][]byte // external data ranges read so far
+	files map[string]*extFile    // external data files resolved so far, by location
+	bases []string               // real folders external data may be in
+	stage *Stage                 // LoadStaged: where the model's files are
+}
+
+// extFile is a resolved external data file.
+type extFile struct {
+	real string // the file's real path (links resolved)
+	size int64
+	err  error // why it cannot be read, for every tensor that names it
 }
 
 // Load reads an ONNX model file and checks what ecprune relies on: it is a
@@ -60,9 +71,9 @@ type Model struct {
 // every external data reference can be read. Problems with the file are
 // *BadInputError values.
 func Load(path string) (*Model, error) {
-	b, err := os.ReadFile(path)
+	b, err := readModelFile(path)
 	if err != nil {
-		return nil, badInput(path, "cannot read: %v", unwrapPath(err))
+		return nil, err
 	}
 	m, err := Parse(b, path)
 	if err != nil {
@@ -71,9 +82,29 @@ func Load(path string) (*Model, error) {
 	return m, nil
 }
 
+// LoadStaged reads a model that st holds staged for path (and its
+// external data files, staged beside it), as it will be once committed.
+func LoadStaged(path string, st *Stage) (*Model, error) {
+	tmp, ok := st.Temp(path)
+	if !ok {
+		return nil, fmt.Errorf("%s: not staged", path)
+	}
+	b, err := readModelFile(tmp)
+	if err != nil {
+		return nil, err
+	}
+	m, err := parse(b, path, st)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Parse decodes model bytes; path names the file in messages and anchors
 // external data.
-func Parse(b []byte, path string) (*Model, error) {
+func Parse(b []byte, path string) (*Model, error) { return parse(b, path, nil) }
+
+func parse(b []byte, path string, st *Stage) (*Model, error) {
 	if len(b) == 0 {
 		return nil, badInput(path, "empty file, not an ONNX model")
 	}
@@ -84,7 +115,7 @@ func Parse(b []byte, path string) (*Model, error) {
 	if mp.Graph == nil {
 		return nil, badInput(path, "not an ONNX model: no graph (a protobuf of another kind?)")
 	}
-	m := &Model{Proto: mp, Path: path, Dir: filepath.Dir(path), ext: map[string][]byte{}}
+	m := &Model{Proto: mp, Path: path, Dir: filepath.Dir(path), ext: map[externalRef][]byte{}, files: map[string]*extFile{}, stage: st}
 	if v := mp.GetIrVersion(); v <= 0 {
 		return nil, badInput(path, "not an ONNX model: ir_version %d", v)
 	} else if v > KnownIRVersion {
@@ -118,7 +149,7 @@ func (m *Model) checkTensors() error {
 	check := func(t *pb.TensorProto) error {
 		for _, d := range t.GetDims() {
 			if d < 0 {
-				return badInput(m.Path, "tensor %q has a negative dimension %v", t.GetName(), t.GetDims())
+				return badInput(m.Path, "tensor %q has a negative dimension in its shape %s", t.GetName(), FormatDims(t.GetDims()))
 			}
 		}
 		es := ElemSize(t.GetDataType())
@@ -126,8 +157,8 @@ func (m *Model) checkTensors() error {
 			return nil // strings and exotic types: kept as they are, never decoded
 		}
 		n := NumElements(t.GetDims())
-		if n < 0 {
-			return badInput(m.Path, "tensor %q has invalid dims %v", t.GetName(), t.GetDims())
+		if n < 0 || n > math.MaxInt64/int64(es) {
+			return badInput(m.Path, "tensor %q has shape %s, too large to be stored", t.GetName(), FormatDims(t.GetDims()))
 		}
 		var raw []byte
 		if hasRaw(t) {
@@ -136,12 +167,12 @@ func (m *Model) checkTensors() error {
 				return err
 			}
 			if got := storedCount(t, raw, true); got != n {
-				return badInput(m.Path, "tensor %q has %d bytes of data but dims %v of %s need %d", t.GetName(), len(raw), t.GetDims(), TypeName(t.GetDataType()), n*int64(es))
+				return badInput(m.Path, "tensor %q has %d bytes of data but shape %s of %s needs %d", t.GetName(), len(raw), FormatDims(t.GetDims()), TypeName(t.GetDataType()), n*int64(es))
 			}
 			return nil
 		}
 		if got := storedCount(t, nil, false); got != n {
-			return badInput(m.Path, "tensor %q has %d values but dims %v need %d", t.GetName(), got, t.GetDims(), n)
+			return badInput(m.Path, "tensor %q has %d values but shape %s needs %d", t.GetName(), got, FormatDims(t.GetDims()), n)
 		}
 		return nil
 	}
@@ -188,7 +219,9 @@ func parseExternal(path string, t *pb.TensorProto) (externalRef, error) {
 	if r.location == "" {
 		return r, badInput(path, "tensor %q: external data without a location", t.GetName())
 	}
-	if filepath.IsAbs(r.location) || strings.Contains(filepath.ToSlash(r.location), "..") {
+	// A name such as "w..data" is fine; what counts is where it leads,
+	// checked again on the real path when the file is opened.
+	if !filepath.IsLocal(r.location) || strings.ContainsRune(r.location, 0) {
 		return r, badInput(path, "tensor %q: external data location %q must be relative and stay in the model's folder", t.GetName(), r.location)
 	}
 	if r.offset < 0 || r.length < -1 {
@@ -198,7 +231,10 @@ func parseExternal(path string, t *pb.TensorProto) (externalRef, error) {
 }
 
 // RawBytes returns a tensor's little-endian bytes from raw_data or from its
-// external data file. The returned slice must not be modified.
+// external data file. The returned slice must not be modified. Only the
+// tensor's own range of an external file is read, after checking that the
+// file is a regular file inside the model's folder (links resolved, as
+// ONNX Runtime does) and that the range holds exactly what the dims need.
 func (m *Model) RawBytes(t *pb.TensorProto) ([]byte, error) {
 	if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 		return t.RawData, nil
@@ -207,24 +243,190 @@ func (m *Model) RawBytes(t *pb.TensorProto) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, ok := m.ext[r.location]
-	if !ok {
-		file := filepath.Join(m.Dir, r.location)
-		data, err = os.ReadFile(file)
-		if err != nil {
-			return nil, badInput(m.Path, "tensor %q: external data file %s: %v", t.GetName(), file, unwrapPath(err))
-		}
-		m.ext[r.location] = data
+	if data, ok := m.ext[r]; ok {
+		return data, nil
 	}
-	end := int64(len(data))
-	if r.length >= 0 {
-		end = r.offset + r.length
+	f, err := m.externalFile(r.location)
+	if err != nil {
+		return nil, badInput(m.Path, "tensor %q: %v", t.GetName(), err)
 	}
-	if r.offset > int64(len(data)) || end > int64(len(data)) {
+	length := r.length
+	if length < 0 {
+		length = max(0, f.size-r.offset)
+	}
+	// Overflow-safe form of offset+length > size.
+	if r.offset > f.size || length > f.size-r.offset {
 		return nil, badInput(m.Path, "tensor %q: external data file %s is %d bytes, too short for offset %d length %d",
-			t.GetName(), filepath.Join(m.Dir, r.location), len(data), r.offset, r.length)
+			t.GetName(), filepath.Join(m.Dir, r.location), f.size, r.offset, r.length)
 	}
-	return data[r.offset:end], nil
+	if es := int64(ElemSize(t.GetDataType())); es > 0 {
+		if n := NumElements(t.GetDims()); n >= 0 && n <= math.MaxInt64/es && length != n*es {
+			return nil, badInput(m.Path, "tensor %q has %d bytes of external data but shape %s of %s needs %d",
+				t.GetName(), length, FormatDims(t.GetDims()), TypeName(t.GetDataType()), n*es)
+		}
+	}
+	data, err := readRange(f.real, r.offset, length)
+	if err != nil {
+		return nil, badInput(m.Path, "tensor %q: external data file %s: %v", t.GetName(), filepath.Join(m.Dir, r.location), err)
+	}
+	m.ext[r] = data
+	return data, nil
+}
+
+// externalFile resolves an external data location once per model.
+func (m *Model) externalFile(loc string) (*extFile, error) {
+	if f, ok := m.files[loc]; ok {
+		return f, f.err
+	}
+	f := &extFile{}
+	m.files[loc] = f
+	name := filepath.Join(m.Dir, loc)
+	if m.stage != nil {
+		if tmp, ok := m.stage.Temp(name); ok {
+			name = tmp // written by this process: no need to check where
+		}
+	}
+	real, err := filepath.EvalSymlinks(name)
+	if err != nil {
+		f.err = fmt.Errorf("external data file %s: %v", name, unwrapPath(err))
+		return f, f.err
+	}
+	if !m.inside(real) {
+		f.err = fmt.Errorf("external data location %q leads to %s, outside the model's folder: refusing to read it", loc, real)
+		return f, f.err
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		f.err = fmt.Errorf("external data file %s: %v", name, unwrapPath(err))
+		return f, f.err
+	}
+	if !st.Mode().IsRegular() {
+		f.err = fmt.Errorf("external data file %s is not a regular file (%s)", name, fileKind(st.Mode()))
+		return f, f.err
+	}
+	f.real, f.size = real, st.Size()
+	return f, nil
+}
+
+// inside reports whether a real path is in the model's folder: the folder
+// the model was named in, or the folder of the model file itself when that
+// is a link (a download cache keeps both the model and its data as links
+// into one folder of blobs).
+func (m *Model) inside(real string) bool {
+	if m.bases == nil {
+		for _, p := range []string{m.Dir, filepath.Dir(evalOrAbs(m.Path))} {
+			m.bases = append(m.bases, evalOrAbs(p))
+		}
+	}
+	for _, b := range m.bases {
+		if rel, err := filepath.Rel(b, real); err == nil && filepath.IsLocal(rel) {
+			return true
+		}
+	}
+	return false
+}
+
+// evalOrAbs is a path with its links resolved, or its absolute form when
+// it does not exist.
+func evalOrAbs(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		if a, err := filepath.Abs(r); err == nil {
+			return a
+		}
+		return r
+	}
+	a, _ := filepath.Abs(p)
+	return a
+}
+
+// fileKind names a non-regular file's type for messages.
+func fileKind(mode os.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case mode&os.ModeDevice != 0, mode&os.ModeCharDevice != 0:
+		return "a device"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a plain file"
+}
+
+// readRange reads exactly length bytes at offset of a regular file. The
+// file is opened without blocking and checked again, so that a file
+// swapped for a pipe after the check cannot hang the read.
+func readRange(path string, offset, length int64) ([]byte, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, length)
+	if _, err := f.ReadAt(buf, offset); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, unwrapPath(err)
+	}
+	return buf, nil
+}
+
+// OpenRegular opens a file for reading and refuses anything but a regular
+// file (a pipe, a device, a folder) without blocking on it. Errors are
+// plain, for the caller to name the file.
+func OpenRegular(path string) (*os.File, error) { return openRegular(path) }
+
+func openRegular(path string) (*os.File, error) {
+	f, err := openNonBlocking(path)
+	if err != nil {
+		return nil, unwrapPath(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, unwrapPath(err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("not a regular file (%s)", fileKind(st.Mode()))
+	}
+	return f, nil
+}
+
+// readModelFile reads a model file, refusing pipes, devices and files
+// beyond protobuf's 2 GiB limit before reading anything.
+func readModelFile(path string) ([]byte, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, badInput(path, "cannot read: %v", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, badInput(path, "cannot read: %v", unwrapPath(err))
+	}
+	if st.Size() > protoLimit {
+		return nil, badInput(path, "is %d bytes, above protobuf's 2 GiB limit: not an ONNX model (large models keep their weights in external data files)", st.Size())
+	}
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, badInput(path, "cannot read: %v", unwrapPath(err))
+	}
+	return b, nil
+}
+
+// ExternalFiles lists the real paths of the external data files the model
+// reads (those that resolve), for callers that must not write over them.
+func (m *Model) ExternalFiles() []string {
+	var out []string
+	for _, loc := range m.ExternalLocations() {
+		if f, err := m.externalFile(loc); err == nil {
+			out = append(out, f.real)
+		}
+	}
+	return out
 }
 
 // Floats decodes a float tensor (FLOAT, FLOAT16, BFLOAT16, DOUBLE) from any
@@ -352,6 +554,8 @@ type SaveOptions struct {
 	// ExternalName is the external data file's name, relative to the
 	// model; default: the model file's name + ".data".
 	ExternalName string
+	// Stage, if set, holds the files until the caller commits them.
+	Stage *Stage
 }
 
 // externalAlign is the offset alignment of tensors in external data files,
@@ -446,21 +650,61 @@ func (m *Model) Save(path string, opt SaveOptions) error {
 		locs = append(locs, l)
 	}
 	sort.Strings(locs)
-	var written []string
+	writeFile, mkdir := WriteFileAtomic, mkdirs
+	if opt.Stage != nil {
+		writeFile = opt.Stage.WriteFile
+		mkdir = func(d string) ([]string, error) { return nil, opt.Stage.MkdirAll(d) }
+	}
+	var written, made []string
+	undo := func() {
+		for _, w := range written {
+			os.Remove(w)
+		}
+		for i := len(made) - 1; i >= 0; i-- {
+			os.Remove(made[i]) // only if empty
+		}
+	}
 	for _, l := range locs {
 		target := filepath.Join(dir, l)
-		if err := WriteFileAtomic(target, files[l].buf); err != nil {
+		// A location in a sub-folder is written in the same sub-folder of
+		// the output's folder (locations are local: it stays inside).
+		m, err := mkdir(filepath.Dir(target))
+		made = append(made, m...)
+		if err != nil {
+			undo()
+			return fmt.Errorf("saving %s: external data: %w", path, err)
+		}
+		if err := writeFile(target, files[l].buf); err != nil {
+			undo()
 			return fmt.Errorf("saving %s: external data: %w", path, err)
 		}
 		written = append(written, target)
 	}
-	if err := WriteFileAtomic(path, b); err != nil {
-		for _, w := range written {
-			os.Remove(w)
-		}
+	if err := writeFile(path, b); err != nil {
+		undo()
 		return fmt.Errorf("saving %s: %w", path, err)
 	}
 	return nil
+}
+
+// mkdirs is os.MkdirAll that returns the folders it created, outermost
+// first, so that a failed save can remove them.
+func mkdirs(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	var made []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
+			return made, err
+		}
+		made = append(made, missing[i])
+	}
+	return made, nil
 }
 
 // CloneSharingData is proto.Clone of a model, except that the tensors of

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
 	"github.com/x448/float16"
 	"google.golang.org/protobuf/proto"
@@ -337,4 +339,17 @@ func encodeRaw(dt int32, values []float64) []byte {
 		}
 	}
 	return b
+}
+
+// FormatDims writes a shape the way NumPy users read it, "(1, 784)", for
+// messages.
+func FormatDims(dims []int64) string {
+	parts := make([]string, len(dims))
+	for i, d := range dims {
+		parts[i] = strconv.FormatInt(d, 10)
+	}
+	if len(parts) == 1 {
+		return "(" + parts[0] + ",)"
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }

@@ -41,6 +41,8 @@ sweep() {
 		--methods "$methods" --sparsities "$sparsities" \
 		--csv "docs/$name-sweep.csv" --json="docs/$name-sweep.json" \
 		--plot "docs/$name.png" --progress never
+	# --plot F.png puts the loss figure in F.png itself.
+	mv "docs/$name.png" "docs/$name-loss.png"
 }
 
 sweep mnist "$shared/models/mnist_mlp_gemm.onnx" "$shared/data/mnist"

@@ -8,11 +8,12 @@ import (
 	"iter"
 	"math"
 	"math/bits"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/ecprune/ecprune/onnxio"
 )
 
 // DefaultBatch is the batch size used when Options.Batch is 0.
@@ -93,6 +94,7 @@ type Source struct {
 }
 
 type dataset struct {
+	varies bool // Validate saw two samples that differ
 	files  []string
 	inputs []input
 	total  int // samples in the files
@@ -146,6 +148,13 @@ const (
 // kindOf tells the format of a data file from its extension, or from its
 // first bytes when the extension is unknown.
 func kindOf(path string) (fileKind, error) {
+	// Checked first whatever the name: a pipe or a device named x.npy
+	// must not be read.
+	if f, err := onnxio.OpenRegular(path); err != nil {
+		return 0, dataErr(path, err, "cannot open")
+	} else {
+		f.Close()
+	}
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".npy":
 		return kindNpy, nil
@@ -154,7 +163,7 @@ func kindOf(path string) (fileKind, error) {
 	case ".pb":
 		return kindPb, nil
 	}
-	f, err := os.Open(path)
+	f, err := onnxio.OpenRegular(path)
 	if err != nil {
 		return 0, dataErr(path, err, "cannot open")
 	}
@@ -326,7 +335,7 @@ func openOne(d *dataset, path, name string) (*array, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer z.Close() // load keeps the member's bytes
+		d.closers = append(d.closers, z) // the member is read from the archive
 		names := z.arrayNames()
 		m, ok := z.member(name)
 		if !ok {
@@ -443,14 +452,37 @@ func (s *Source) Batches() iter.Seq2[Batch, error] {
 
 // Validate reads every sample once, checking that it can be read and holds
 // no NaN or Inf. Open already does this.
+//
+// It also notes whether any two samples differ (Varies): data whose
+// samples are all the same gives every weight an importance of zero.
 func (s *Source) Validate() error {
-	for _, err := range s.Batches() {
+	var first [][]float64
+	for b, err := range s.Batches() {
 		if err != nil {
 			return err
+		}
+		for k, in := range b.Inputs {
+			per := len(in) / max(b.N, 1)
+			if first == nil || len(first) <= k {
+				first = append(first, append([]float64(nil), in[:per]...))
+			}
+			if s.d.varies {
+				continue
+			}
+			for i, v := range in {
+				if v != first[k][i%max(per, 1)] {
+					s.d.varies = true
+					break
+				}
+			}
 		}
 	}
 	return nil
 }
+
+// Varies reports whether Validate found two samples of the data that
+// differ in any input value.
+func (s *Source) Varies() bool { return s.d.varies }
 
 // ReadBatch reads samples [start, start+n).
 func (s *Source) ReadBatch(start, n int) (Batch, error) {
@@ -582,3 +614,6 @@ func (s *Source) Split(frac float64, seed uint64) (calib, holdout *Source) {
 	holdout = &Source{d: s.d, rows: hr, n: len(hr), batch: s.batch}
 	return calib, holdout
 }
+
+// Head is the first n samples (all when n >= N).
+func (s *Source) Head(n int) *Source { return s.sub(0, min(n, s.n)) }

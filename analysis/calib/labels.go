@@ -27,7 +27,7 @@ type Labels struct {
 // exactly n samples. Float targets may not contain NaN or Inf; class
 // indices must be non-negative.
 func LoadLabels(path string, n int) (*Labels, error) {
-	l, err := loadLabels(path)
+	l, err := loadLabels(path, n, "the data")
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func LoadLabels(path string, n int) (*Labels, error) {
 // data files; the labels returned are those of the samples of s, in order,
 // so they follow Options.Limit and Split.
 func (s *Source) LoadLabels(path string) (*Labels, error) {
-	l, err := loadLabels(path)
+	l, err := loadLabels(path, s.d.total, s.d.inputs[0].arr.desc())
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,9 @@ func (s *Source) LoadLabels(path string) (*Labels, error) {
 	return out, nil
 }
 
-func loadLabels(path string) (*Labels, error) {
+// loadLabels reads a labels file; want > 0 is the number of samples they
+// must match (ofWhat names that data), checked before any label is read.
+func loadLabels(path string, want int, ofWhat string) (*Labels, error) {
 	k, err := kindOf(path)
 	if err != nil {
 		return nil, err
@@ -109,6 +111,9 @@ func loadLabels(path string) (*Labels, error) {
 			a.what(), a.DT)
 	}
 	n, per := a.rows(), a.per()
+	if want > 0 && n != want {
+		return nil, dataErrf(path, "%d labels, expected %d: %s has %d samples (one label per sample needed)", n, want, ofWhat, want)
+	}
 	l := &Labels{N: n, TargetShape: append([]int{}, a.Shape[1:]...), Target: make([]float64, n*per)}
 	if err := a.readRun(l.Target, 0, n); err != nil {
 		return nil, dataErr(path, err, "%sreading labels", a.what())

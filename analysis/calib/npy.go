@@ -6,10 +6,12 @@ package calib
 // that reader panics on malformed headers (it slices with unchecked
 // indices), requires the dict keys in one fixed order, and only offers
 // whole-array reads; calibration files come from users, and .npy data must
-// be read lazily with ReadAt. npyio is used for the .npz archive layer,
-// float16 decoding and writing (see save.go).
+// be read lazily with ReadAt. .npz members are read with archive/zip as
+// streams (never whole); npyio is used for float16 decoding and writing
+// (see save.go).
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"encoding/binary"
@@ -22,7 +24,8 @@ import (
 	"strings"
 
 	"codeberg.org/sbinet/npyio/npy/float16"
-	"codeberg.org/sbinet/npyio/npz"
+
+	"github.com/ecprune/ecprune/onnxio"
 )
 
 const (
@@ -634,7 +637,7 @@ func checkDescr(h npyHeader) (dtype, error) {
 // openNpy opens a .npy file lazily: the header is read now, the data on
 // demand. The returned closer closes the file.
 func openNpy(path string) (*array, io.Closer, error) {
-	f, err := os.Open(path)
+	f, err := onnxio.OpenRegular(path)
 	if err != nil {
 		return nil, nil, dataErr(path, err, "cannot open")
 	}
@@ -672,11 +675,11 @@ func openNpy(path string) (*array, io.Closer, error) {
 type npzFile struct {
 	path string
 	f    *os.File
-	r    *npz.Reader
+	r    *zip.Reader
 }
 
 func openNpz(path string) (*npzFile, error) {
-	f, err := os.Open(path)
+	f, err := onnxio.OpenRegular(path)
 	if err != nil {
 		return nil, dataErr(path, err, "cannot open")
 	}
@@ -685,11 +688,7 @@ func openNpz(path string) (*npzFile, error) {
 		f.Close()
 		return nil, dataErr(path, err, "cannot stat")
 	}
-	if st.IsDir() {
-		f.Close()
-		return nil, dataErrf(path, "is a directory, not a data file")
-	}
-	r, err := npz.NewReader(f, st.Size())
+	r, err := zip.NewReader(f, st.Size())
 	if err != nil {
 		f.Close()
 		return nil, dataErr(path, err, "not a valid .npz (zip) archive")
@@ -702,11 +701,11 @@ func (z *npzFile) Close() error { return z.f.Close() }
 // arrayNames lists the arrays of the archive, without the ".npy" suffix.
 func (z *npzFile) arrayNames() []string {
 	var names []string
-	for _, k := range z.r.Keys() {
-		if strings.HasSuffix(k, "/") {
+	for _, f := range z.r.File {
+		if strings.HasSuffix(f.Name, "/") {
 			continue // directory entry
 		}
-		names = append(names, strings.TrimSuffix(k, ".npy"))
+		names = append(names, strings.TrimSuffix(f.Name, ".npy"))
 	}
 	return names
 }
@@ -714,29 +713,46 @@ func (z *npzFile) arrayNames() []string {
 // member returns the archive entry for array name: "name" as written by
 // npyio or "name.npy" as written by NumPy.
 func (z *npzFile) member(name string) (string, bool) {
-	for _, k := range z.r.Keys() {
-		if k == name+".npy" {
-			return k, true
+	for _, f := range z.r.File {
+		if f.Name == name+".npy" {
+			return f.Name, true
 		}
 	}
-	for _, k := range z.r.Keys() {
-		if k == name {
-			return k, true
+	for _, f := range z.r.File {
+		if f.Name == name {
+			return f.Name, true
 		}
 	}
 	return "", false
 }
 
-// load reads the header and the raw data bytes of the named member; the
-// bytes are kept in the stored dtype and converted per batch.
+func (z *npzFile) file(member string) *zip.File {
+	for _, f := range z.r.File {
+		if f.Name == member {
+			return f
+		}
+	}
+	return nil
+}
+
+// load reads the header of the named member. Its data stays in the
+// archive and is decompressed as samples are read (stored members are
+// read in place): a member's memory is a batch, never the whole array,
+// so neither a large array nor a zip bomb can exhaust memory. The member
+// must decompress to exactly the size its header declares. The archive
+// must stay open while the array is used.
 func (z *npzFile) load(member string) (*array, error) {
 	name := strings.TrimSuffix(member, ".npy")
-	rc, err := z.r.Open(member)
+	zf := z.file(member)
+	if zf == nil {
+		return nil, dataErrf(z.path, "array %q: no such .npz entry", name)
+	}
+	rc, err := zf.Open()
 	if err != nil {
 		return nil, dataErr(z.path, err, "array %q: cannot open .npz entry", name)
 	}
 	defer rc.Close()
-	h, err := readNpyHeader(rc)
+	h, err := readNpyHeader(bufio.NewReaderSize(rc, 4096))
 	if err != nil {
 		return nil, dataErrf(z.path, "array %q: %v", name, err)
 	}
@@ -745,17 +761,74 @@ func (z *npzFile) load(member string) (*array, error) {
 		return nil, dataErrf(z.path, "array %q: %v", name, err)
 	}
 	n, _ := numElems(h.Shape)
-	need := int64(n) * int64(dt.Size)
-	// Grow with the data actually present rather than trusting the header.
-	var buf bytes.Buffer
-	got, err := io.Copy(&buf, io.LimitReader(rc, need))
-	if err != nil {
-		return nil, dataErr(z.path, err, "array %q: reading .npz entry", name)
+	need := h.DataOffset + int64(n)*int64(dt.Size)
+	switch size := zf.UncompressedSize64; {
+	case size > uint64(need):
+		return nil, dataErrf(z.path, "array %q: the entry decompresses to %d bytes, more than the %d its header declares (shape %s of %s): refusing it",
+			name, size, need, shapeString(h.Shape), dt.Name())
+	case size < uint64(need):
+		return nil, dataErrf(z.path, "array %q: truncated: shape %s of %s needs %d bytes, entry has %d",
+			name, shapeString(h.Shape), dt.Name(), need, size)
 	}
-	if got < need {
-		return nil, dataErrf(z.path, "array %q: truncated: shape %v of %s needs %d bytes, entry has %d",
-			name, h.Shape, dt.Name(), need, got)
+	var st store = &zipStore{f: zf, base: h.DataOffset, end: need, dt: dt}
+	if zf.Method == zip.Store {
+		if off, err := zf.DataOffset(); err == nil {
+			st = &rawStore{ra: io.NewSectionReader(z.f, off, need), base: h.DataOffset, dt: dt}
+		}
 	}
-	return &array{File: z.path, Key: name, DT: dt, Shape: h.Shape, Fortran: h.Fortran,
-		st: &rawStore{ra: bytes.NewReader(buf.Bytes()), dt: dt}}, nil
+	return &array{File: z.path, Key: name, DT: dt, Shape: h.Shape, Fortran: h.Fortran, st: st}, nil
+}
+
+// zipStore reads elements of a compressed .npz member by decompressing it
+// forward; a read before the current position starts it again (each pass
+// over the samples reads forward).
+type zipStore struct {
+	f         *zip.File
+	base, end int64 // data region of the decompressed member
+	dt        dtype
+	rc        io.ReadCloser
+	r         io.Reader // rc, limited to the declared size
+	pos       int64     // decompressed bytes consumed from r
+}
+
+func (s *zipStore) read(dst []float64, off int) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	at := s.base + int64(off)*int64(s.dt.Size)
+	b := make([]byte, len(dst)*s.dt.Size)
+	if at+int64(len(b)) > s.end {
+		return errors.New("read past the end of the data")
+	}
+	if s.rc == nil || at < s.pos {
+		if s.rc != nil {
+			s.rc.Close()
+		}
+		rc, err := s.f.Open()
+		if err != nil {
+			return fmt.Errorf("reading data: %w", err)
+		}
+		s.rc, s.r, s.pos = rc, io.LimitReader(rc, s.end), 0
+	}
+	if _, err := io.CopyN(io.Discard, s.r, at-s.pos); err != nil {
+		return fmt.Errorf("reading data: %w", err)
+	}
+	if _, err := io.ReadFull(s.r, b); err != nil {
+		return fmt.Errorf("reading data: %w", err)
+	}
+	s.pos = at + int64(len(b))
+	s.dt.decode(dst, b)
+	return nil
+}
+
+// shapeString writes a shape the way NumPy prints it, "(1000, 2)".
+func shapeString(shape []int) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		parts[i] = strconv.Itoa(d)
+	}
+	if len(parts) == 1 {
+		return "(" + parts[0] + ",)"
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
+	"io"
 
 	"codeberg.org/sbinet/npyio/npy/float16"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/onnxio/onnxpb"
 )
 
@@ -19,18 +20,20 @@ const maxPbBytes = 2 << 30
 // openPb loads an ONNX TensorProto file. The tensor is decoded by
 // protobuf; values are converted to float64 per batch.
 func openPb(path string) (*array, string, error) {
-	st, err := os.Stat(path)
+	f, err := onnxio.OpenRegular(path)
 	if err != nil {
 		return nil, "", dataErr(path, err, "cannot open")
 	}
-	if st.IsDir() {
-		return nil, "", dataErrf(path, "is a directory, not a data file")
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, "", dataErr(path, err, "cannot open")
 	}
 	if st.Size() > maxPbBytes {
 		return nil, "", dataErrf(path, "TensorProto file is larger than 2 GiB")
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	b := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, "", dataErr(path, err, "cannot read")
 	}
 	t := &onnxpb.TensorProto{}

@@ -142,3 +142,18 @@ func writeEmptyNpy(w io.Writer, shape []int, asFloat32 bool) error {
 	_, err := w.Write(b.Bytes())
 	return err
 }
+
+// WriteNpy writes data (row-major, the given shape) to w as a C-order .npy
+// array of float32 (asFloat32) or float64, for callers that place the file
+// themselves.
+func WriteNpy(w io.Writer, data []float64, shape []int, asFloat32 bool) error {
+	n, ok := numElems(shape)
+	if !ok || n != len(data) {
+		return fmt.Errorf("cannot save: shape %v for %d values", shape, len(data))
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	if err := writeNpy(bw, data, shape, asFloat32); err != nil {
+		return err
+	}
+	return bw.Flush()
+}

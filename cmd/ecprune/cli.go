@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -35,6 +34,10 @@ type command struct {
 	examples []string
 	flags    func(fs *pflag.FlagSet) // registers the command's own flags
 	run      func(e *env, args []string) error
+	// files lists, from the parsed flags and arguments, the files the run
+	// reads and those it writes, checked against each other before it
+	// starts.
+	files func(args []string) (inputs, outputs []fileRef)
 }
 
 var commands = map[string]*command{}
@@ -53,6 +56,15 @@ type env struct {
 	progress       string
 	stderrTTY      bool
 	bar            *progress // the progress bar on stderr, if one is showing
+
+	// The files of the run: what it reads, what it writes (checked
+	// against each other before any work), the outputs that follow from
+	// a loaded model (its external data layout), and the stage that holds
+	// every output until the run has succeeded.
+	inputs, outputs []fileRef
+	derived         func(*onnxio.Model) []fileRef
+	loadedCheck     func(*onnxio.Model) error // more checks of a loaded input model
+	stage           *onnxio.Stage
 }
 
 // usageError is bad usage: exit 2 with a hint.
@@ -78,15 +90,21 @@ func (e *env) debugf(format string, args ...any) {
 
 // output prints a command's result: as one JSON document with --json,
 // else as text.
+//
+// Every staged output is put in place first: the result is printed only
+// for a run whose files are all written.
 func (e *env) output(v any, text func(w io.Writer)) error {
 	if e.jsonFile != "" {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return fmt.Errorf("encoding the JSON result: %w", err)
 		}
-		if err := onnxio.WriteFileAtomic(e.jsonFile, append(b, '\n')); err != nil {
+		if err := e.stage.WriteFile(e.jsonFile, append(b, '\n')); err != nil {
 			return err
 		}
+	}
+	if err := e.stage.Commit(); err != nil {
+		return err
 	}
 	if e.json {
 		enc := json.NewEncoder(e.stdout)
@@ -139,14 +157,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok := commands[name]
 	if !ok {
-		msg := fmt.Sprintf("unknown command %q (see 'ecprune help')", name)
+		var names []string
+		for n := range commands {
+			names = append(names, n)
+		}
+		msg := fmt.Sprintf("unknown command %q%s (see 'ecprune help')", name, methodHint(name, names))
 		fmt.Fprintf(stderr, "ecprune: %s\n", msg)
 		if wantsJSON(args[1:]) {
 			writeJSONError(stdout, msg, exitBad, name)
 		}
 		return exitBad
 	}
-	e := &env{stdout: stdout, stderr: stderr}
+	e := &env{stdout: stdout, stderr: stderr, stage: &onnxio.Stage{}}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
@@ -159,6 +181,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	e.fs = fs
 	err := fs.Parse(args[1:])
+	if err != nil {
+		err = flagHint(err, fs)
+	}
 	if err != nil && wantsJSON(args[1:]) {
 		// Parsing stops at the first bad flag, possibly before --json:
 		// the caller still asked for a JSON error.
@@ -182,39 +207,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !errors.As(err, new(*usageError)) {
 			err = &usageError{err.Error()}
 		}
-	} else if msg := checkJSONFile(e.jsonFile); msg != "" {
-		// Checked now rather than after a long run.
-		err = &onnxio.BadInputError{File: e.jsonFile, Msg: msg}
 	} else {
-		err = c.run(e, fs.Args())
+		if c.files != nil {
+			e.inputs, e.outputs = c.files(fs.Args())
+		}
+		e.outputs = append(e.outputs, refs("--json=FILE", e.jsonFile)...)
+		// Checked now rather than after a long run.
+		if err = checkFiles(e.inputs, e.outputs); err == nil {
+			stop := e.cleanUpOnSignal(c.name)
+			err = c.run(e, fs.Args())
+			if err != nil {
+				e.stage.Abort()
+			}
+			stop()
+		}
 	}
 	if err == nil {
 		return exitOK
 	}
 	code := exitCode(err)
 	msg := oneLine(err.Error())
-	fmt.Fprintf(stderr, "ecprune %s: %s\n", c.name, msg)
+	line := msg
 	if code == exitBad && errors.As(err, new(*usageError)) {
-		fmt.Fprintf(stderr, "usage: ecprune %s %s (see 'ecprune %s --help')\n", c.name, c.usage, c.name)
+		// One line, so that scripts can rely on it: the hint goes on it.
+		line += fmt.Sprintf(" (usage: ecprune %s %s; see 'ecprune %s --help')", c.name, c.usage, c.name)
 	}
+	fmt.Fprintf(stderr, "ecprune %s: %s\n", c.name, line)
 	if e.json {
 		writeJSONError(stdout, msg, code, c.name)
 	}
 	return code
-}
-
-// checkJSONFile says what is wrong with --json=FILE's path, or "".
-func checkJSONFile(path string) string {
-	if path == "" {
-		return ""
-	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return "--json=FILE names a folder, not a file"
-	}
-	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
-		return "the folder of --json=FILE does not exist"
-	}
-	return ""
 }
 
 // writeJSONError prints the error document of --json: {"error": {message,

@@ -34,6 +34,11 @@ func init() {
 			fs.StringVar(&f.save, "save-outputs", "", "save the first output for every sample to this .npy (float32, or float64 for float64 models)")
 		},
 		run: func(e *env, args []string) error { return runEval(e, f, args) },
+		files: func(args []string) ([]fileRef, []fileRef) {
+			in := append(refs("the model", args...), refs("--against", f.against)...)
+			in = append(append(in, refs("--data", f.data...)...), refs("--labels", f.labels)...)
+			return in, refs("--save-outputs", f.save)
+		},
 	})
 }
 
@@ -42,7 +47,9 @@ type evalResult struct {
 	Against string            `json:"against,omitempty"`
 	Task    string            `json:"task,omitempty"`
 	Quality *analysis.Quality `json:"quality"`
-	Saved   string            `json:"saved_outputs,omitempty"`
+	// Reference is --against's own loss and accuracy on the labels.
+	Reference *analysis.Quality `json:"reference,omitempty"`
+	Saved     string            `json:"saved_outputs,omitempty"`
 }
 
 func runEval(e *env, f *evalFlags, args []string) error {
@@ -98,7 +105,15 @@ func runEval(e *env, f *evalFlags, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}
+	if labels != nil && task == analysis.TaskRegression {
+		q.ArgmaxSame = nil // no classes: the agreement means nothing
+	}
 	r.Quality = q
+	if refNet != nil && labels != nil {
+		if r.Reference, err = analysis.Evaluate(refNet, nil, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
+			return fmt.Errorf("%s: %w", f.against, err)
+		}
+	}
 	if f.save != "" {
 		f32 := true
 		for _, l := range ld.net.Layers {
@@ -106,8 +121,8 @@ func runEval(e *env, f *evalFlags, args []string) error {
 				f32 = false
 			}
 		}
-		if err := calib.SaveNpy(f.save, saved, savedShape, f32); err != nil {
-			return err
+		if err := e.stage.Write(f.save, func(w io.Writer) error { return calib.WriteNpy(w, saved, savedShape, f32) }); err != nil {
+			return &calib.DataError{File: f.save, Msg: "cannot save", Err: err}
 		}
 		r.Saved = f.save
 	}
@@ -121,7 +136,21 @@ func runEval(e *env, f *evalFlags, args []string) error {
 		}
 		fmt.Fprintln(w)
 		if q.MSE != nil {
-			fmt.Fprintf(w, "against %s: output MSE %.6g, max |diff| %.6g, argmax agreement %.4f\n", f.against, *q.MSE, *q.MaxAbs, *q.ArgmaxSame)
+			fmt.Fprintf(w, "against %s: output MSE %.6g, max |diff| %.6g", f.against, *q.MSE, *q.MaxAbs)
+			if q.ArgmaxSame != nil {
+				fmt.Fprintf(w, ", argmax agreement %.4f", *q.ArgmaxSame)
+			}
+			fmt.Fprintln(w)
+		}
+		if rq := r.Reference; rq != nil {
+			fmt.Fprintf(w, "%s (reference): %d samples", f.against, rq.N)
+			if rq.Loss != nil {
+				fmt.Fprintf(w, ", loss %.6g", *rq.Loss)
+			}
+			if rq.Accuracy != nil {
+				fmt.Fprintf(w, ", accuracy %.4f", *rq.Accuracy)
+			}
+			fmt.Fprintln(w)
 		}
 		if r.Saved != "" {
 			fmt.Fprintf(w, "outputs saved to %s\n", r.Saved)

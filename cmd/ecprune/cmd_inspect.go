@@ -16,6 +16,7 @@ func init() {
 		usage:    "MODEL",
 		examples: []string{"ecprune inspect model.onnx", "ecprune inspect --json model.onnx | jq '.layers[].prunable'"},
 		run:      runInspect,
+		files:    func(args []string) ([]fileRef, []fileRef) { return refs("the model", args...), nil },
 	})
 }
 

@@ -70,7 +70,34 @@ func init() {
 		},
 		flags: f.register,
 		run:   func(e *env, args []string) error { return runPrune(e, f, args) },
+		files: f.files,
 	})
+}
+
+// files lists what prune reads and writes; the external data files a
+// kept layout writes beside -o follow from the model (env.derived).
+func (f *pruneFlags) files(args []string) (in, out []fileRef) {
+	in = append(refs("the model", args...), refs("--calib", f.af.calib...)...)
+	in = append(in, refs("--labels", f.af.labels)...)
+	out = refs("-o", f.output)
+	if f.output != "" && f.external > 0 {
+		out = append(out, refs("-o's external data file", filepath.Join(filepath.Dir(f.output), filepath.Base(f.output)+".data"))...)
+	}
+	out = append(out, refs("--report", f.report)...)
+	out = append(out, refs("--scores", f.scores)...)
+	return in, out
+}
+
+// checkFraction refuses a sparsity outside [0, 1) before any work, with a
+// hint when it looks like a percentage.
+func checkFraction(flag string, s float64) error {
+	if s >= 0 && s < 1 {
+		return nil
+	}
+	if s >= 1 && s < 100 {
+		return usagef("%s %g is a fraction of the weights, in [0, 1): for %g%% write %g", flag, s, s, s/100)
+	}
+	return usagef("%s %g is outside [0, 1)", flag, s)
 }
 
 // pruneOptions turns flags into prune.Options.
@@ -136,6 +163,7 @@ type pruneReport struct {
 	Scope          string        `json:"scope"`
 	Objective      string        `json:"objective"`
 	Refit          string        `json:"refit,omitempty"`
+	Task           string        `json:"task"`
 	Derivatives    string        `json:"derivatives"`
 	Seed           uint64        `json:"seed"`
 	Samples        int           `json:"calibration_samples"`
@@ -148,8 +176,11 @@ type pruneReport struct {
 	Calibration    qualityPair   `json:"calibration"`
 	HoldoutQ       *qualityPair  `json:"holdout,omitempty"`
 	PredictedSqErr *float64      `json:"predicted_sq_err_per_sample,omitempty"`
-	Note           string        `json:"note"`
-	Seconds        struct {
+	// PredictedClamped: the sum came out below zero (rounding) and was
+	// reported as 0.
+	PredictedClamped bool   `json:"predicted_clamped_to_zero,omitempty"`
+	Note             string `json:"note"`
+	Seconds          struct {
 		Analysis float64 `json:"analysis"`
 		Select   float64 `json:"select"`
 		Write    float64 `json:"write"`
@@ -165,15 +196,17 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if f.output == "" {
 		return usagef("-o OUT is required")
 	}
-	if err := checkOutputPath(in, f.output); err != nil {
-		return err
+	if f.external < 0 {
+		return usagef("--external-data %d: want a size in bytes, or 0 to keep the input's layout", f.external)
 	}
-	for flag, p := range map[string]string{"--report": f.report, "--scores": f.scores} {
-		if p == "" {
-			continue
-		}
-		if err := checkOutputPath(in, p); err != nil {
-			return &onnxio.BadInputError{File: p, Msg: flag + ": " + err.(*onnxio.BadInputError).Msg}
+	if f.external == 0 {
+		// The pruned model keeps the input's external data files, beside -o.
+		e.derived = func(m *onnxio.Model) []fileRef {
+			var out []fileRef
+			for _, loc := range m.ExternalLocations() {
+				out = append(out, fileRef{"-o's external data file", filepath.Join(filepath.Dir(f.output), loc)})
+			}
+			return out
 		}
 	}
 	format, err := export.ParseFormat(f.format)
@@ -184,8 +217,21 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkFraction("--sparsity", opt.Sparsity); err != nil {
+		return err
+	}
+	for name, s := range opt.LayerSparsity {
+		if err := checkFraction("--layer-sparsity "+name, s); err != nil {
+			return err
+		}
+	}
 	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && !analysis.Sequential(f.method) {
-		return usagef("--method: %v", err)
+		return usagef("--method: %v%s", err, methodHint(f.method, append(analysis.Methods(), "ec+", "exact")))
+	}
+	sparseNote := ""
+	e.loadedCheck = func(m *onnxio.Model) error {
+		sparseNote = export.SparseNote(m)
+		return export.CheckFormat(m, format)
 	}
 	needGrad := analysis.NeedsLabels(f.method)
 	if needGrad && f.af.labels == "" {
@@ -205,40 +251,16 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if sparseNote != "" {
+		r.Note = sparseNote + "; " + r.Note
+	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
-		if err := onnxio.WriteFileAtomic(f.report, append(b, '\n')); err != nil {
+		if err := e.stage.WriteFile(f.report, append(b, '\n')); err != nil {
 			return err
 		}
 	}
 	return e.output(r, func(w io.Writer) { printPruneReport(w, r) })
-}
-
-// checkOutputPath refuses to overwrite the input and checks, before any
-// long analysis, that the output folder exists and is writable.
-func checkOutputPath(in, out string) error {
-	ai, _ := filepath.Abs(in)
-	ao, _ := filepath.Abs(out)
-	if ai == ao {
-		return &onnxio.BadInputError{File: out, Msg: "is the input model: refusing to overwrite it (choose another -o)"}
-	}
-	if si, err := os.Stat(in); err == nil {
-		if so, err := os.Stat(out); err == nil && os.SameFile(si, so) {
-			return &onnxio.BadInputError{File: out, Msg: "is the input model (another link to it): refusing to overwrite it"}
-		}
-	}
-	dir := filepath.Dir(out)
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		return &onnxio.BadInputError{File: out, Msg: "the output folder " + dir + " does not exist"}
-	}
-	tmp, err := os.CreateTemp(dir, ".ecprune-probe-*")
-	if err != nil {
-		return &onnxio.BadInputError{File: out, Msg: "cannot write in the output folder " + dir}
-	}
-	tmp.Close()
-	os.Remove(tmp.Name())
-	return nil
 }
 
 // pruneOne prunes with one method and options, writes out, and measures.
@@ -246,7 +268,7 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	e := j.e
 	r := &pruneReport{
 		Model: j.ld.path, Output: out, Method: f.method, Sparsity: opt.Sparsity, Scope: string(opt.Scope),
-		Objective: f.af.objective, Derivatives: j.stats.Mode.String(), Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
+		Objective: objectiveName(f.af.objective, j.task), Task: string(j.task), Derivatives: j.stats.Mode.String(), Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
 	}
 	if opt.NM != nil {
 		r.NM = f.nm
@@ -265,38 +287,40 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	r.Seconds.Select = time.Since(t).Seconds()
 	layers := planLayerReports(plan)
 	t = time.Now()
-	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
-	if err != nil {
-		return nil, err
-	}
-	if j.oneShot {
-		// The written model has what it needs of the source's protobuf
-		// and of the plan's weights (counted above): let them go before
-		// the model is saved and read back.
-		for _, lp := range plan.Layers {
-			lp.W, lp.Pruned = nil, nil
+	var results []export.TensorResult
+	if plan.Removed == 0 && f.external == 0 {
+		// Nothing removed: the input as it is, byte for byte (no bias
+		// added, no metadata).
+		if err := j.copyInput(out); err != nil {
+			return nil, err
 		}
-		j.ld.model = nil
-	}
-	if err := export.Save(pm, out, f.external); err != nil {
+		for range layers {
+			results = append(results, export.TensorResult{Format: "unchanged"})
+		}
+	} else if results, err = j.writePruned(plan, f, format, opt, out); err != nil {
 		return nil, err
 	}
 	r.Seconds.Write = time.Since(t).Seconds()
 	if f.scores != "" {
 		if err := j.writeScores(f.method, f.scores); err != nil {
-			os.Remove(out)
 			return nil, err
 		}
 	}
 	// Sizes: gzip of a large model takes seconds, so both files are
 	// measured in the background while the output is read back and
 	// evaluated.
-	before, afterSize := measureAsync(j.ld.path), measureAsync(out)
-	after, err := e.loadModel(out, false)
+	// What this run wrote is measured and read back from its staged files,
+	// whatever another process does at -o meanwhile.
+	before, afterSize := measureAsync(j.ld.path, nil), measureAsync(out, e.stage)
+	am, err := onnxio.LoadStaged(out, e.stage)
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", out, err)
 	}
-	after.model = nil // only its network is measured and evaluated
+	anet, err := onnxio.Extract(am, onnxio.ExtractOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading back %s: %w", out, err)
+	}
+	after := &loaded{path: out, net: anet} // only its network is measured and evaluated
 	r.Removed, r.Prunable = plan.Removed, plan.Total
 	for k, lr := range layers {
 		if k < len(results) {
@@ -308,6 +332,12 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 		var p float64
 		for _, lp := range plan.Layers {
 			p += lp.Predicted
+		}
+		if p < 0 {
+			// Rounding in S2 - S1²/S0 can leave a sum of zeros slightly
+			// negative; an error is never below zero.
+			p = 0
+			r.PredictedClamped = true
 		}
 		r.PredictedSqErr = &p
 	}
@@ -337,12 +367,68 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	return r, nil
 }
 
+// objectiveName says in words what removal is measured on.
+func objectiveName(objective string, task analysis.Task) string {
+	if objective == "loss" {
+		if task == analysis.TaskClassification {
+			return "loss (cross-entropy on the labels)"
+		}
+		return "loss (squared error against the labels)"
+	}
+	return "output (squared change of the model's outputs)"
+}
+
+// writePruned applies the plan to the model and stages the result at out.
+func (j *job) writePruned(plan *prune.Plan, f *pruneFlags, format export.Format, opt prune.Options, out string) ([]export.TensorResult, error) {
+	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
+	if err != nil {
+		return nil, err
+	}
+	if j.oneShot {
+		// The written model has what it needs of the source's protobuf
+		// and of the plan's weights (counted before): let them go before
+		// the model is saved and read back.
+		for _, lp := range plan.Layers {
+			lp.W, lp.Pruned = nil, nil
+		}
+		j.ld.model = nil
+	}
+	return results, export.SaveStaged(pm, out, f.external, j.e.stage)
+}
+
+// copyInput stages the input model and its external data files unchanged
+// at out (and beside it).
+func (j *job) copyInput(out string) error {
+	m := j.ld.model
+	b, err := os.ReadFile(m.Path)
+	if err != nil {
+		return &onnxio.BadInputError{File: m.Path, Msg: "cannot read: " + err.Error()}
+	}
+	if err := j.e.stage.WriteFile(out, b); err != nil {
+		return err
+	}
+	for _, loc := range m.ExternalLocations() {
+		b, err := os.ReadFile(filepath.Join(m.Dir, loc))
+		if err != nil {
+			return &onnxio.BadInputError{File: m.Path, Msg: "external data: " + err.Error()}
+		}
+		target := filepath.Join(filepath.Dir(out), loc)
+		if err := j.e.stage.MkdirAll(filepath.Dir(target)); err != nil {
+			return err
+		}
+		if err := j.e.stage.WriteFile(target, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // planLayerReports gives each layer's counts of a plan (its format and
 // bytes are filled in once written).
 func planLayerReports(plan *prune.Plan) []layerReport {
 	out := make([]layerReport, 0, len(plan.Layers))
 	for _, lp := range plan.Layers {
-		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: lp.Predicted}
+		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: max(0, lp.Predicted)}
 		for q, w := range lp.W {
 			if w != 0 {
 				lr.NonZeros++
@@ -372,6 +458,9 @@ func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysi
 		orig = &analysis.Quality{N: src.N()}
 	}
 	pr, err = analysis.Evaluate(pruned, j.ld.net, d, labels, j.task, j.af.batch, nil)
+	if err == nil && j.regression() {
+		pr.ArgmaxSame = nil // no classes: the agreement means nothing
+	}
 	return orig, pr, err
 }
 
@@ -399,7 +488,7 @@ func (j *job) writeScores(method, path string) error {
 		arrays[ls.Layer.Name+".delta"] = d
 		shapes[ls.Layer.Name+".delta"] = []int{ls.Layer.Out, ls.Layer.In}
 	}
-	return saveNpz(path, arrays, shapes)
+	return saveNpz(path, arrays, shapes, j.e.stage)
 }
 
 func printPruneReport(w io.Writer, r *pruneReport) {
@@ -407,8 +496,8 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 	if r.NM != "" {
 		what = r.NM + " (N:M)"
 	}
-	fmt.Fprintf(w, "%s -> %s: method %s, %s, objective %s, %d calibration samples (derivatives: %s)\n",
-		r.Model, r.Output, r.Method, what, r.Objective, r.Samples, r.Derivatives)
+	fmt.Fprintf(w, "%s -> %s: method %s, %s, task %s, objective: %s, %d calibration samples (derivatives: %s)\n",
+		r.Model, r.Output, r.Method, what, r.Task, r.Objective, r.Samples, r.Derivatives)
 	if r.Refit != "" {
 		fmt.Fprintf(w, "%s\n", r.Refit)
 	}
@@ -440,7 +529,11 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 		printQuality(w, "holdout", *r.HoldoutQ)
 	}
 	if r.PredictedSqErr != nil {
-		fmt.Fprintf(w, "first-order predicted output error: %.4g per sample (sum of removed importances; measured on calibration: %.4g)\n", *r.PredictedSqErr, deref(r.Calibration.Pruned.SqErr))
+		clamped := ""
+		if r.PredictedClamped {
+			clamped = ", clamped to 0 from a slightly negative sum (rounding)"
+		}
+		fmt.Fprintf(w, "first-order predicted output error: %.4g per sample (sum of removed importances%s; measured on calibration: %.4g)\n", *r.PredictedSqErr, clamped, deref(r.Calibration.Pruned.SqErr))
 	}
 	fmt.Fprintf(w, "note: %s\n", r.Note)
 }
@@ -454,7 +547,10 @@ func deref(p *float64) float64 {
 
 func printQuality(w io.Writer, name string, q qualityPair) {
 	p := q.Pruned
-	fmt.Fprintf(w, "%s (%d samples): output MSE %.4g, max |diff| %.4g, argmax agreement %.4f", name, p.N, deref(p.MSE), deref(p.MaxAbs), deref(p.ArgmaxSame))
+	fmt.Fprintf(w, "%s (%d samples): output MSE %.4g, max |diff| %.4g", name, p.N, deref(p.MSE), deref(p.MaxAbs))
+	if p.ArgmaxSame != nil {
+		fmt.Fprintf(w, ", argmax agreement %.4f", *p.ArgmaxSame)
+	}
 	if p.Loss != nil && q.Original.Loss != nil {
 		fmt.Fprintf(w, "; loss %.4g -> %.4g", *q.Original.Loss, *p.Loss)
 	}

@@ -29,6 +29,9 @@ func init() {
 				"labels of --data: loss and accuracy of both models")
 		},
 		run: func(e *env, args []string) error { return runReport(e, f, args) },
+		files: func(args []string) ([]fileRef, []fileRef) {
+			return append(append(refs("a model", args...), refs("--data", f.data...)...), refs("--labels", f.labels)...), nil
+		},
 	})
 }
 

@@ -46,6 +46,20 @@ type sweepFlags struct {
 	saveDir    string
 }
 
+// files lists what sweep reads and writes, --plot's figures included; the
+// --save-dir models are checked once the methods and sparsities are known.
+func (f *sweepFlags) files(args []string) (in, out []fileRef) {
+	in = append(refs("the model", args...), refs("--calib", f.af.calib...)...)
+	in = append(in, refs("--labels", f.af.labels)...)
+	in = append(in, refs("--test", f.test...)...)
+	in = append(in, refs("--test-labels", f.testLabels)...)
+	out = refs("--csv", f.csv)
+	if f.plot != "" {
+		out = append(out, refs("--plot", plotFiles(f.plot)...)...)
+	}
+	return in, out
+}
+
 func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.test, "test", nil, "test inputs the pruned models are evaluated on (.npy, .npz or .pb, like --calib; required)")
 	fs.StringVar(&f.testLabels, "test-labels", "", "labels of the test samples: test loss, and accuracy for classification")
@@ -54,7 +68,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sparsities, "sparsities", sweepDefaultSparsities, "sparsities to prune at: a list 0.5,0.8,0.9 or START:STOP:STEP with STOP included")
 	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
 	fs.StringVar(&f.csv, "csv", "", "write the results table to this CSV file")
-	fs.StringVar(&f.plot, "plot", "", "write figures F-loss, F-accuracy (classification), F-error and F-size next to F.png or F.svg")
+	fs.StringVar(&f.plot, "plot", "", "write the test loss figure (the output error without --test-labels) to F.png or F.svg, and F-accuracy (classification), F-error and F-size beside it")
 	fs.StringVar(&f.saveDir, "save-dir", "", "also save every pruned model (auto format) in this folder as METHOD_sS.onnx, e.g. ec_s0.80.onnx")
 	f.af.register(fs)
 }
@@ -72,6 +86,7 @@ func init() {
 		},
 		flags: f.register,
 		run:   func(e *env, args []string) error { return runSweep(e, f, args) },
+		files: f.files,
 	})
 }
 
@@ -154,30 +169,33 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Every output is checked before the analysis, so that a typo does not
-	// cost a long run.
-	for _, p := range []string{f.csv, e.jsonFile, f.plot} {
-		if p != "" {
-			if err := checkOutputPath(model, p); err != nil {
-				return err
-			}
-		}
-	}
+	// Every output is checked before the analysis (the others in run),
+	// so that a typo does not cost a long run.
 	if f.plot != "" {
 		if _, err := plotFormat(f.plot); err != nil {
 			return err
 		}
 	}
 	if f.saveDir != "" {
-		if err := os.MkdirAll(f.saveDir, 0o755); err != nil {
+		if err := e.stage.MkdirAll(f.saveDir); err != nil {
 			return &onnxio.BadInputError{File: f.saveDir, Msg: fmt.Sprintf("cannot create the --save-dir folder: %v", err)}
 		}
 		for _, m := range methods {
 			for _, s := range sparsities {
-				if err := checkOutputPath(model, filepath.Join(f.saveDir, sweepFileName(m, s))); err != nil {
-					return err
-				}
+				e.outputs = append(e.outputs, fileRef{"a --save-dir model", filepath.Join(f.saveDir, sweepFileName(m, s))})
 			}
+		}
+		// Every saved model keeps the input's external data layout: one
+		// model with external data would have them all write one file.
+		e.derived = func(m *onnxio.Model) []fileRef {
+			var out []fileRef
+			for _, loc := range m.ExternalLocations() {
+				out = append(out, fileRef{"the --save-dir models' external data file", filepath.Join(f.saveDir, loc)})
+			}
+			return out
+		}
+		if err := checkFiles(e.inputs, e.outputs); err != nil {
+			return err
 		}
 	}
 	// The test data and labels are read before the analysis too. The
@@ -186,6 +204,12 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	mp, err := onnxio.Load(model)
 	if err != nil {
 		return err
+	}
+	if err := e.checkModelFiles(mp); err != nil {
+		return err
+	}
+	if f.saveDir != "" && len(mp.ExternalLocations()) > 0 && len(methods)*len(sparsities) > 1 {
+		return &onnxio.BadInputError{File: model, Msg: "has external data, which every --save-dir model would write to the same file: save one point at a time with prune, or leave out --save-dir"}
 	}
 	pre, err := onnxio.Extract(mp, onnxio.ExtractOptions{})
 	if err != nil {
@@ -201,6 +225,15 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 		if traw, err = test.LoadLabels(f.testLabels); err != nil {
 			return err
 		}
+		// Checked now against the model; converted for the task once the
+		// calibration labels have decided it.
+		width, err := outputWidth(pre, test)
+		if err != nil {
+			return fmt.Errorf("%s: %w", model, err)
+		}
+		if _, _, err := prepareLabels(f.testLabels, traw, f.af.task, width); err != nil {
+			return err
+		}
 	} else {
 		e.logf("no --test-labels: measuring only the output error against the dense model, not test loss or accuracy")
 	}
@@ -214,11 +247,16 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	task := j.task
 	var tlabels *analysis.Labels
 	if traw != nil {
+		tflag := string(task)
 		if j.labels == nil {
 			// Without calibration labels the test labels decide the task.
-			task = guessTask(f.af.task, traw)
+			tflag = f.af.task
 		}
-		if tlabels, err = convertLabels(f.testLabels, traw, task); err != nil {
+		width, err := outputWidth(j.ld.net, test)
+		if err != nil {
+			return fmt.Errorf("%s: %w", model, err)
+		}
+		if tlabels, task, err = prepareLabels(f.testLabels, traw, tflag, width); err != nil {
 			return err
 		}
 	}
@@ -256,6 +294,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 		return fmt.Errorf("sweep: temporary folder for size measurements: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	e.stage.OnAbort(func() { os.RemoveAll(tmp) })
 
 	total := len(methods) * len(sparsities)
 	e.logf("sweep: %d methods x %d sparsities = %d points, every one reusing the statistics computed once", len(methods), len(sparsities), total)
@@ -277,12 +316,12 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	e.logf("sweep: %d points in %s (statistics: %d passes over the calibration data, once)", total, time.Since(start).Round(time.Millisecond), r.StatisticsPasses)
 
 	if f.csv != "" {
-		if err := writeSweepCSV(f.csv, r); err != nil {
+		if err := writeSweepCSV(f.csv, r, e.stage); err != nil {
 			return err
 		}
 	}
 	if f.plot != "" {
-		if r.Plots, err = plotSweep(f.plot, r); err != nil {
+		if r.Plots, err = plotSweep(f.plot, r, e.stage); err != nil {
 			return err
 		}
 		e.logf("figures: %s", strings.Join(r.Plots, ", "))
@@ -308,31 +347,40 @@ func (j *job) sweepPoint(method string, s float64, scope prune.Scope, test analy
 		}
 		pt.Predicted = &sum
 	}
-	save := func(format export.Format, path string) (export.Size, error) {
+	// The kept models are staged with the run's other outputs; the
+	// measuring copies are written in the temporary folder at once.
+	save := func(format export.Format, path string, st *onnxio.Stage) (export.Size, error) {
 		pm, _, err := j.write(plan, format, true, meta)
 		if err != nil {
 			return export.Size{}, err
 		}
-		if err := export.Save(pm, path, 0); err != nil {
+		if err := export.SaveStaged(pm, path, 0, st); err != nil {
 			return export.Size{}, err
 		}
-		return export.Sizes(path)
+		return export.SizesStaged(path, st)
 	}
+	var st *onnxio.Stage
 	auto := filepath.Join(tmp, "auto.onnx")
 	if saveDir != "" {
 		auto = filepath.Join(saveDir, sweepFileName(method, s))
 		pt.File = auto
+		st = j.e.stage
 	}
-	as, err := save(export.Auto, auto)
+	as, err := save(export.Auto, auto, st)
 	if err != nil {
 		return nil, err
 	}
-	dsz, err := save(export.Dense, filepath.Join(tmp, "dense.onnx"))
+	dsz, err := save(export.Dense, filepath.Join(tmp, "dense.onnx"), nil)
 	if err != nil {
 		return nil, err
 	}
 	pt.Size = sweepSize{AutoBytes: as.Disk, AutoGzip: as.Gzip, DenseBytes: dsz.Disk, DenseGzip: dsz.Gzip}
-	m, err := onnxio.Load(auto)
+	var m *onnxio.Model
+	if st != nil {
+		m, err = onnxio.LoadStaged(auto, st)
+	} else {
+		m, err = onnxio.Load(auto)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", auto, err)
 	}
@@ -367,7 +415,7 @@ func sweepMethods(names []string, labels bool) ([]string, error) {
 		}
 		if n != "exact" && !analysis.Sequential(n) {
 			if _, err := analysis.CriterionByName(n); err != nil {
-				return nil, usagef("--methods: %v", err)
+				return nil, usagef("--methods: %v%s", err, methodHint(n, analysis.Methods()))
 			}
 		}
 		if analysis.NeedsLabels(n) && !labels {
@@ -477,7 +525,7 @@ func csvFloat(p *float64) string {
 
 // writeSweepCSV writes one row per point, after a "dense" row for the
 // unpruned model at sparsity 0.
-func writeSweepCSV(path string, r *sweepResult) error {
+func writeSweepCSV(path string, r *sweepResult, st *onnxio.Stage) error {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
 	w.Write([]string{"method", "sparsity", "removed", "prunable", "nonzeros", "test_loss", "test_accuracy",
@@ -497,7 +545,7 @@ func writeSweepCSV(path string, r *sweepResult) error {
 	if err := w.Error(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return onnxio.WriteFileAtomic(path, b.Bytes())
+	return st.WriteFile(path, b.Bytes())
 }
 
 func printSweep(w io.Writer, r *sweepResult) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/spf13/pflag"
 
@@ -24,11 +25,22 @@ func (e *env) loadModel(path string, needEval bool) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := e.checkModelFiles(m); err != nil {
+		return nil, err
+	}
+	if e.loadedCheck != nil {
+		if err := e.loadedCheck(m); err != nil {
+			return nil, err
+		}
+	}
 	for _, w := range m.Warnings {
 		e.logf("warning: %s", w)
 	}
 	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
 	if err != nil {
+		return nil, err
+	}
+	if err := checkFiniteWeights(path, net); err != nil {
 		return nil, err
 	}
 	if needEval {
@@ -58,32 +70,6 @@ func (e *env) openData(net *onnxio.Network, paths []string, batch, limit int) (*
 // sourceData adapts a calib.Source to analysis.Data.
 type sourceData = calib.Data
 
-// loadLabels reads labels for a source and converts them for the task.
-func loadLabels(path string, src *calib.Source, task analysis.Task) (*analysis.Labels, error) {
-	l, err := src.LoadLabels(path)
-	if err != nil {
-		return nil, err
-	}
-	return convertLabels(path, l, task)
-}
-
-func convertLabels(path string, l *calib.Labels, task analysis.Task) (*analysis.Labels, error) {
-	switch task {
-	case analysis.TaskClassification:
-		if l.Class == nil {
-			return nil, &calib.DataError{File: path, Msg: "classification needs integer class labels, this file holds float targets (use --task regression?)"}
-		}
-		return &analysis.Labels{Class: l.Class, Width: 1}, nil
-	case analysis.TaskRegression:
-		w := 1
-		for _, d := range l.TargetShape {
-			w *= d
-		}
-		return &analysis.Labels{Target: l.Target, Width: w}, nil
-	}
-	return nil, fmt.Errorf("unknown task %q", task)
-}
-
 // guessTask picks the task from the labels when --task is not given:
 // integer labels mean classification.
 func guessTask(task string, l *calib.Labels) analysis.Task {
@@ -102,7 +88,7 @@ func guessTask(task string, l *calib.Labels) analysis.Task {
 // modelSizes measures a saved model: bytes on disk, gzip bytes, dense
 // weights and non-zeros of its dense layers.
 func modelSizes(path string, net *onnxio.Network) (sizeInfo, error) {
-	return measureAsync(path).wait(net)
+	return measureAsync(path, nil).wait(net)
 }
 
 // pendingSize is export.Sizes running in the background.
@@ -112,11 +98,11 @@ type pendingSize struct {
 	done chan struct{}
 }
 
-func measureAsync(path string) *pendingSize {
+func measureAsync(path string, st *onnxio.Stage) *pendingSize {
 	p := &pendingSize{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.s, p.err = export.Sizes(path)
+		p.s, p.err = export.SizesStaged(path, st)
 	}()
 	return p
 }
@@ -169,12 +155,41 @@ func (f *dataFlags) open(e *env, net *onnxio.Network) (*calib.Source, *analysis.
 	}
 	raw, err := src.LoadLabels(f.labels)
 	if err == nil {
-		task = guessTask(f.task, raw)
-		var labels *analysis.Labels
-		if labels, err = convertLabels(f.labels, raw, task); err == nil {
-			return src, labels, task, nil
+		var width int
+		if width, err = outputWidth(net, src); err == nil {
+			var labels *analysis.Labels
+			if labels, task, err = prepareLabels(f.labels, raw, f.task, width); err == nil {
+				return src, labels, task, nil
+			}
 		}
 	}
 	src.Close()
 	return nil, nil, "", err
+}
+
+// checkFiniteWeights refuses a model whose dense layers hold NaN or Inf:
+// every statistic and score would be NaN, found only after the analysis.
+func checkFiniteWeights(path string, net *onnxio.Network) error {
+	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
+	for _, l := range net.Layers {
+		n := l.Out * l.In
+		if len(l.W32) < n && len(l.W) < n {
+			continue // weights not decoded (a layer that is not evaluable)
+		}
+		for q := range n {
+			if v := l.At(q); bad(v) {
+				return &onnxio.BadInputError{File: path, Msg: fmt.Sprintf("weight %q holds %v at row %d, column %d (of %d x %d): the model is broken, nothing to prune", l.WeightInit, v, q/max(l.In, 1), q%max(l.In, 1), l.Out, l.In)}
+			}
+		}
+		for i, v := range l.B {
+			if bad(v) {
+				name := l.BiasInit
+				if name == "" {
+					name = l.Name + " (bias)"
+				}
+				return &onnxio.BadInputError{File: path, Msg: fmt.Sprintf("bias %q holds %v at element %d: the model is broken, nothing to prune", name, v, i)}
+			}
+		}
+	}
+	return nil
 }

@@ -45,7 +45,7 @@ func (f *analysisFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.probes, "probes", 0, "estimate ||J||^2 with this many random-sign products when the model has more outputs (0: exact)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed for random, probes and anything else random")
 	fs.DurationVar(&f.exactBudget, "exact-budget", 10*time.Minute, "largest estimated run time the exact method accepts")
-	fs.BoolVar(&f.force, "force", false, "run exact whatever its estimated time")
+	fs.BoolVar(&f.force, "force", false, "run exact whatever its estimated time, and accept degenerate calibration data (fewer than 2 samples, all samples equal, every importance zero)")
 	f.ecplus.RegisterFlags(fs)
 }
 
@@ -92,8 +92,17 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	default:
 		return nil, usagef("--task %q: want classification or regression", af.task)
 	}
-	if af.holdout < 0 || af.holdout >= 1 {
+	if !(af.holdout >= 0 && af.holdout < 1) { // NaN too
 		return nil, usagef("--holdout %g is outside [0, 1)", af.holdout)
+	}
+	if af.probes < 0 {
+		return nil, usagef("--probes %d: want 0 (exact) or a positive number of probes", af.probes)
+	}
+	if af.batch < 0 || af.limit < 0 {
+		return nil, usagef("--batch and --limit must not be negative")
+	}
+	if af.exactBudget < 0 {
+		return nil, usagef("--exact-budget %s must not be negative", af.exactBudget)
 	}
 	if af.objective == "loss" && af.labels == "" {
 		return nil, usagef("--objective loss needs --labels")
@@ -114,17 +123,33 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 			return nil, usagef("--holdout %g leaves %d samples for the analysis and %d held out", af.holdout, j.src.N(), j.hold.N())
 		}
 	}
+	// Degenerate data makes every importance zero: the run would "succeed"
+	// with an arbitrary pruning.
+	if !af.force {
+		if n := j.src.N(); n < 2 {
+			return nil, &calib.DataError{File: af.calib[0], Msg: fmt.Sprintf("%d calibration sample left for the analysis (after --limit and --holdout): the statistics need at least 2, better hundreds (--force runs anyway)", n)}
+		}
+		if !src.Varies() {
+			return nil, &calib.DataError{File: af.calib[0], Msg: "every calibration sample is the same (each feature constant): every importance would be zero and the pruning arbitrary; give real inputs (--force runs anyway)"}
+		}
+	}
 	if af.labels != "" {
+		width, err := outputWidth(ld.net, j.src)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", modelPath, err)
+		}
 		raw, err := j.src.LoadLabels(af.labels)
 		if err != nil {
 			return nil, err
 		}
-		j.task = guessTask(af.task, raw)
-		if j.labels, err = convertLabels(af.labels, raw, j.task); err != nil {
+		if j.labels, j.task, err = prepareLabels(af.labels, raw, af.task, width); err != nil {
 			return nil, err
 		}
 		if j.hold != nil {
-			if j.hlabels, err = loadLabels(af.labels, j.hold, j.task); err != nil {
+			if raw, err = j.hold.LoadLabels(af.labels); err != nil {
+				return nil, err
+			}
+			if j.hlabels, _, err = prepareLabels(af.labels, raw, string(j.task), width); err != nil {
 				return nil, err
 			}
 		}
@@ -162,6 +187,13 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 	return j, nil
 }
 
+// regression reports whether the outputs are known not to be classes:
+// regression labels or --task regression. Without labels the task is only
+// a default, and an argmax agreement may still mean something.
+func (j *job) regression() bool {
+	return j.task == analysis.TaskRegression && (j.labels != nil || j.af.task == "regression")
+}
+
 // methodScores computes (once) a statistics-based or exact criterion.
 func (j *job) methodScores(method string) (*analysis.Scores, error) {
 	if sc, ok := j.scores[method]; ok {
@@ -195,11 +227,25 @@ func (j *job) methodScores(method string) (*analysis.Scores, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !j.af.force && method != "random" && allZero(sc) {
+		return nil, &calib.DataError{File: j.af.calib[0], Msg: "every weight's importance (" + method + ") is zero on this calibration data: the pruning would be arbitrary; check the data (--force runs anyway)"}
+	}
 	if j.oneShot {
 		j.releaseSums()
 	}
 	j.scores[method] = sc
 	return sc, nil
+}
+
+func allZero(sc *analysis.Scores) bool {
+	for _, ls := range sc.Layers {
+		for _, v := range ls.Score {
+			if v != 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // releaseSums drops the statistics' per-weight sums once a one-shot job

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -51,11 +52,18 @@ func plotFormat(path string) (string, error) {
 	return "", usagef("--plot %q: want a .png or .svg file name", path)
 }
 
-// plotSweep draws a sweep's figures next to path: F.png gives F-loss.png,
-// F-accuracy.png (classification only), F-error.png and F-size.png. One
-// file per quantity, so that each can be placed in a document on its own.
-// Loss and accuracy need test labels.
-func plotSweep(path string, r *sweepResult) ([]string, error) {
+// plotFiles lists every file plotSweep may write for path.
+func plotFiles(path string) []string {
+	base, ext := strings.TrimSuffix(path, filepath.Ext(path)), filepath.Ext(path)
+	return []string{path, base + "-accuracy" + ext, base + "-error" + ext, base + "-size" + ext}
+}
+
+// plotSweep draws a sweep's figures: path itself gets the main one (test
+// loss, or the output error without test labels), and F.png gets
+// F-accuracy.png (classification only), F-error.png (when path has the
+// loss) and F-size.png beside it. One file per quantity, so that each can
+// be placed in a document on its own.
+func plotSweep(path string, r *sweepResult, st *onnxio.Stage) ([]string, error) {
 	ext, err := plotFormat(path)
 	if err != nil {
 		return nil, err
@@ -88,7 +96,10 @@ func plotSweep(path string, r *sweepResult) ([]string, error) {
 			continue
 		}
 		file := base + "-" + f.name + "." + ext
-		if err := savePlot(f.f, file, ext); err != nil {
+		if len(out) == 0 {
+			file = path
+		}
+		if err := savePlot(f.f, file, ext, st); err != nil {
 			return out, err
 		}
 		out = append(out, file)
@@ -165,7 +176,11 @@ func sizePlot(r *sweepResult, model string) *figure {
 	if len(r.Points) == 0 {
 		return nil
 	}
+	// The recommended method when it is in the sweep, else the first.
 	method := r.Points[0].Method
+	if slices.Contains(r.Methods, "ec+") {
+		method = "ec+"
+	}
 	unit, div := "KiB", 1024.0
 	if r.Dense.Bytes >= 4<<20 {
 		unit, div = "MiB", 1<<20
@@ -356,7 +371,7 @@ func (t logTicks) round(lo, hi float64) (float64, float64) {
 }
 
 // savePlot renders a figure to PNG or SVG, atomically.
-func savePlot(f *figure, file, ext string) error {
+func savePlot(f *figure, file, ext string, st *onnxio.Stage) error {
 	var wt io.WriterTo
 	switch ext {
 	case "svg":
@@ -368,7 +383,7 @@ func savePlot(f *figure, file, ext string) error {
 		drawFigure(f, draw.New(cv))
 		wt = vgimg.PngCanvas{Canvas: cv}
 	}
-	if err := onnxio.WriteAtomic(file, func(w io.Writer) error {
+	if err := st.Write(file, func(w io.Writer) error {
 		_, err := wt.WriteTo(w)
 		return err
 	}); err != nil {

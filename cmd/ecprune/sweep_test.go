@@ -208,7 +208,7 @@ func TestSweepOutputs(t *testing.T) {
 	if code, _, errs := cliRun(t, args(d2, "fig.png")...); code != exitOK {
 		t.Fatalf("second run: exit %d\n%s", code, errs)
 	}
-	want := []string{"fig-loss.png", "fig-error.png", "fig-size.png"}
+	want := []string{"fig.png", "fig-error.png", "fig-size.png"} // fig.png: the loss
 	if len(r.Plots) != len(want) {
 		t.Errorf("plots %v, want %v", r.Plots, want)
 	}
@@ -238,7 +238,7 @@ func TestSweepOutputs(t *testing.T) {
 	if code, _, errs := cliRun(t, args(d3, "fig.svg")...); code != exitOK {
 		t.Fatalf("svg run: exit %d\n%s", code, errs)
 	}
-	for _, name := range []string{"fig-loss.svg", "fig-error.svg", "fig-size.svg"} {
+	for _, name := range []string{"fig.svg", "fig-error.svg", "fig-size.svg"} {
 		b, err := os.ReadFile(filepath.Join(d3, name))
 		if err != nil {
 			t.Fatal(err)
@@ -268,8 +268,8 @@ func TestSweepClassificationFigures(t *testing.T) {
 		labels bool
 		want   []string
 	}{
-		{"labels", true, []string{"f-loss.png", "f-accuracy.png", "f-error.png", "f-size.png"}},
-		{"no labels", false, []string{"f-error.png", "f-size.png"}},
+		{"labels", true, []string{"f.png", "f-accuracy.png", "f-error.png", "f-size.png"}},
+		{"no labels", false, []string{"f.png", "f-size.png"}}, // f.png: the output error
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
