@@ -73,6 +73,12 @@ func SelectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions) 
 	if err := opt.validate(net); err != nil {
 		return nil, err
 	}
+	return selectUnits(net, sc, opt, 1), nil
+}
+
+// selectUnits is SelectUnits removing the fraction part of each pool's
+// count (rounded), for the rounds of SequentialUnits.
+func selectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions, part float64) *UnitPlan {
 	skip := map[*onnxio.Layer]bool{}
 	for _, s := range opt.Skip {
 		skip[net.LayerByName(s)] = true
@@ -102,14 +108,14 @@ func SelectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions) 
 			}
 		}
 		if opt.Scope == Layer {
-			pool = append(pool, takeSmallest(cand, Count(opt.Sparsity, g.Units)))
+			pool = append(pool, takeSmallest(cand, partOf(part, Count(opt.Sparsity, g.Units))))
 			continue
 		}
 		global = append(global, cand...)
 		globalUnits += g.Units
 	}
 	if len(global) > 0 {
-		pool = append(pool, takeSmallest(global, Count(opt.Sparsity, globalUnits)))
+		pool = append(pool, takeSmallest(global, partOf(part, Count(opt.Sparsity, globalUnits))))
 	}
 	for _, p := range pool {
 		for _, u := range p {
@@ -135,7 +141,15 @@ func SelectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions) 
 		plan.Removed += len(cut.Removed)
 		plan.Cuts = append(plan.Cuts, cut)
 	}
-	return plan, nil
+	return plan
+}
+
+// partOf is round(part * k), exactly k for part 1.
+func partOf(part float64, k int) int {
+	if part >= 1 {
+		return k
+	}
+	return int(math.Floor(part*float64(k) + 0.5))
 }
 
 // takeSmallest returns the k lowest-ranked candidates (fewer if there are

@@ -59,13 +59,10 @@ type unitPruneReport struct {
 	} `json:"seconds"`
 }
 
-// unitMethod maps --method to a unit criterion: ec+ and ec are the unit
-// EC importance.
+// unitMethod checks --method for units: ec+ (sequential unit EC), or a
+// unit criterion.
 func unitMethod(m string) (string, error) {
-	if m == "ec+" {
-		m = "ec"
-	}
-	if !slices.Contains(analysis.UnitMethods(), m) {
+	if m != "ec+" && !slices.Contains(analysis.UnitMethods(), m) {
 		return "", usagef("--method %s is not available with --granularity neuron (want ec+, %s)", m, strings.Join(analysis.UnitMethods(), ", "))
 	}
 	return m, nil
@@ -85,7 +82,8 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 	if f.af.ad == analysis.ADForward {
 		return usagef("--granularity neuron takes derivatives in reverse mode only")
 	}
-	opt := prune.UnitOptions{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip, Compensate: analysis.UnitCompensates(method)}
+	opt := prune.UnitOptions{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip,
+		Compensate: method == "ec+" || analysis.UnitCompensates(method)}
 	f.af.noStats = true
 	j, err := e.newJob(in, &f.af, false, false)
 	if err != nil {
@@ -108,21 +106,26 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 	}
 	t := time.Now()
 	p := e.newProgress("analysis", j.src.N())
-	st, err := analysis.CollectUnits(net, groups, sourceData{Src: j.src}, analysis.StatsOptions{
+	sopt := analysis.StatsOptions{
 		Objective: analysis.Objective(f.af.objective), Task: j.task, Labels: j.labels,
 		Probes: f.af.probes, Seed: f.af.seed, Batch: f.af.batch, Log: e.logf, Progress: p.set,
-	})
+	}
+	var st *analysis.UnitStats
+	var plan *prune.UnitPlan
+	if method == "ec+" {
+		plan, st, err = prune.SequentialUnits(net, groups, sourceData{Src: j.src}, sopt, opt, f.af.ecplus.Rounds)
+	} else {
+		st, err = analysis.CollectUnits(net, groups, sourceData{Src: j.src}, sopt)
+		if err == nil {
+			var sc *analysis.UnitScores
+			if sc, err = analysis.ScoreUnits(st, method, opt.Compensate, f.af.seed); err == nil {
+				plan, err = prune.SelectUnits(net, sc, opt)
+			}
+		}
+	}
 	p.finish()
 	if err != nil {
 		return fmt.Errorf("%s: analysis: %w", in, err)
-	}
-	sc, err := analysis.ScoreUnits(st, method, opt.Compensate, f.af.seed)
-	if err != nil {
-		return err
-	}
-	plan, err := prune.SelectUnits(net, sc, opt)
-	if err != nil {
-		return err
 	}
 	r.Seconds.Analysis = time.Since(t).Seconds()
 	r.Derivatives, r.Samples, r.Removed, r.Removable = st.Mode, st.N, plan.Removed, plan.Total

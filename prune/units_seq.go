@@ -1,0 +1,115 @@
+package prune
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/onnxio"
+)
+
+// SequentialUnits is ec+ at unit level. One-shot unit EC costs every unit
+// on the original network, so the first-order errors of many removals
+// only add up; here the units go in rounds: each round measures the unit
+// statistics on the network with the earlier rounds' units already
+// replaced by their means (consumer column zeroed, bias compensated),
+// scores the remaining units with EC, and removes enough of the lowest to
+// reach round r's share r/rounds of the count. A unit's mean is taken on
+// the network as it is when the unit goes, so it compensates what the
+// earlier removals did to it. The count, the never-empty rule, scope and
+// skip are SelectUnits'. groups must be the removable groups of net.
+func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data analysis.Data, sopt analysis.StatsOptions,
+	opt UnitOptions, rounds int) (*UnitPlan, *analysis.UnitStats, error) {
+	if err := opt.validate(net); err != nil {
+		return nil, nil, err
+	}
+	if rounds < 1 {
+		return nil, nil, optErr("--ecplus-rounds %d: want at least 1", rounds)
+	}
+	work := net.Clone()
+	wg := make([]*analysis.UnitGroup, len(groups))
+	for i, g := range groups {
+		c := *g
+		c.Producer, c.Consumer = work.Layers[g.Producer.Index], work.Layers[g.Consumer.Index]
+		wg[i] = &c
+	}
+	removed := make([][]bool, len(groups))
+	pred := make([]float64, len(groups))
+	for i, g := range groups {
+		removed[i] = make([]bool, g.Units)
+	}
+	var first *analysis.UnitStats
+	for r := 1; r <= rounds; r++ {
+		st, err := analysis.CollectUnits(work, wg, data, sopt)
+		if err != nil {
+			return nil, nil, fmt.Errorf("round %d: %w", r, err)
+		}
+		if first == nil {
+			first = st
+		}
+		sc, err := analysis.ScoreUnits(st, "ec", true, sopt.Seed)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Units already gone rank first, so each round's selection
+		// extends the last one.
+		for gi, gs := range sc.Groups {
+			for j, gone := range removed[gi] {
+				if gone {
+					gs.Score[j] = math.Inf(-1)
+				}
+			}
+		}
+		p := selectUnits(work, sc, opt, float64(r)/float64(rounds))
+		for gi, c := range p.Cuts {
+			l := wg[gi].Consumer
+			w := l.Weights64()
+			if l.W32 == nil {
+				w = append([]float64(nil), w...) // W may be shared with net
+			}
+			b := make([]float64, l.Out)
+			copy(b, l.B)
+			changed := false
+			for _, j := range c.Removed {
+				if removed[gi][j] {
+					continue
+				}
+				removed[gi][j], changed = true, true
+				pred[gi] += sc.Groups[gi].Score[j]
+				m := sc.Groups[gi].Const[j]
+				for i := 0; i < l.Out; i++ {
+					b[i] += w[i*l.In+j] * m
+					w[i*l.In+j] = 0
+				}
+			}
+			if changed {
+				l.SetWeights(w)
+				l.B = b
+			}
+		}
+	}
+	plan := &UnitPlan{}
+	skip := map[*onnxio.Layer]bool{}
+	for _, s := range opt.Skip {
+		skip[net.LayerByName(s)] = true
+	}
+	for gi, g := range groups {
+		cut := &UnitCut{Group: g, Predicted: pred[gi]}
+		for j, gone := range removed[gi] {
+			if gone {
+				cut.Removed = append(cut.Removed, j)
+			} else {
+				cut.Keep = append(cut.Keep, j)
+			}
+		}
+		if len(cut.Removed) > 0 {
+			cut.ConsumerB = wg[gi].Consumer.B
+		}
+		if !skip[g.Producer] {
+			plan.Total += g.Units
+		}
+		plan.Removed += len(cut.Removed)
+		plan.Cuts = append(plan.Cuts, cut)
+	}
+	return plan, first, nil
+}
