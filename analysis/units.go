@@ -113,67 +113,71 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 	if !g.Producer.Prunable {
 		return "the layer cannot be rewritten: " + g.Producer.Reason
 	}
+	// Ops are in topological order: one forward scan sees every input of
+	// an op that joins two branches of the region (GELU's x * Phi(x))
+	// before the op itself.
 	region := map[int]bool{net.Ops[g.ProdOp].Out: true}
-	queue := []int{net.Ops[g.ProdOp].Out}
-	inPath := map[int]bool{}
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
+	for r := g.ProdOp + 1; r < len(net.Ops); r++ {
+		op := &net.Ops[r]
+		reads := false
+		for _, in := range op.In {
+			reads = reads || region[in]
+		}
+		if !reads {
+			continue
+		}
+		v := op.In[0]
+		switch {
+		case op.Kind == onnxio.OpDense:
+			if !region[v] || op.Layer.In != h {
+				return fmt.Sprintf("dense layer %s reads them in another shape", op.Layer.Name)
+			}
+			if g.ConsOp >= 0 {
+				return fmt.Sprintf("they feed two dense layers (%s and %s)", g.Consumer.Name, op.Layer.Name)
+			}
+			if !op.Layer.Prunable {
+				return fmt.Sprintf("the next dense layer %s cannot be rewritten: %s", op.Layer.Name, op.Layer.Reason)
+			}
+			g.Consumer, g.ConsOp, g.Value = op.Layer, r, v
+			continue
+		case unaryPerUnit[op.Kind]:
+		case op.Kind == onnxio.OpPRelu:
+			if !perUnitConst(op.Const, h) {
+				return fmt.Sprintf("%s (node %s) has a slope that is not per unit", op, op.Node)
+			}
+		case op.Kind == onnxio.OpBatchNorm:
+			// Per channel on axis 1: the units' axis only for [N, units]
+			// values, which CollectUnits checks on the trace.
+			if len(op.Scale) != h {
+				return fmt.Sprintf("%s (node %s) normalises another axis", op, op.Node)
+			}
+		case op.Kind == onnxio.OpAdd || op.Kind == onnxio.OpSub || op.Kind == onnxio.OpMul || op.Kind == onnxio.OpDiv:
+			if len(op.In) == 1 {
+				if !perUnitConst(op.Const, h) {
+					return fmt.Sprintf("%s (node %s) has a constant that is not per unit", op, op.Node)
+				}
+				break
+			}
+			for _, in := range op.In {
+				if !region[in] {
+					return fmt.Sprintf("they are tied by %s (node %s) to another tensor (a residual connection: removable only together with every tensor it adds)", op, op.Node)
+				}
+			}
+		default:
+			return fmt.Sprintf("%s (node %s) mixes units", op, op.Node)
+		}
+		if g.ConsOp >= 0 {
+			return "ops after the next dense layer read them"
+		}
+		g.Path = append(g.Path, r)
+		region[op.Out] = true
+	}
+	for v := range region {
 		if isOut[v] {
 			return "its units reach a graph output"
 		}
 		if len(readers[v]) == 0 {
 			return "its units are not read by any op"
-		}
-		for _, r := range readers[v] {
-			if inPath[r] || r == g.ConsOp {
-				continue
-			}
-			op := &net.Ops[r]
-			switch {
-			case op.Kind == onnxio.OpDense:
-				if op.In[0] != v || op.Layer.In != h {
-					return fmt.Sprintf("dense layer %s reads them in another shape", op.Layer.Name)
-				}
-				if g.ConsOp >= 0 {
-					return fmt.Sprintf("they feed two dense layers (%s and %s)", g.Consumer.Name, op.Layer.Name)
-				}
-				if !op.Layer.Prunable {
-					return fmt.Sprintf("the next dense layer %s cannot be rewritten: %s", op.Layer.Name, op.Layer.Reason)
-				}
-				g.Consumer, g.ConsOp, g.Value = op.Layer, r, v
-				continue
-			case unaryPerUnit[op.Kind]:
-			case op.Kind == onnxio.OpPRelu:
-				if !perUnitConst(op.Const, h) {
-					return fmt.Sprintf("%s (node %s) has a slope that is not per unit", op, op.Node)
-				}
-			case op.Kind == onnxio.OpBatchNorm:
-				// Per channel on axis 1: the units' axis only for [N, units]
-				// values, which Collect checks on the trace.
-				if len(op.Scale) != h {
-					return fmt.Sprintf("%s (node %s) normalises another axis", op, op.Node)
-				}
-			case op.Kind == onnxio.OpAdd || op.Kind == onnxio.OpSub || op.Kind == onnxio.OpMul || op.Kind == onnxio.OpDiv:
-				if len(op.In) == 1 {
-					if !perUnitConst(op.Const, h) {
-						return fmt.Sprintf("%s (node %s) has a constant that is not per unit", op, op.Node)
-					}
-					break
-				}
-				for _, in := range op.In {
-					if !region[in] {
-						return fmt.Sprintf("they are tied by %s (node %s) to another tensor (a residual connection: removable only together with every tensor it adds)", op, op.Node)
-					}
-				}
-			default:
-				return fmt.Sprintf("%s (node %s) mixes units", op, op.Node)
-			}
-			inPath[r] = true
-			if !region[op.Out] {
-				region[op.Out] = true
-				queue = append(queue, op.Out)
-			}
 		}
 	}
 	if g.ConsOp < 0 {
@@ -182,13 +186,6 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 	if len(readers[g.Value]) != 1 {
 		return fmt.Sprintf("the next dense layer's input %s is read by other ops too", net.Values[g.Value].Name)
 	}
-	for r := range inPath {
-		if r > g.ConsOp {
-			return "ops after the next dense layer read them"
-		}
-		g.Path = append(g.Path, r)
-	}
-	slices.Sort(g.Path)
 	return ""
 }
 
@@ -467,4 +464,44 @@ func ScoreUnits(st *UnitStats, method string, compensate bool, seed uint64) (*Un
 		sc.Groups = append(sc.Groups, s)
 	}
 	return sc, nil
+}
+
+// RunEdited evaluates the network on inputs with some values rewritten as
+// they are computed: edit[v] gets a copy of value v's tensor and may
+// change it before any op reads it. It is how a removed unit's constant
+// is substituted into the original graph (the brute-force reference of
+// the unit importance and of the exported smaller model).
+func RunEdited(net *onnxio.Network, inputs []*Tensor, edit map[int]func(*Tensor)) (*Trace, error) {
+	tr, err := Run(net, inputs)
+	if err != nil {
+		return nil, err
+	}
+	// Each edited value is rewritten right after the op producing it (or
+	// before every op for a graph input), in op order.
+	start := map[int]int{}
+	for v := range edit {
+		start[v] = 0
+	}
+	for i := range net.Ops {
+		if _, ok := start[net.Ops[i].Out]; ok {
+			start[net.Ops[i].Out] = i + 1
+		}
+	}
+	vs := make([]int, 0, len(edit))
+	for v := range edit {
+		vs = append(vs, v)
+	}
+	slices.SortFunc(vs, func(a, b int) int { return start[a] - start[b] })
+	for _, v := range vs {
+		if tr, err = RunFrom(net, tr, len(net.Ops)); err != nil { // a copy
+			return nil, err
+		}
+		t := tr.Values[v].Clone()
+		edit[v](t)
+		tr.Values[v] = t
+		if tr, err = RunFrom(net, tr, start[v]); err != nil {
+			return nil, err
+		}
+	}
+	return tr, nil
 }

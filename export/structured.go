@@ -132,47 +132,49 @@ func (e *editor) cutPath(m *onnxio.Model, c UnitCut) error {
 		return err
 	}
 	h, kept := int64(c.Units), int64(len(c.Keep))
-	region := map[string]bool{start: true}
-	queue := []string{start}
-	visited := map[int]bool{}
-	reached := false
 	// The MatMul's own output, before its bias Add, has the units too.
 	e.setDeclaredLastDim(e.g.Node[c.Producer.MainIdx].Output[0], h, kept)
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
+	e.setDeclaredLastDim(start, h, kept)
+	// Nodes are in topological order (as ONNX requires): one scan sees
+	// both inputs of a node joining two branches of the region (GELU's
+	// x * Phi(x)) before the node.
+	region := map[string]bool{start: true}
+	reached := false
+	for ni, n := range e.g.Node {
+		reads := false
+		for _, in := range n.Input {
+			reads = reads || region[in]
+		}
+		if !reads {
+			continue
+		}
+		if ni == c.Consumer.MainIdx {
+			if len(n.Input) == 0 || !region[n.Input[0]] || slices.ContainsFunc(n.Input[1:], func(s string) bool { return region[s] }) {
+				return fmt.Errorf("node %s reads the units other than as its data input", e.nodeLabel(ni))
+			}
+			reached = true
+			continue
+		}
+		if reached {
+			return fmt.Errorf("node %s reads the units after node %s", e.nodeLabel(ni), c.Consumer.Node)
+		}
+		if err := e.cutNode(m, ni, region, h, c.Keep); err != nil {
+			return err
+		}
+		if len(n.Output) == 0 || n.Output[0] == "" {
+			return fmt.Errorf("node %s has no output", e.nodeLabel(ni))
+		}
+		for _, o := range n.Output[1:] {
+			if o != "" && (len(e.idx.Consumers[o]) > 0 || e.idx.IsOutput[o]) {
+				return fmt.Errorf("node %s: its output %s is used", e.nodeLabel(ni), o)
+			}
+		}
+		region[n.Output[0]] = true
+		e.setDeclaredLastDim(n.Output[0], h, kept)
+	}
+	for v := range region {
 		if e.idx.IsOutput[v] {
 			return fmt.Errorf("value %s is a graph output", v)
-		}
-		e.setDeclaredLastDim(v, h, kept)
-		for _, ni := range e.idx.Consumers[v] {
-			n := e.g.Node[ni]
-			if ni == c.Consumer.MainIdx {
-				if len(n.Input) == 0 || n.Input[0] != v {
-					return fmt.Errorf("node %s reads the units other than as its data input", e.nodeLabel(ni))
-				}
-				reached = true
-				continue
-			}
-			if visited[ni] {
-				continue
-			}
-			visited[ni] = true
-			if err := e.cutNode(m, ni, region, h, c.Keep); err != nil {
-				return err
-			}
-			if len(n.Output) == 0 || n.Output[0] == "" {
-				return fmt.Errorf("node %s has no output", e.nodeLabel(ni))
-			}
-			for _, o := range n.Output[1:] {
-				if o != "" && (len(e.idx.Consumers[o]) > 0 || e.idx.IsOutput[o]) {
-					return fmt.Errorf("node %s: its output %s is used", e.nodeLabel(ni), o)
-				}
-			}
-			if !region[n.Output[0]] {
-				region[n.Output[0]] = true
-				queue = append(queue, n.Output[0])
-			}
 		}
 	}
 	if !reached {
