@@ -220,21 +220,34 @@ func (e *editor) cutNode(m *onnxio.Model, ni int, region map[string]bool, h int6
 }
 
 // cutParam slices a per-unit parameter (an initializer or a Constant
-// node's value) along its last axis, which holds h units; a scalar
-// stays.
+// node's value, possibly behind Identity nodes) along its last axis, which
+// holds h units; a scalar stays. A parameter this node alone reads is
+// replaced in place; a shared one gets a sliced private copy for it.
 func (e *editor) cutParam(m *onnxio.Model, ni int, name string, h int64, keep []int) error {
+	src := name
 	var t *pb.TensorProto
 	var attr *pb.AttributeProto
-	if init := e.idx.Initializer[name]; init != nil {
-		t = init
-	} else if p, ok := e.idx.Producer[name]; ok && e.g.Node[p].GetOpType() == "Constant" {
-		attr = onnxio.Attr(e.g.Node[p], "value")
-		if attr == nil || attr.T == nil {
-			return fmt.Errorf("parameter %s is a Constant without a tensor value", name)
+	for t == nil {
+		if init := e.idx.Initializer[src]; init != nil {
+			t = init
+			break
 		}
-		t = attr.T
-	} else {
-		return fmt.Errorf("parameter %s is not a constant", name)
+		p, ok := e.idx.Producer[src]
+		if !ok {
+			return fmt.Errorf("parameter %s is not a constant", name)
+		}
+		switch pn := e.g.Node[p]; pn.GetOpType() {
+		case "Constant":
+			attr = onnxio.Attr(pn, "value")
+			if attr == nil || attr.T == nil {
+				return fmt.Errorf("parameter %s is a Constant without a tensor value", name)
+			}
+			t = attr.T
+		case "Identity":
+			src = pn.Input[0]
+		default:
+			return fmt.Errorf("parameter %s is not a constant", name)
+		}
 	}
 	dims := t.GetDims()
 	numel := onnxio.NumElements(dims)
@@ -244,19 +257,28 @@ func (e *editor) cutParam(m *onnxio.Model, ni int, name string, h int64, keep []
 	if len(dims) == 0 || dims[len(dims)-1] != h || numel != h {
 		return fmt.Errorf("parameter %s has shape %v, not per unit", name, dims)
 	}
-	if len(e.idx.Consumers[name]) != 1 || e.idx.IsOutput[name] {
-		return fmt.Errorf("parameter %s is shared with other nodes", name)
-	}
 	nt, err := sliceTensor(m, t, len(dims)-1, keep)
 	if err != nil {
 		return err
 	}
-	if attr != nil {
-		attr.T = nt
+	if src == name && e.exclusive(name) {
+		if attr != nil {
+			attr.T = nt
+			return nil
+		}
+		e.replaceInit(name, nt)
+		e.setDeclaredShape(name, nt.GetDims())
 		return nil
 	}
-	e.replaceInit(name, nt)
-	e.setDeclaredShape(name, nt.GetDims())
+	nt.Name = proto.String(e.unique(src + "_ecprune_units"))
+	e.addInit(nt)
+	n := e.g.Node[ni]
+	for k, in := range n.Input {
+		if in == name {
+			n.Input[k] = nt.GetName()
+		}
+	}
+	e.redirected[name] = true
 	return nil
 }
 
