@@ -271,3 +271,41 @@ func printUnitReport(w io.Writer, r *unitPruneReport) {
 		printQuality(w, "holdout", *r.HoldoutQ)
 	}
 }
+
+// unitInfo says whether a layer's output units can be removed by
+// --granularity neuron, and into which layer they feed, or why not.
+type unitInfo struct {
+	Layer     string `json:"layer"`
+	Units     int    `json:"units"`
+	Removable bool   `json:"removable"`
+	Consumer  string `json:"consumer,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func inspectUnits(net *onnxio.Network) []unitInfo {
+	var out []unitInfo
+	for _, g := range analysis.UnitGroups(net) {
+		u := unitInfo{Layer: g.Name(), Units: g.Units, Removable: g.Removable(), Reason: g.Reason}
+		if g.Consumer != nil {
+			u.Consumer = g.Consumer.Name
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+func printUnits(w io.Writer, units []unitInfo) {
+	if len(units) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\noutput units (prune --granularity neuron):")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, u := range units {
+		if u.Removable {
+			fmt.Fprintf(tw, "%s\t%d units\tremovable (into %s)\n", u.Layer, u.Units, u.Consumer)
+		} else {
+			fmt.Fprintf(tw, "%s\t%d units\tnot removable: %s\n", u.Layer, u.Units, u.Reason)
+		}
+	}
+	tw.Flush()
+}
