@@ -203,6 +203,10 @@ type UnitGroupStats struct {
 	A1    []float64 // sum_n (a_j(n) - c_j)
 	A2    []float64 // sum_n (a_j(n) - c_j)^2
 	Rows  int       // rows summed (samples x positions)
+	// With CollectUnitPairs, Units x Units sums over rows and output
+	// directions p, with G = dy_p/da and D = G (a - c) elementwise:
+	// PP = sum D^T D, PQ = sum D^T G, PR = sum G^T G (see Pairs).
+	PP, PQ, PR []float64
 }
 
 // UnitStats are the statistics of every removable group.
@@ -218,6 +222,18 @@ type UnitStats struct {
 // Derivatives are reverse mode: one VJP direction per output component,
 // P random-sign directions with opt.Probes, or the loss's cotangent.
 func CollectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt StatsOptions) (*UnitStats, error) {
+	return collectUnits(net, groups, data, opt, false)
+}
+
+// CollectUnitPairs is CollectUnits that also accumulates the sums the
+// interactions of removed units need (UnitGroupStats.Pairs): three
+// Units x Units matrices per group, and about 3 x K x rows x Units^2
+// multiply-adds more per batch.
+func CollectUnitPairs(net *onnxio.Network, groups []*UnitGroup, data Data, opt StatsOptions) (*UnitStats, error) {
+	return collectUnits(net, groups, data, opt, true)
+}
+
+func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt StatsOptions, pairs bool) (*UnitStats, error) {
 	if !net.Evaluable {
 		return nil, fmt.Errorf("the network cannot be evaluated: %s", net.Reason)
 	}
@@ -237,8 +253,12 @@ func CollectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 			return nil, fmt.Errorf("layer %s: units not removable: %s", g.Name(), g.Reason)
 		}
 		h := g.Units
-		st.Groups = append(st.Groups, &UnitGroupStats{Group: g,
-			V0: make([]float64, h), V1: make([]float64, h), V2: make([]float64, h), A1: make([]float64, h), A2: make([]float64, h)})
+		gs := &UnitGroupStats{Group: g,
+			V0: make([]float64, h), V1: make([]float64, h), V2: make([]float64, h), A1: make([]float64, h), A2: make([]float64, h)}
+		if pairs {
+			gs.PP, gs.PQ, gs.PR = make([]float64, h*h), make([]float64, h*h), make([]float64, h*h)
+		}
+		st.Groups = append(st.Groups, gs)
 		want = append(want, g.Value)
 	}
 	if len(st.Groups) == 0 {
@@ -259,7 +279,18 @@ func CollectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 				}
 			}
 		}
-		v, mode, err := unitV(net, tr, want, opt, b.Start, n, rng)
+		v := make([][]float64, len(want))
+		for i, w := range want {
+			v[i] = make([]float64, tr.Values[w].Len())
+		}
+		mode, err := unitCotangents(net, tr, want, opt, b.Start, n, rng, func(res map[int]*Tensor, scale float64) {
+			for i, w := range want {
+				addSquares(v[i], res[w], scale)
+				if pairs {
+					st.Groups[i].addPairs(tr.Values[w].Data, res[w], scale)
+				}
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
@@ -306,30 +337,28 @@ func (gs *UnitGroupStats) accumulate(a, v []float64) {
 	}
 }
 
-// unitV computes v_j(row) = ||dy/da_j(row)||^2 at each wanted value: one
-// []float64 per value, shaped like it.
-func unitV(net *onnxio.Network, tr *Trace, want []int, opt StatsOptions, start, n int, rng *rand.Rand) ([][]float64, string, error) {
-	v := make([][]float64, len(want))
-	for i, w := range want {
-		v[i] = make([]float64, tr.Values[w].Len())
-	}
+// unitCotangents pulls the output directions back to the wanted values
+// and hands each chunk to f: res[w] is [P, ...value shape], the
+// cotangents dy_p/da of P directions, and scale weighs their squares (1
+// for exact directions, 1/probes for random signs). It returns how the
+// derivatives were taken.
+func unitCotangents(net *onnxio.Network, tr *Trace, want []int, opt StatsOptions, start, n int, rng *rand.Rand,
+	f func(res map[int]*Tensor, scale float64)) (string, error) {
 	outs := tr.Outputs()
 	add := func(cot []*Tensor, scale float64) error {
 		res, err := VJP(net, tr, cot, want)
 		if err != nil {
 			return err
 		}
-		for i, w := range want {
-			addSquares(v[i], res[w], scale)
-		}
+		f(res, scale)
 		return nil
 	}
 	if opt.Objective == ObjLoss {
 		cot, err := lossCotangentAtOutput(net, tr, opt, start, n)
 		if err != nil {
-			return nil, "", err
+			return "", err
 		}
-		return v, "loss", add(cot, 1)
+		return "loss", add(cot, 1)
 	}
 	k := outputSize(outs, n)
 	probes := opt.Probes > 0 && k > opt.Probes
@@ -372,10 +401,10 @@ func unitV(net *onnxio.Network, tr *Trace, want []int, opt StatsOptions, start, 
 			scale = 1 / float64(dirs)
 		}
 		if err := add(cot, scale); err != nil {
-			return nil, "", err
+			return "", err
 		}
 	}
-	return v, mode, nil
+	return mode, nil
 }
 
 // Unit criteria, by name. "ec" is the elimination-compensation importance
@@ -504,4 +533,51 @@ func RunEdited(net *onnxio.Network, inputs []*Tensor, edit map[int]func(*Tensor)
 		}
 	}
 	return tr, nil
+}
+
+// addPairs adds one chunk of directions to PP, PQ and PR. a is the value
+// ([rows, Units]), cot its cotangents [P, rows, Units].
+func (gs *UnitGroupStats) addPairs(a []float64, cot *Tensor, scale float64) {
+	h := gs.Group.Units
+	if gs.Shift == nil {
+		gs.Shift = ColumnMeans(a, h)
+	}
+	rows := len(a) / h
+	g := make([]float64, len(a))
+	d := make([]float64, len(a))
+	sq := math.Sqrt(scale)
+	for p := 0; p < cot.Len()/len(a); p++ {
+		for q, x := range cot.Data[p*len(a) : (p+1)*len(a)] {
+			g[q] = sq * x
+			d[q] = g[q] * (a[q] - gs.Shift[q%h])
+		}
+		matmul(true, false, h, h, rows, d, d, gs.PP, 1)
+		matmul(true, false, h, h, rows, d, g, gs.PQ, 1)
+		matmul(true, false, h, h, rows, g, g, gs.PR, 1)
+	}
+}
+
+// Pairs is the matrix M of the first-order output error of removing a set
+// R of the group's units, each replaced by its calibration mean m:
+// (1/N) sum_n ||sum_{j in R} dy/da_j(n) (m_j - a_j(n))||^2 = sum_{j,k in R}
+// M_jk. Its diagonal is the ec importance; the rest are the interactions
+// one-unit importances leave out (units whose errors add up coherently).
+// nil without CollectUnitPairs.
+func (gs *UnitGroupStats) Pairs(n int) []float64 {
+	if gs.PP == nil {
+		return nil
+	}
+	h := gs.Group.Units
+	// D(a - m) = D(a - c) - G diag(delta), delta = m - c.
+	delta := make([]float64, h)
+	for j := range delta {
+		delta[j] = gs.A1[j] / float64(gs.Rows)
+	}
+	m := make([]float64, h*h)
+	for j := 0; j < h; j++ {
+		for k := 0; k < h; k++ {
+			m[j*h+k] = (gs.PP[j*h+k] - gs.PQ[j*h+k]*delta[k] - gs.PQ[k*h+j]*delta[j] + delta[j]*gs.PR[j*h+k]*delta[k]) / float64(n)
+		}
+	}
+	return m
 }

@@ -236,3 +236,67 @@ func TestUnitGroupsReasons(t *testing.T) {
 		})
 	}
 }
+
+// TestUnitPairsFirstOrder: the first-order error of removing a set R of
+// units together (each moved a fraction t to its mean) is t^2 sum_{j,k in
+// R} M_jk, and M's diagonal is the ec importance.
+func TestUnitPairsFirstOrder(t *testing.T) {
+	for _, name := range []string{"mnist_mlp_gemm.onnx", "pde_mlp.onnx", "batchnorm_opset13", "gelu_erf_opset13", "prelu_channel_opset13"} {
+		t.Run(name, func(t *testing.T) {
+			f, ok := unitFixture(t, name)
+			if !ok {
+				t.Fatalf("no fixture %s", name)
+			}
+			net := load(t, f)
+			groups := removableGroups(net)
+			x := analysis.NewTensor(f.shape, f.data)
+			n := f.shape[0]
+			st, err := analysis.CollectUnitPairs(net, groups, &memData{inputs: []*analysis.Tensor{x}}, analysis.StatsOptions{Batch: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := analysis.ScoreUnits(st, "ec", true, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			y0, err := analysis.Run(net, []*analysis.Tensor{x})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for gi, gs := range st.Groups {
+				g := gs.Group
+				h := g.Units
+				m := gs.Pairs(st.N)
+				for j := 0; j < h; j++ {
+					if d := math.Abs(m[j*h+j] - sc.Groups[gi].Score[j]); d > 1e-9*math.Max(1e-12, sc.Groups[gi].Score[j]) {
+						t.Fatalf("%s unit %d: diagonal %v, importance %v", g.Name(), j, m[j*h+j], sc.Groups[gi].Score[j])
+					}
+				}
+				set := []int{0, 1, h / 2, h - 1}
+				var want float64
+				for _, j := range set {
+					for _, k := range set {
+						want += m[j*h+k]
+					}
+				}
+				const step = 1e-3
+				tr, err := analysis.RunEdited(net, []*analysis.Tensor{x}, map[int]func(*analysis.Tensor){
+					g.Value: func(v *analysis.Tensor) {
+						for r := 0; r < v.Len()/h; r++ {
+							for _, j := range set {
+								v.Data[r*h+j] += step * (sc.Groups[gi].Const[j] - v.Data[r*h+j])
+							}
+						}
+					},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := meanSqChange(tr.Outputs(), y0.Outputs(), n) / (step * step)
+				if math.Abs(got-want) > 2e-2*math.Max(want, 1e-12)+1e-14 {
+					t.Errorf("%s units %v: sum of M %.6g, brute force %.6g", g.Name(), set, want, got)
+				}
+			}
+		})
+	}
+}

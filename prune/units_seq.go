@@ -2,7 +2,6 @@ package prune
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
@@ -40,7 +39,7 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 	}
 	var first *analysis.UnitStats
 	for r := 1; r <= rounds; r++ {
-		st, err := analysis.CollectUnits(work, wg, data, sopt)
+		st, err := analysis.CollectUnitPairs(work, wg, data, sopt)
 		if err != nil {
 			return nil, nil, fmt.Errorf("round %d: %w", r, err)
 		}
@@ -51,16 +50,8 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 		if err != nil {
 			return nil, nil, err
 		}
-		// Units already gone rank first, so each round's selection
-		// extends the last one.
-		for gi, gs := range sc.Groups {
-			for j, gone := range removed[gi] {
-				if gone {
-					gs.Score[j] = math.Inf(-1)
-				}
-			}
-		}
-		p := selectUnits(work, sc, opt, float64(r)/float64(rounds))
+		// Each round's selection extends the last one.
+		p := selectPairs(work, st, sc, opt, float64(r)/float64(rounds), removed)
 		for gi, c := range p.Cuts {
 			l := wg[gi].Consumer
 			w := l.Weights64()
@@ -75,7 +66,6 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 					continue
 				}
 				removed[gi][j], changed = true, true
-				pred[gi] += sc.Groups[gi].Score[j]
 				m := sc.Groups[gi].Const[j]
 				for i := 0; i < l.Out; i++ {
 					b[i] += w[i*l.In+j] * m
@@ -85,6 +75,7 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 			if changed {
 				l.SetWeights(w)
 				l.B = b
+				pred[gi] += c.Predicted
 			}
 		}
 	}

@@ -112,3 +112,53 @@ func TestSelectUnitsCompensation(t *testing.T) {
 		t.Errorf("zero constants changed the bias: %v", plan.Cuts[1].ConsumerB)
 	}
 }
+
+// TestSelectUnitsPairs: the greedy selection pays for interactions: two
+// units whose errors add up coherently are not removed together, though
+// each alone is the cheapest; anticorrelated ones are.
+func TestSelectUnitsPairs(t *testing.T) {
+	cases := []struct {
+		name    string
+		m       []float64 // 4x4, symmetric
+		removed []int
+	}{
+		{"coherent pair split", []float64{
+			1, 0.9, 0, 0,
+			0.9, 1, 0, 0,
+			0, 0, 1.2, 0,
+			0, 0, 0, 5}, []int{0, 2}},
+		{"cancelling pair kept together", []float64{
+			1, -0.9, 0, 0,
+			-0.9, 1.1, 0, 0,
+			0, 0, 1.05, 0,
+			0, 0, 0, 5}, []int{0, 1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l0 := &onnxio.Layer{Index: 0, Name: "l0", Out: 4, In: 1, W: make([]float64, 4), Prunable: true}
+			l1 := &onnxio.Layer{Index: 1, Name: "l1", Out: 1, In: 4, W: make([]float64, 4), Prunable: true}
+			net := &onnxio.Network{Layers: []*onnxio.Layer{l0, l1}, Evaluable: true}
+			g := &analysis.UnitGroup{Producer: l0, Consumer: l1, Units: 4}
+			gs := &analysis.UnitGroupStats{Group: g, Shift: make([]float64, 4), A1: make([]float64, 4), Rows: 1,
+				PP: c.m, PQ: make([]float64, 16), PR: make([]float64, 16)}
+			st := &analysis.UnitStats{Net: net, Groups: []*analysis.UnitGroupStats{gs}, N: 1}
+			sc := unitScores([]*analysis.UnitGroup{g}, [][]float64{{0, 0, 0, 0}}, [][]float64{{0, 0, 0, 0}})
+			plan, err := SelectUnitsPairs(net, st, sc, UnitOptions{Sparsity: 0.5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := plan.Cuts[0].Removed; !slices.Equal(got, c.removed) {
+				t.Errorf("removed %v, want %v", got, c.removed)
+			}
+			var want float64
+			for _, j := range c.removed {
+				for _, k := range c.removed {
+					want += c.m[j*4+k]
+				}
+			}
+			if math.Abs(plan.Cuts[0].Predicted-want) > 1e-12 {
+				t.Errorf("predicted %v, want %v", plan.Cuts[0].Predicted, want)
+			}
+		})
+	}
+}
