@@ -23,6 +23,9 @@ type UnitCut struct {
 	// ConsumerB is the consumer's new effective bias (its Out values),
 	// or nil to keep it.
 	ConsumerB []float64
+	// ConsumerW is the consumer's new effective weights (Out x In, the
+	// removed columns ignored), or nil to keep its kept columns as stored.
+	ConsumerW []float64
 }
 
 // unitEdit is what happens to one layer: rows and columns kept (nil: all)
@@ -31,6 +34,7 @@ type unitEdit struct {
 	l          *onnxio.Layer
 	rows, cols []int
 	b          []float64
+	w          []float64 // new effective weights, Out x In, or nil
 }
 
 // perUnitUnary are the ONNX ops that act on each element alone.
@@ -88,7 +92,12 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 				return nil, fmt.Errorf("export: units of %s: %w", c.Producer.Name, err)
 			}
 		}
-		p.rows, q.cols, q.b = c.Keep, c.Keep, c.ConsumerB
+		if c.ConsumerW != nil {
+			if err := checkValues("consumer weights", c.ConsumerW, c.Consumer.Out*c.Consumer.In); err != nil {
+				return nil, fmt.Errorf("export: units of %s: %w", c.Producer.Name, err)
+			}
+		}
+		p.rows, q.cols, q.b, q.w = c.Keep, c.Keep, c.ConsumerB, c.ConsumerW
 		if err := e.cutPath(&out, c); err != nil {
 			return nil, fmt.Errorf("export: units of %s: %w", c.Producer.Name, err)
 		}
@@ -323,6 +332,21 @@ func (e *editor) applyUnitEdit(m *onnxio.Model, ed *unitEdit) error {
 		outAxis, inAxis = 1, 0
 	}
 	t := init
+	if ed.w != nil {
+		// New values: stored through the element type and alpha, in the
+		// stored layout, then sliced like the others.
+		vals := make([]float64, l.Out*l.In)
+		for o := 0; o < l.Out; o++ {
+			for j := 0; j < l.In; j++ {
+				k := o*l.In + j
+				if l.WeightLayout == onnxio.LayoutInOut {
+					k = j*l.Out + o
+				}
+				vals[k] = stored(l.WeightType, ed.w[o*l.In+j], l.Alpha)
+			}
+		}
+		t = onnxio.EncodeFloats(init, init.GetDims(), vals)
+	}
 	if ed.rows != nil {
 		if t, err = sliceTensor(m, t, outAxis, ed.rows); err != nil {
 			return err

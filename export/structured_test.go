@@ -228,3 +228,102 @@ func checkUntouched(t *testing.T, src, dst *onnxio.Model, plan *prune.UnitPlan) 
 		}
 	}
 }
+
+// TestUnitCutsReconstructed: ec+ with reconstruction changes the
+// consumer's kept columns; the smaller model equals the original network
+// with those weights and biases installed (removed columns zeroed), ONNX
+// Runtime agrees, and the checker passes.
+func TestUnitCutsReconstructed(t *testing.T) {
+	models := unitModels(t)
+	for _, name := range []string{"mnist_mlp_gemm.onnx", "mnist_mlp_matmul.onnx", "pde_mlp.onnx", "batchnorm_opset13", "gemm_alpha_beta_opset13", "matmul_nobias_opset13", "float16_opset13"} {
+		t.Run(name, func(t *testing.T) {
+			var um unitModel
+			for _, m := range models {
+				if m.name == name {
+					um = m
+				}
+			}
+			src, net := load(t, um.path)
+			var groups []*analysis.UnitGroup
+			for _, g := range analysis.UnitGroups(net) {
+				if g.Removable() {
+					groups = append(groups, g)
+				}
+			}
+			const n = 40
+			x := analysis.NewTensor(append([]int{n}, um.shape...), nil)
+			for i := range x.Data {
+				x.Data[i] = float64(float32(math.Mod(float64(i)*0.61803398875, 1)*2 - 0.5))
+			}
+			plan, _, err := prune.SequentialUnits(net, groups, unitData{x}, analysis.StatsOptions{Batch: 16},
+				prune.UnitOptions{Sparsity: 0.5, Compensate: true, Reconstruct: true}, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := net.Clone()
+			var cuts []UnitCut
+			for _, c := range plan.Cuts {
+				g := c.Group
+				if c.ConsumerW == nil || c.ConsumerB == nil {
+					t.Fatalf("%s: no reconstructed weights", g.Name())
+				}
+				cuts = append(cuts, UnitCut{Producer: g.Producer, Consumer: g.Consumer, Units: g.Units, Keep: c.Keep, ConsumerB: c.ConsumerB, ConsumerW: c.ConsumerW})
+				l := ref.Layers[g.Consumer.Index]
+				w := append([]float64(nil), c.ConsumerW...)
+				for i := 0; i < l.Out; i++ {
+					for _, j := range c.Removed {
+						w[i*l.In+j] = 0
+					}
+				}
+				l.SetWeights(w)
+				l.B = c.ConsumerB
+			}
+			res, err := ApplyUnits(src, cuts, Options{AddBias: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "units.onnx")
+			if err := Save(res, out, 0); err != nil {
+				t.Fatal(err)
+			}
+			_, net2 := load(t, out)
+			want, err := analysis.Run(ref, []*analysis.Tensor{x})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := analysis.Run(net2, []*analysis.Tensor{x})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The new weights and biases are rounded to the element type.
+			tol := math.Max(um.tol, 1e-5)
+			for k, o := range got.Outputs() {
+				for q, v := range o.Data {
+					w := want.Outputs()[k].Data[q]
+					if math.Abs(v-w) > tol*math.Max(1, math.Abs(w)) {
+						t.Fatalf("output %d: smaller model %v, reconstructed network %v", q, v, w)
+					}
+				}
+			}
+			if ort.Init() == nil {
+				o, err := ort.Run(out, map[string]ort.Tensor{net2.Inputs[0].Name: {Shape: toInt64(x.Shape), Data: x.Data}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for k, v := range net2.Outputs {
+					for q, y := range o[net2.Values[v].Name].Data {
+						e := got.Outputs()[k].Data[q]
+						if math.Abs(y-e) > tol*math.Max(1, math.Abs(e)) {
+							t.Fatalf("output %d: ONNX Runtime %v, ecprune %v", q, y, e)
+						}
+					}
+				}
+			}
+			if checker.CheckErr(um.path, true) == nil {
+				if err := checker.CheckErr(out, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

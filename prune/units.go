@@ -20,6 +20,10 @@ type UnitOptions struct {
 	// Compensate replaces each removed unit by its score's constant,
 	// absorbed by the consumer's bias; without it the unit is dropped.
 	Compensate bool
+	// Reconstruct (SequentialUnits only) replaces the removed units by
+	// their least-squares prediction from the kept ones, which changes the
+	// consumer's kept columns too (UnitCut.ConsumerW).
+	Reconstruct bool
 }
 
 // UnitCut is the removal of some units of one group.
@@ -31,6 +35,10 @@ type UnitCut struct {
 	// with the removed units' contributions W_next[:, j] c_j added; nil
 	// when it does not change.
 	ConsumerB []float64
+	// ConsumerW is the consumer's new effective weights (Out x In; the
+	// removed units' columns are dropped by the export), or nil when only
+	// its bias changes.
+	ConsumerW []float64
 	Predicted float64 // sum of the removed units' scores
 }
 

@@ -34,8 +34,12 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 	}
 	removed := make([][]bool, len(groups))
 	pred := make([]float64, len(groups))
+	means := make([][]float64, len(groups))
+	orig := make([][]float64, len(groups))
 	for i, g := range groups {
 		removed[i] = make([]bool, g.Units)
+		means[i] = make([]float64, g.Units)
+		orig[i] = append([]float64(nil), g.Consumer.Weights64()...)
 	}
 	var first *analysis.UnitStats
 	for r := 1; r <= rounds; r++ {
@@ -67,6 +71,7 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 				}
 				removed[gi][j], changed = true, true
 				m := sc.Groups[gi].Const[j]
+				means[gi][j] = m
 				for i := 0; i < l.Out; i++ {
 					b[i] += w[i*l.In+j] * m
 					w[i*l.In+j] = 0
@@ -77,6 +82,11 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 				l.B = b
 				pred[gi] += c.Predicted
 			}
+		}
+	}
+	if opt.Reconstruct {
+		if err := reconstruct(work, wg, removed, means, orig, data, sopt.Batch); err != nil {
+			return nil, nil, err
 		}
 	}
 	plan := &UnitPlan{}
@@ -95,6 +105,9 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 		}
 		if len(cut.Removed) > 0 {
 			cut.ConsumerB = wg[gi].Consumer.B
+			if opt.Reconstruct {
+				cut.ConsumerW = wg[gi].Consumer.Weights64()
+			}
 		}
 		if !skip[g.Producer] {
 			plan.Total += g.Units

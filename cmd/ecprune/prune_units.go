@@ -83,7 +83,7 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 		return usagef("--granularity neuron takes derivatives in reverse mode only")
 	}
 	opt := prune.UnitOptions{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip,
-		Compensate: method == "ec+" || analysis.UnitCompensates(method)}
+		Compensate: method == "ec+" || analysis.UnitCompensates(method), Reconstruct: method == "ec+" && f.reconstruct}
 	f.af.noStats = true
 	j, err := e.newJob(in, &f.af, false, false)
 	if err != nil {
@@ -139,7 +139,7 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 		if c.ConsumerB != nil && g.Consumer.B == nil && !f.addBias {
 			return usagef("layer %s has no bias and --add-bias=false: cannot compensate the removed units", g.Consumer.Name)
 		}
-		cuts = append(cuts, export.UnitCut{Producer: g.Producer, Consumer: g.Consumer, Units: g.Units, Keep: c.Keep, ConsumerB: c.ConsumerB})
+		cuts = append(cuts, export.UnitCut{Producer: g.Producer, Consumer: g.Consumer, Units: g.Units, Keep: c.Keep, ConsumerB: c.ConsumerB, ConsumerW: c.ConsumerW})
 		r.Groups = append(r.Groups, unitGroupReport{Layer: g.Name(), Consumer: g.Consumer.Name, Units: g.Units, Kept: len(c.Keep), Predicted: c.Predicted})
 	}
 	meta, _ := json.Marshal(map[string]any{
