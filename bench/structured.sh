@@ -46,9 +46,9 @@ for name in mlp_gemm wide_tanh deep_tanh bn; do
 			"$out/ecprune" prune "$model" -o "$dir/${m}_s$s.onnx" --calib "$data/calib_x.npy" --labels "$data/calib_y.npy" \
 				--granularity neuron --sparsity "$s" --method "$m" --report "$dir/${m}_s$s.json" -q --progress never >/dev/null
 		done
-		# ec+ measured on the loss (needs the labels) instead of the logits.
-		"$out/ecprune" prune "$model" -o "$dir/ec+loss_s$s.onnx" --calib "$data/calib_x.npy" --labels "$data/calib_y.npy" \
-			--granularity neuron --sparsity "$s" --method ec+ --objective loss -q --progress never >/dev/null
+		# ec+ with mean substitution only (no least-squares reconstruction).
+		"$out/ecprune" prune "$model" -o "$dir/ec+mean_s$s.onnx" --calib "$data/calib_x.npy" --labels "$data/calib_y.npy" \
+			--granularity neuron --sparsity "$s" --method ec+ --reconstruct=false -q --progress never >/dev/null
 	done
 	{
 		echo
