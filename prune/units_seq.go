@@ -8,15 +8,17 @@ import (
 )
 
 // SequentialUnits is ec+ at unit level. One-shot unit EC costs every unit
-// on the original network, so the first-order errors of many removals
-// only add up; here the units go in rounds: each round measures the unit
-// statistics on the network with the earlier rounds' units already
-// replaced by their means (consumer column zeroed, bias compensated),
-// scores the remaining units with EC, and removes enough of the lowest to
-// reach round r's share r/rounds of the count. A unit's mean is taken on
-// the network as it is when the unit goes, so it compensates what the
-// earlier removals did to it. The count, the never-empty rule, scope and
-// skip are SelectUnits'. groups must be the removable groups of net.
+// on the original network and alone, so the first-order errors of many
+// removals only add up; here the units go in rounds: each round measures
+// the unit statistics with their interactions (CollectUnitPairs) on the
+// network with the earlier rounds' units already replaced by their means
+// (consumer column zeroed, bias compensated), and extends the removed set
+// greedily (selectPairs) to round r's share r/rounds of the count. A
+// unit's mean is taken on the network as it is when the unit goes. With
+// opt.Reconstruct the removed units are finally predicted from the kept
+// ones by least squares (reconstruct). The count, the never-empty rule,
+// scope and skip are SelectUnits'. groups must be the removable groups of
+// net; the statistics of the first round are returned for the report.
 func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data analysis.Data, sopt analysis.StatsOptions,
 	opt UnitOptions, rounds int) (*UnitPlan, *analysis.UnitStats, error) {
 	if err := opt.validate(net); err != nil {
