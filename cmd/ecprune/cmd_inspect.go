@@ -59,6 +59,7 @@ type inspectResult struct {
 	NodeCount  int               `json:"nodes"`
 	InitCount  int               `json:"initializers"`
 	SparseInit int               `json:"sparse_initializers"`
+	Units      []unitInfo        `json:"units"` // --granularity neuron: which layers' output units can go
 }
 
 func runInspect(e *env, args []string) error {
@@ -112,6 +113,7 @@ func inspectModel(ld *loaded) *inspectResult {
 		r.Params += l.Params()
 		r.NonZeros += nz
 	}
+	r.Units = inspectUnits(ld.net)
 	return r
 }
 
@@ -161,6 +163,7 @@ func printInspect(w io.Writer, r *inspectResult) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%dx%d %s\t%s\t%s\t%d\t%s\n", i, l.Name, l.Pattern, l.Out, l.In, l.Type, bias, strings.Join(l.Next, ","), l.Params, pr)
 	}
 	tw.Flush()
+	printUnits(w, r.Units)
 }
 
 func humanBytes(b int64) string {

@@ -39,6 +39,8 @@ type pruneFlags struct {
 	scores        string
 	report        string
 	external      int64
+	granularity   string
+	reconstruct   bool
 }
 
 func (f *pruneFlags) register(fs *pflag.FlagSet) {
@@ -54,6 +56,8 @@ func (f *pruneFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.scores, "scores", "", "write every layer's importance and bias shift to this .npz (NAME.importance, NAME.delta, [out, in])")
 	fs.StringVar(&f.report, "report", "", "also write the report as JSON to this file")
 	fs.Int64Var(&f.external, "external-data", 0, "store tensors of at least this many bytes in OUTPUT.data (0: keep the input's layout)")
+	fs.BoolVar(&f.reconstruct, "reconstruct", true, "with --granularity neuron and ec+: predict removed units from the kept ones by least squares (changes the next layer's kept columns); false: replace them by their means")
+	fs.StringVar(&f.granularity, "granularity", "weight", "what is removed: weight (unstructured) or neuron (hidden units of dense chains: a smaller dense model; --sparsity is then the fraction of removable units)")
 	f.af.register(fs)
 }
 
@@ -212,6 +216,13 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	format, err := export.ParseFormat(f.format)
 	if err != nil {
 		return usagef("--format: %v", err)
+	}
+	switch f.granularity {
+	case "weight":
+	case "neuron":
+		return runPruneUnits(e, f, in)
+	default:
+		return usagef("--granularity %q: want weight or neuron", f.granularity)
 	}
 	opt, err := f.pruneOptions(e.fs)
 	if err != nil {

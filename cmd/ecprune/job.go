@@ -31,6 +31,9 @@ type analysisFlags struct {
 	exactBudget time.Duration
 	force       bool
 	ecplus      prune.ECPlusOptions
+	// noStats: the job needs the model, data and labels but not the
+	// weight-level statistics (structured pruning collects its own).
+	noStats bool
 }
 
 func (f *analysisFlags) register(fs *pflag.FlagSet) {
@@ -155,6 +158,9 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 		}
 	} else {
 		j.task = guessTask(af.task, nil)
+	}
+	if af.noStats {
+		return j, nil
 	}
 	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
 	if ecplus {

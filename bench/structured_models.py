@@ -1,0 +1,54 @@
+"""Trains the MLPs that bench/structured.sh prunes to hidden units: a wide
+tanh MLP (784-1024-1024-10), a deep tanh MLP (784-256x6-10) and a
+BatchNorm MLP (784-512-BN-ReLU-512-BN-ReLU-10), on the MNIST training
+split, and exports them like the bundled models (torch.onnx, opset 13,
+dynamic batch, input `input`, output `output`).
+
+    python3 bench/structured_models.py DATA_DIR OUT_DIR
+"""
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def mlp(kind):
+    if kind == "wide_tanh":
+        return nn.Sequential(nn.Linear(784, 1024), nn.Tanh(), nn.Linear(1024, 1024), nn.Tanh(), nn.Linear(1024, 10))
+    if kind == "deep_tanh":
+        layers, width = [], 784
+        for _ in range(6):
+            layers += [nn.Linear(width, 256), nn.Tanh()]
+            width = 256
+        return nn.Sequential(*layers, nn.Linear(256, 10))
+    if kind == "bn":
+        return nn.Sequential(nn.Linear(784, 512), nn.BatchNorm1d(512), nn.ReLU(),
+                             nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 10))
+    raise ValueError(kind)
+
+
+def main(data, out):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x = torch.from_numpy(np.load(f"{data}/train_x.npy"))
+    y = torch.from_numpy(np.load(f"{data}/train_y.npy")).long()
+    for kind in ["wide_tanh", "deep_tanh", "bn"]:
+        net = mlp(kind)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for epoch in range(6):
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), 128):
+                idx = perm[i:i + 128]
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+        net.eval()
+        torch.onnx.export(net, x[:2], f"{out}/mnist_{kind}.onnx", input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=13, do_constant_folding=True)
+        print(kind, "final batch loss", float(loss), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
