@@ -154,7 +154,7 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 		return err
 	}
 	r.Seconds.Write = time.Since(t).Seconds()
-	before, afterSize := measureAsync(in), measureAsync(f.output)
+	before, afterSize := measureAsync(in, nil), measureAsync(f.output, nil)
 	after, err := e.loadModel(f.output, false)
 	if err != nil {
 		return fmt.Errorf("reading back %s: %w", f.output, err)
