@@ -268,7 +268,7 @@ func Open(paths []string, specs []InputSpec, opt Options) (src *Source, err erro
 	for i, a := range arrs {
 		s := specs[i]
 		if !a.DT.isInputType() {
-			return nil, dataErrf(a.File, "%sunsupported dtype %s for input %q (want float32, float64, float16 or uint8)",
+			return nil, dataErrf(a.File, "%sunsupported dtype %s for input %q (want float32, float64, float16, uint8, int32 or int64)",
 				a.what(), a.DT, s.Name)
 		}
 		sample, err := resolveSample(s.Shape, a.Shape)

@@ -382,13 +382,16 @@ func (d dtype) Name() string {
 
 func (d dtype) String() string { return fmt.Sprintf("%s (%q)", d.Name(), d.Str) }
 
-// isInputType reports whether d may be used for model inputs.
+// isInputType reports whether d may be used for model inputs: floats,
+// uint8 images, and int32/int64 token ids (exact in float64 below 2^53).
 func (d dtype) isInputType() bool {
 	switch d.Kind {
 	case 'f':
 		return d.Size == 2 || d.Size == 4 || d.Size == 8
 	case 'u':
 		return d.Size == 1
+	case 'i':
+		return d.Size == 4 || d.Size == 8
 	}
 	return false
 }

@@ -219,6 +219,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	}
 	switch f.granularity {
 	case "weight":
+		f.af.noStats = false // the flags outlive a run in tests
 	case "neuron":
 		return runPruneUnits(e, f, in)
 	default:

@@ -68,7 +68,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sparsities, "sparsities", sweepDefaultSparsities, "sparsities to prune at: a list 0.5,0.8,0.9 or START:STOP:STEP with STOP included")
 	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
 	fs.StringVar(&f.csv, "csv", "", "write the results table to this CSV file")
-	fs.StringVar(&f.plot, "plot", "", "write the test loss figure (the output error without --test-labels) to F.png or F.svg, and F-accuracy (classification), F-error and F-size beside it")
+	fs.StringVar(&f.plot, "plot", "", "write the test loss figure (the output error when there are no test labels) to F.png or F.svg, and F-accuracy (classification), F-error and F-size beside it")
 	fs.StringVar(&f.saveDir, "save-dir", "", "also save every pruned model (auto format) in this folder as METHOD_sS.onnx, e.g. ec_s0.80.onnx")
 	f.af.register(fs)
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -506,6 +507,33 @@ func builtBinary(t *testing.T) string {
 	return hostileBin
 }
 
+// rssLaunchEnv makes the test binary a launcher: it runs os.Args[1:] as a
+// child, passes its output and exit status through, and writes the child's
+// peak RSS in bytes to the named file.
+const rssLaunchEnv = "ECPRUNE_TEST_RSS_LAUNCH"
+
+func init() {
+	file := os.Getenv(rssLaunchEnv)
+	if file == "" {
+		return
+	}
+	cmd := exec.Command(os.Args[1], os.Args[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, rssLaunchEnv+"=") })
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		os.WriteFile(file, []byte(strconv.FormatInt(int64(ru.Maxrss)*1024, 10)), 0o644)
+	}
+	os.Exit(code)
+}
+
 func TestHostile(t *testing.T) {
 	for _, c := range hostileCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -517,7 +545,13 @@ func TestHostile(t *testing.T) {
 			if c.sub {
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
-				cmd := exec.CommandContext(ctx, builtBinary(t), args...)
+				// Started through a small launcher (this test binary, fresh):
+				// Linux keeps ru_maxrss across execve, so a child forked
+				// straight from this large test process would start at its
+				// parent's RSS.
+				rssFile := filepath.Join(t.TempDir(), "rss")
+				cmd := exec.CommandContext(ctx, os.Args[0], append([]string{builtBinary(t)}, args...)...)
+				cmd.Env = append(os.Environ(), rssLaunchEnv+"="+rssFile)
 				var o, e bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &o, &e
 				err := cmd.Run()
@@ -529,10 +563,12 @@ func TestHostile(t *testing.T) {
 				} else if err != nil {
 					t.Fatal(err)
 				}
-				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-					if rss := int64(ru.Maxrss) * 1024; rss > hostileRSSLimit {
-						t.Errorf("peak RSS %d MB, over %d MB", rss>>20, hostileRSSLimit>>20)
-					}
+				b, err := os.ReadFile(rssFile)
+				if err != nil {
+					t.Fatalf("the launcher reported no peak RSS: %v", err)
+				}
+				if rss, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); rss > hostileRSSLimit || rss <= 0 {
+					t.Errorf("peak RSS %d MB, over %d MB", rss>>20, hostileRSSLimit>>20)
 				}
 				stdout, stderr = o.String(), e.String()
 			} else {

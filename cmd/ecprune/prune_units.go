@@ -150,15 +150,20 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 	if err != nil {
 		return err
 	}
-	if err := export.Save(pm, f.output, f.external); err != nil {
+	if err := export.SaveStaged(pm, f.output, f.external, e.stage); err != nil {
 		return err
 	}
 	r.Seconds.Write = time.Since(t).Seconds()
-	before, afterSize := measureAsync(in, nil), measureAsync(f.output, nil)
-	after, err := e.loadModel(f.output, false)
+	before, afterSize := measureAsync(in, nil), measureAsync(f.output, e.stage)
+	am, err := onnxio.LoadStaged(f.output, e.stage)
 	if err != nil {
 		return fmt.Errorf("reading back %s: %w", f.output, err)
 	}
+	anet, err := onnxio.Extract(am, onnxio.ExtractOptions{})
+	if err != nil {
+		return fmt.Errorf("reading back %s: %w", f.output, err)
+	}
+	after := &loaded{path: f.output, model: am, net: anet}
 	if err := after.net.Err(f.output); err != nil {
 		return err
 	}
@@ -191,7 +196,7 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
-		if err := onnxio.WriteFileAtomic(f.report, append(b, '\n')); err != nil {
+		if err := e.stage.WriteFile(f.report, append(b, '\n')); err != nil {
 			return err
 		}
 	}
