@@ -17,7 +17,6 @@ import (
 	"github.com/ecprune/ecprune/testmodels/ort"
 )
 
-
 // RelDir is the zoo's folder relative to the repository root.
 const RelDir = "testdata/zoo"
 
