@@ -214,11 +214,7 @@ func broadcastPair(a, b *Tensor) (*binaryGeom, error) {
 }
 
 func powForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
-	a, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	b, err := need(in, 1)
+	a, b, err := need2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -324,11 +320,7 @@ func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tens
 // ---- PRelu with a computed slope (a constant one has an op kind) ----
 
 func preluForward(_ *onnxio.Op, in []*Tensor) (*Tensor, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	s, err := need(in, 1)
+	x, s, err := need2(in)
 	if err != nil {
 		return nil, err
 	}

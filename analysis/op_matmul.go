@@ -111,11 +111,7 @@ func (p *mmPlan) product(a, b, c []float64, beta float64) {
 }
 
 func matMulOperands(in []*Tensor) (*Tensor, *Tensor, error) {
-	a, err := need(in, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := need(in, 1)
+	a, b, err := need2(in)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -489,11 +489,7 @@ func sliceBound(v, d int) int {
 }
 
 func gatherOpMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := need(in, 1)
+	x, idx, err := need2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -524,11 +520,7 @@ func gatherOpMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 }
 
 func gatherElementsMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := need(in, 1)
+	x, idx, err := need2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -574,11 +566,7 @@ func bcastPos(out, in []int) []int {
 }
 
 func expandMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	s, err := need(in, 1)
+	x, s, err := need2(in)
 	if err != nil {
 		return nil, err
 	}
@@ -590,11 +578,7 @@ func expandMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 }
 
 func tileMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := need(in, 1)
+	x, rt, err := need2(in)
 	if err != nil {
 		return nil, err
 	}

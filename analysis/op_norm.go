@@ -43,11 +43,7 @@ func normCheck(op *onnxio.Op) error {
 }
 
 func normGeomOf(op *onnxio.Op, in []*Tensor) (*normGeom, error) {
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	s, err := need(in, 1)
+	x, s, err := need2(in)
 	if err != nil {
 		return nil, err
 	}

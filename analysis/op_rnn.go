@@ -121,11 +121,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 	if err := rnnCheck(op); err != nil {
 		return nil, err
 	}
-	x, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	w, err := need(in, 1)
+	x, w, err := need2(in)
 	if err != nil {
 		return nil, err
 	}

@@ -78,11 +78,7 @@ type bcast2 struct {
 }
 
 func broadcast2(in []*Tensor) (*bcast2, error) {
-	a, err := need(in, 0)
-	if err != nil {
-		return nil, err
-	}
-	b, err := need(in, 1)
+	a, b, err := need2(in)
 	if err != nil {
 		return nil, err
 	}

@@ -295,6 +295,16 @@ func need(in []*Tensor, k int) (*Tensor, error) {
 	return in[k], nil
 }
 
+// need2 returns the first two inputs, the usual data operands of a binary
+// op, or an error when one is absent.
+func need2(in []*Tensor) (a, b *Tensor, err error) {
+	if a, err = need(in, 0); err != nil {
+		return nil, nil, err
+	}
+	b, err = need(in, 1)
+	return a, b, err
+}
+
 // intsOf reads an integer tensor (shapes, axes, indices) as ints.
 func intsOf(t *Tensor) []int {
 	v := make([]int, len(t.Data))
