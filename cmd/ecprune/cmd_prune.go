@@ -514,22 +514,14 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 		fmt.Fprintf(w, "%s\n", r.Refit)
 	}
 	fmt.Fprintf(w, "removed %d of %d prunable weights\n\n", r.Removed, r.Prunable)
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
-	row := func(name string, a, b int64, human bool) {
-		if human {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t\n", name, humanBytes(a), humanBytes(b), float64(b)/float64(max(1, a)))
-		} else {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t\n", name, a, b, float64(b)/float64(max(1, a)))
-		}
-	}
-	row("size on disk", r.Before.Bytes, r.After.Bytes, true)
-	row("gzip size", r.Before.GzipBytes, r.After.GzipBytes, true)
-	row("dense weights", int64(r.Before.Params), int64(r.After.Params), false)
-	row("non-zeros", int64(r.Before.NonZeros), int64(r.After.NonZeros), false)
-	tw.Flush()
+	printBeforeAfter(w, []beforeAfter{
+		{"size on disk", r.Before.Bytes, r.After.Bytes, true},
+		{"gzip size", r.Before.GzipBytes, r.After.GzipBytes, true},
+		{"dense weights", int64(r.Before.Params), int64(r.After.Params), false},
+		{"non-zeros", int64(r.Before.NonZeros), int64(r.After.NonZeros), false},
+	})
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "layer\tW\tdensity\tformat\tbytes\t|bias shift|")
 	for _, l := range r.Layers {
 		fmt.Fprintf(tw, "%s\t%dx%d\t%.3f\t%s\t%s\t%.4g\n", l.Name, l.Out, l.In, l.Density, l.Format, humanBytes(l.TensorBytes), l.BiasShiftNorm)
@@ -570,4 +562,26 @@ func printQuality(w io.Writer, name string, q qualityPair) {
 		fmt.Fprintf(w, "; accuracy %.4f -> %.4f", *q.Original.Accuracy, *p.Accuracy)
 	}
 	fmt.Fprintln(w)
+}
+
+// beforeAfter is one row of a size table: a quantity before and after
+// pruning, in bytes (human) or as a count.
+type beforeAfter struct {
+	name  string
+	a, b  int64
+	human bool
+}
+
+// printBeforeAfter prints size rows with their after/before ratio.
+func printBeforeAfter(w io.Writer, rows []beforeAfter) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
+	for _, r := range rows {
+		if r.human {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t\n", r.name, humanBytes(r.a), humanBytes(r.b), float64(r.b)/float64(max(1, r.a)))
+		} else {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t\n", r.name, r.a, r.b, float64(r.b)/float64(max(1, r.a)))
+		}
+	}
+	tw.Flush()
 }

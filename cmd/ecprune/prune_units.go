@@ -246,22 +246,14 @@ func printUnitReport(w io.Writer, r *unitPruneReport) {
 	fmt.Fprintf(w, "%s -> %s: neurons, method %s, %.1f%% %s, objective %s, %d calibration samples (derivatives: %s)\n",
 		r.Model, r.Output, r.Method, 100*r.Sparsity, r.Scope, r.Objective, r.Samples, r.Derivatives)
 	fmt.Fprintf(w, "removed %d of %d removable units\n\n", r.Removed, r.Removable)
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tbefore\tafter\tratio\t")
-	row := func(name string, a, b int64, human bool) {
-		if human {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f\t\n", name, humanBytes(a), humanBytes(b), float64(b)/float64(max(1, a)))
-		} else {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t\n", name, a, b, float64(b)/float64(max(1, a)))
-		}
-	}
-	row("size on disk", r.Before.Bytes, r.After.Bytes, true)
-	row("gzip size", r.Before.GzipBytes, r.After.GzipBytes, true)
-	row("parameters", r.Before.Params, r.After.Params, false)
-	row("dense multiply-adds per sample", r.Before.MACs, r.After.MACs, false)
-	tw.Flush()
+	printBeforeAfter(w, []beforeAfter{
+		{"size on disk", r.Before.Bytes, r.After.Bytes, true},
+		{"gzip size", r.Before.GzipBytes, r.After.GzipBytes, true},
+		{"parameters", r.Before.Params, r.After.Params, false},
+		{"dense multiply-adds per sample", r.Before.MACs, r.After.MACs, false},
+	})
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "units of\tinto\tkept\tpredicted error")
 	for _, g := range r.Groups {
 		fmt.Fprintf(tw, "%s\t%s\t%d of %d\t%.4g\n", g.Layer, g.Consumer, g.Kept, g.Units, g.Predicted)
