@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -19,13 +20,13 @@ func TestECPlusFlags(t *testing.T) {
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	if o != ecplus.DefaultOptions() {
+	if !reflect.DeepEqual(o, ecplus.DefaultOptions()) {
 		t.Errorf("defaults %+v, want %+v", o, ecplus.DefaultOptions())
 	}
 	if err := fs.Parse([]string{"--ecplus-rounds=2", "--ecplus-refit=0", "--ecplus-c=1", "--ecplus-lambda=0", "--ecplus-recon=off", "--ecplus-recon-damp=0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	if o != (ecplus.Options{Lambda: 0, C: 1, Rounds: 2, RefitSteps: 0, Recon: ecplus.ReconOff, ReconDamp: 0.1}) {
+	if !reflect.DeepEqual(o, ecplus.Options{Lambda: 0, C: 1, Rounds: 2, RefitSteps: 0, Recon: ecplus.ReconOff, ReconDamp: 0.1}) {
 		t.Errorf("parsed %+v", o)
 	}
 }

@@ -285,6 +285,9 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 			// them, nothing holds them (4 F on a large model).
 			delete(j.scores, "ec")
 		}
+		var finish func()
+		eo.Progress, finish = j.e.ecplusProgress()
+		defer finish()
 		return ecplus.Prune(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.ecplusTask(), j.e.debugf)
 	}
 	if method == "sparsegpt" || method == "sparsegpt+bias" {

@@ -20,10 +20,12 @@
 //   - view.go: what the refit matches (squared error or KL on logits);
 //     refit.go: the Levenberg-Marquardt loop; jacobian.go: gradients,
 //     Gauss-Newton matrices and their products.
-//   - store.go: the float64/float32 store of per-sample values.
+//   - store.go: the float64/float32 store of per-sample values;
+//     progress.go: the reports to Options.Progress.
 //
 // The linear solvers are in prune/internal/solve.
 //
 // Outputs are deterministic: the same inputs, options and seed give the
-// same plan bit for bit.
+// same plan bit for bit, with or without a progress hook
+// (Options.Progress), which only observes.
 package ecplus

@@ -31,7 +31,21 @@ type Options struct {
 	Seed uint64
 	// Prep, if set, holds what the statistics pass kept for ec+.
 	Prep *Prep
+	// Progress, if set, is told how far each phase that takes a while
+	// is: PhaseDense (samples), PhaseSelection (greedy rounds, counting a
+	// layer's first pass as one) and PhaseRefit (Levenberg-Marquardt
+	// steps), in that order, each from done 0 up to done == total. It is
+	// called from the goroutine running Prune and does not change the
+	// result.
+	Progress func(phase string, done, total int)
 }
+
+// Phases Options.Progress reports.
+const (
+	PhaseDense     = "ec+ dense model" // the pass over the original network (skipped with a Prep)
+	PhaseSelection = "ec+ selection"
+	PhaseRefit     = "ec+ refit"
+)
 
 // DefaultOptions is the recommended setting, the one measured in
 // docs/ecplus-results.md and the CLI's defaults.
@@ -125,9 +139,11 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	if eo.Prep.take(e) {
 		logf("ec+: g of the original network kept from the statistics pass")
 	} else {
+		e.prog.start(PhaseDense, data.Len())
 		if err := e.origPass(); err != nil {
 			return nil, fmt.Errorf("ec+: original network: %w", err)
 		}
+		e.prog.end()
 		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
 	cur := net.Clone()
@@ -135,6 +151,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		l.Own64() // ec+ removes weights of its copy in place, in float64
 	}
 	plan := &prune.Plan{Total: total}
+	e.prog.start(PhaseSelection, selectionSteps(ks, eo.Rounds))
 	for li, ls := range st.Layers {
 		k := ks[li]
 		res, err := e.pruneLayer(cur, li, k)
@@ -143,6 +160,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		}
 		plan.Layers = append(plan.Layers, &prune.LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
 	}
+	e.prog.end()
 	logf("ec+: sequential selection done at %s", time.Since(t0).Round(time.Millisecond))
 	if eo.RefitSteps > 0 {
 		if err := e.refit(cur, eo.RefitSteps); err != nil {

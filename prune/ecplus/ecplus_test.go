@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ import (
 // names the field at fault.
 func TestDefaultOptions(t *testing.T) {
 	d := DefaultOptions()
-	if d != (Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
+	if !reflect.DeepEqual(d, Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
 		t.Errorf("defaults %+v", d)
 	}
 	if err := d.validate(); err != nil {

@@ -30,7 +30,11 @@ func (e *ecp) origPass() error {
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: g: %w", b.Start, b.Start+n-1, err)
 		}
-		return e.observe(b.Start, n, tr, g)
+		if err := e.observe(b.Start, n, tr, g); err != nil {
+			return err
+		}
+		e.prog.add(n)
+		return nil
 	})
 	if err != nil {
 		return err

@@ -92,6 +92,7 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 	theta := r.get()
 	var f float64
 	mu := lmMu0
+	e.prog.start(PhaseRefit, steps)
 	for step := 0; step < steps; step++ {
 		// The linearisation's pass also gives the objective: at the
 		// start, and after a step whose best try was not the last one.
@@ -186,8 +187,10 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 		theta, f = best, bestF
 		mu = math.Max(bestMu/10, lmMuMin)
 		e.logf("ec+: refit step %d: objective %.6g (damping %.3g, %d tries)", step+1, f, bestMu, tries)
+		e.prog.add(1)
 	}
 	r.bases, r.traces = nil, nil
+	e.prog.end() // also when the refit stopped early
 	return nil
 }
 

@@ -29,6 +29,7 @@ type ecp struct {
 	eo   Options
 	task analysis.Task
 	logf func(string, ...any)
+	prog progress // Options.Progress
 
 	gmode analysis.Derivatives // Stats.Mode GBatch runs with
 	gopt  analysis.StatsOptions
@@ -52,7 +53,7 @@ type ecp struct {
 }
 
 func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Options, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
-	e := &ecp{net: net, data: data, st: st, eo: eo, task: task, logf: logf, gmode: st.Mode}
+	e := &ecp{net: net, data: data, st: st, eo: eo, task: task, logf: logf, prog: progress{f: eo.Progress}, gmode: st.Mode}
 	switch {
 	case st.Mode.Exact():
 	case st.Mode.Kind == analysis.DerivProbes:
@@ -132,6 +133,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		return nil, err
 	}
 	res.passes++
+	e.prog.add(1)
 	if k > 0 {
 		ec := make([]float64, out*in)
 		for q, w := range l.W {
@@ -148,6 +150,9 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		cs := make([]prune.Scored, 0, in)
 		var costBuf []float64
 		for t := 0; t < rounds; t++ {
+			if t > 0 {
+				e.prog.add(1) // round t-1 is done
+			}
 			removed = removed[:0]
 			cost := sums.costs(&costBuf, l.W, e.eo.C)
 			for i := 0; i < out; i++ {
@@ -231,6 +236,9 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	}
 	for i := range l.B {
 		l.B[i] += sums.biasFix(i)
+	}
+	if k > 0 {
+		e.prog.add(1) // the last round, with the reconstruction
 	}
 	res.predicted /= float64(max(rowsTotal, 1))
 	if recon != "" {
