@@ -5,8 +5,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/ecprune/ecprune/prune/internal/solve"
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // obsBruteForce is the SparseGPT rule written out with explicit inverses:

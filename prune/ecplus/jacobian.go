@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"math"
 
+	"gonum.org/v1/gonum/floats"
+
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/prune/internal/solve"
-	"gonum.org/v1/gonum/floats"
 )
 
 // Above ecpCholeskyMax biases the assembled system is solved by Lanczos

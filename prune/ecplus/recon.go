@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/ecprune/ecprune/prune/internal/solve"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // Weight reconstruction: once a layer's mask is chosen, the surviving

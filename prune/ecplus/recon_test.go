@@ -5,8 +5,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ecprune/ecprune/prune/internal/solve"
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // reconFixture is one layer's resident data: centred inputs ac, residuals

@@ -6,11 +6,12 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"gonum.org/v1/gonum/mat"
+
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
 	"github.com/ecprune/ecprune/prune/internal/solve"
-	"gonum.org/v1/gonum/mat"
 )
 
 // refitFixture is a pruned network and the refitter over it.

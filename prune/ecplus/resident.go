@@ -1,10 +1,11 @@
 package ecplus
 
 import (
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/prune"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/prune"
 )
 
 // resident holds one layer's per-sample data transposed, one contiguous

@@ -36,6 +36,7 @@ func NewDense(g []float64, n int) *Dense { return &Dense{g: g, n: n} }
 // Matrix is G, [n, n] row-major (not a copy).
 func (f *Dense) Matrix() []float64 { return f.g }
 
+// Predicted is -(grad.d + d.G d / 2).
 func (f *Dense) Predicted(grad, d []float64) (float64, bool) {
 	// G is stored whole (Gram computes every entry).
 	var dgd float64
@@ -62,6 +63,9 @@ func (f *Dense) scaling() []float64 {
 	return d
 }
 
+// Solve factors G + mu D; where that fails in floating point it tries
+// again with ten times the damping (four tries in all), then falls back
+// to the diagonal.
 func (f *Dense) Solve(grad []float64, mu float64) ([]float64, error) {
 	n := f.n
 	d := f.scaling()
@@ -133,6 +137,7 @@ func NewScaled(f *Dense, dim int) *Scaled {
 	return k
 }
 
+// Solve solves in the scaled coordinates and scales back.
 func (k *Scaled) Solve(grad []float64, mu float64) ([]float64, error) {
 	gt := make([]float64, len(grad))
 	for i, g := range grad {
@@ -148,6 +153,7 @@ func (k *Scaled) Solve(grad []float64, mu float64) ([]float64, error) {
 	return y, nil
 }
 
+// Predicted is Dense.Predicted.
 func (k *Scaled) Predicted(grad, d []float64) (float64, bool) { return k.f.Predicted(grad, d) }
 
 // Lanczos solves the damped system with G known only through products
@@ -248,6 +254,8 @@ func (f *Lanczos) tri(s float64) []float64 {
 	return y
 }
 
+// Solve builds the basis on the first call (stopping early where mu's
+// solution has converged) and solves T + mu Scale I on it.
 func (f *Lanczos) Solve(grad []float64, mu float64) ([]float64, error) {
 	if !f.built {
 		if err := f.build(grad, mu); err != nil {
