@@ -195,6 +195,10 @@ func TestReconCG(t *testing.T) {
 		t.Fatalf("small layer solved by %s", how)
 	}
 	got := make([]float64, f.out*m)
+	before := slices.Clone(gram)
 	solve.MaskedCG(gram, c, f.out, f.in, f.pruned, lambda, got, 500, 1e-12)
+	if !slices.Equal(gram, before) {
+		t.Error("the Gram matrix changed")
+	}
 	checkClose(t, "converged", got, want, 1e-7, 1e-9)
 }

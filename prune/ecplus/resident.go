@@ -20,7 +20,6 @@ type resident struct {
 	ac32 []float32
 
 	ge, gr, acg, c []float64 // scratch of addResidualOn
-	wr             []float64 // scratch of update
 }
 
 func newResident(rows, out, in int) *resident {
@@ -65,8 +64,9 @@ func (rd *resident) put(ac, e, g []float64, rows, r0, out, in int) {
 // many weights (a round usually removes a quarter of a layer's budget)
 // the update is one matrix product with the removed weights; one axpy
 // per weight would stream a' and e through memory once per weight, which
-// on a layer of millions of weights took most of ec+.
-func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, constCol []bool) {
+// on a layer of millions of weights took most of ec+. scratch holds the
+// product's [Out, In] weights (overwritten).
+func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, constCol []bool, scratch *[]float64) {
 	n := rd.rows
 	if n == 0 {
 		return
@@ -86,7 +86,7 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 	// product costs out*in*n multiply-adds at full speed, the axpys
 	// len(removed)*n at memory speed.
 	if len(removed)*64 >= out*in {
-		wr := grow(&rd.wr, out*in)
+		wr := grow(scratch, out*in)
 		clear(wr)
 		for i, r := range byRow {
 			for _, c := range r {

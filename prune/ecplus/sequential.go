@@ -135,7 +135,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	res.passes++
 	e.prog.add(1)
 	if k > 0 {
-		ec := make([]float64, out*in)
+		// One [Out, In] buffer serves the in-layer EC ranking, each
+		// round's costs and the residual update's removed weights, in
+		// turn: on a 4096x4096 layer each is 128 MiB.
+		var costBuf []float64
+		ec := grow(&costBuf, out*in)
 		for q, w := range l.W {
 			ec[q] = w * w * sums.variance(q)
 		}
@@ -148,7 +152,6 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		}
 		var removed []prune.Scored
 		cs := make([]prune.Scored, 0, in)
-		var costBuf []float64
 		for t := 0; t < rounds; t++ {
 			if t > 0 {
 				e.prog.add(1) // round t-1 is done
@@ -183,7 +186,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 			// the bias): e loses w_ij a'_j for every removal.
 			last := t == rounds-1
 			if rd != nil {
-				rd.update(removed, l.W, sums.shift, in, constCol)
+				rd.update(removed, l.W, sums.shift, in, constCol, &costBuf) // the costs are spent
 			}
 			for _, c := range removed {
 				l.W[c.Pos] = 0

@@ -226,7 +226,7 @@ func TestECPlusResidualUpdate(t *testing.T) {
 					removed = append(removed, prune.Scored{Pos: q})
 				}
 			}
-			rd.update(removed, l.W, s.shift, l.In, rd.constant(l.In))
+			rd.update(removed, l.W, s.shift, l.In, rd.constant(l.In), new([]float64))
 			for _, c := range removed {
 				l.W[c.Pos] = 0
 			}

@@ -122,20 +122,32 @@ func cholSolve(a, b []float64, k int) bool {
 // [in+1, out] matrix, each iteration multiplies it by the Gram matrix once
 // and masks the pruned positions, and the step lengths are per row. It
 // stops after iter iterations or when every row's residual is below tol
-// of its right-hand side. x is [out, in+1], 0 at pruned positions.
+// of its right-hand side. x is [out, in+1], 0 at pruned positions. gram
+// is changed during the solve and restored before it returns.
 func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) string {
 	m := in + 1
-	a := make([]float64, m*m)
-	copy(a, gram)
-	for j := 0; j < in; j++ {
+	// The damping goes on gram's diagonal for the solve, and the diagonal
+	// is restored from a copy afterwards: a damped copy of the matrix
+	// would be the largest allocation of a wide layer's solve.
+	a := gram
+	diag := make([]float64, in)
+	for j := range diag {
+		diag[j] = a[j*m+j]
 		a[j*m+j] += lambda
 	}
-	keep := make([]float64, m*out) // 1 where the row (column here) keeps the weight
+	defer func() {
+		for j, v := range diag {
+			gram[j*m+j] = v
+		}
+	}()
+	// keep is the mask of [in+1, out]: true where the row (a column here)
+	// keeps the weight. A pruned position is multiplied by 0 rather than
+	// set to 0, and a kept one left as it is, so that every value (signed
+	// zeros, NaN from infinities) is that of a product with a 0/1 mask.
+	keep := make([]bool, m*out)
 	for j := 0; j < m; j++ {
 		for i := 0; i < out; i++ {
-			if j == in || !pruned[i*in+j] {
-				keep[j*out+i] = 1
-			}
+			keep[j*out+i] = j == in || !pruned[i*in+j]
 		}
 	}
 	inv := make([]float64, m)
@@ -150,7 +162,9 @@ func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 	p := make([]float64, m*out)
 	ap := make([]float64, m*out)
 	for q := range r {
-		r[q] = -c[q] * keep[q]
+		if r[q] = -c[q]; !keep[q] {
+			r[q] *= 0
+		}
 		z[q] = r[q] * inv[q/out]
 	}
 	copy(p, z)
@@ -175,8 +189,10 @@ func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			blas64.General{Rows: m, Cols: m, Stride: m, Data: a},
 			blas64.General{Rows: m, Cols: out, Stride: out, Data: p},
 			0, blas64.General{Rows: m, Cols: out, Stride: out, Data: ap})
-		for q := range ap {
-			ap[q] *= keep[q]
+		for q, k := range keep {
+			if !k {
+				ap[q] *= 0
+			}
 		}
 		colDot(p, ap, pap)
 		alpha := pap // reused: alpha_i = rz_i / (p_i . A p_i)
