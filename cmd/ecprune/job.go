@@ -279,6 +279,9 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 		}
 		eo := j.af.ecplus
 		eo.Prep = j.prep
+		if j.oneShot {
+			j.prep = nil // ec+ frees its caches before the refit
+		}
 		eo.Seed = j.af.seed // its own probes, if any, are the statistics'
 		if j.oneShot && !j.keepScores {
 			// ec+ needs the ec scores only for its budgets: once it has

@@ -29,7 +29,10 @@ type Options struct {
 	// probes, ec+'s own passes draw the same signs, so that its result
 	// does not depend on whether Prep kept the statistics pass's g.
 	Seed uint64
-	// Prep, if set, holds what the statistics pass kept for ec+.
+	// Prep, if set, holds what the statistics pass kept for ec+. A
+	// caller that runs Prune once can drop its own reference to the Prep
+	// before the call: Prune then frees the Prep's caches (the original
+	// network's g and z of every layer) before its refit.
 	Prep *Prep
 	// Progress, if set, is told how far each phase that takes a while
 	// is: PhaseDense (samples), PhaseSelection (greedy rounds, counting a
@@ -138,6 +141,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	t0 := time.Now()
 	if eo.Prep.take(e) {
 		logf("ec+: g of the original network kept from the statistics pass")
+		eo.Prep, e.eo.Prep = nil, nil // see dropSelection
 	} else {
 		e.prog.start(PhaseDense, data.Len())
 		if err := e.origPass(); err != nil {
@@ -161,6 +165,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		plan.Layers = append(plan.Layers, &prune.LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
 	}
 	e.prog.end()
+	e.dropSelection()
 	logf("ec+: sequential selection done at %s", time.Since(t0).Round(time.Millisecond))
 	if eo.RefitSteps > 0 {
 		if err := e.refit(cur, eo.RefitSteps); err != nil {

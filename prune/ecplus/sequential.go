@@ -80,6 +80,14 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Opti
 	return e, nil
 }
 
+// dropSelection lets go of what only the sequential selection needs: the
+// original network's per-layer g and z, and the resident buffers. The
+// refit matches outputs, which the view keeps (e.rv), and keeps traces of
+// its own, which would come on top.
+func (e *ecp) dropSelection() {
+	e.gCache, e.zCache, e.rd = nil, nil, nil
+}
+
 // freshStats is a copy of the statistics for GBatch with its own random
 // state, so that every pass draws the same probes.
 func (e *ecp) freshStats() *analysis.Stats {
