@@ -109,7 +109,7 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 		b[i] += db
 	}
 	// e += X [A; 1]: one product, then the intercepts.
-	xw := make([]float64, out*in)
+	xw := c[:out*in] // c ([in+1, out]) is spent
 	for i := 0; i < out; i++ {
 		copy(xw[i*in:(i+1)*in], x[i*m:i*m+in])
 	}

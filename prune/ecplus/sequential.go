@@ -234,6 +234,10 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 			res.passes++
 		}
 	}
+	// From here on only the residual sums are needed (the bias): the
+	// moments and covariances, three [Out, In] arrays, go before the
+	// reconstruction allocates its own.
+	sums.s1, sums.s2, sums.sea = nil, nil, nil
 	recon := ""
 	if k > 0 && rd != nil {
 		var changed bool
