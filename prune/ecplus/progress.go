@@ -1,15 +1,17 @@
 package ecplus
 
 // progress reports one phase at a time to Options.Progress (f, nil: no
-// reports). done never decreases within a phase and ends at total.
+// reports). done never decreases within a phase and ends at total; a
+// count is reported once.
 type progress struct {
 	f           func(phase string, done, total int)
 	phase       string
 	done, total int
+	sent        int // the last count reported, -1 for none
 }
 
 func (p *progress) start(phase string, total int) {
-	p.phase, p.done, p.total = phase, 0, total
+	p.phase, p.done, p.total, p.sent = phase, 0, total, -1
 	p.report()
 }
 
@@ -24,7 +26,8 @@ func (p *progress) end() {
 }
 
 func (p *progress) report() {
-	if p.f != nil {
+	if p.f != nil && p.done != p.sent {
+		p.sent = p.done
 		p.f(p.phase, p.done, p.total)
 	}
 }
