@@ -163,6 +163,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
 		}
 		plan.Layers = append(plan.Layers, &prune.LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
+		e.dropLayer(li)
 	}
 	e.prog.end()
 	e.dropSelection()

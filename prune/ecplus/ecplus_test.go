@@ -287,6 +287,21 @@ func TestECPlusPrep(t *testing.T) {
 			case c.used:
 				plansClose(t, own, kept, 0.01, 1e-5)
 			}
+			if c.used && c.same {
+				// A sweep runs ec+ again on the same Prep: the first run
+				// must have left it whole.
+				eo.Prep = nil
+				fresh, err := Prune(net, data, st, ecScores(t, st), prune.Options{Sparsity: 0.5}, eo, c.task, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				eo.Prep = prep
+				again, err := Prune(net, data, st2, ecScores(t, st2), prune.Options{Sparsity: 0.5}, eo, c.task, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				plansEqual(t, fresh, again)
+			}
 		})
 	}
 }

@@ -2,6 +2,7 @@ package ecplus
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
@@ -172,6 +173,9 @@ func (p *Prep) take(e *ecp) bool {
 	if p.e.gMean == nil && p.e.observeEnd() != nil {
 		return false
 	}
-	e.s0, e.rowsPer, e.gCache, e.zCache, e.gMean, e.n, e.rv = p.e.s0, p.e.rowsPer, p.e.gCache, p.e.zCache, p.e.gMean, p.e.n, p.e.rv
+	e.s0, e.rowsPer, e.gMean, e.n, e.rv = p.e.s0, p.e.rowsPer, p.e.gMean, p.e.n, p.e.rv
+	// Copies of the lists, not of the caches: e drops its layers' caches
+	// as it goes (dropLayer), and the Prep may serve another run.
+	e.gCache, e.zCache = slices.Clone(p.e.gCache), slices.Clone(p.e.zCache)
 	return true
 }

@@ -43,6 +43,13 @@ func (e *ecp) reuseResident(rows, out, in int) *resident {
 	return rd
 }
 
+// dropScratch lets go of the scratch of the residual products (grown
+// again when next needed), before the reconstruction allocates its
+// systems.
+func (rd *resident) dropScratch() {
+	rd.ge, rd.gr, rd.acg, rd.c = nil, nil, nil, nil
+}
+
 // put stores a batch's rows from row r0 on; e nil is zero.
 func (rd *resident) put(ac, e, g []float64, rows, r0, out, in int) {
 	for r := 0; r < rows; r++ {

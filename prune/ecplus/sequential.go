@@ -80,6 +80,14 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Opti
 	return e, nil
 }
 
+// dropLayer lets go of the original network's g and z of layer li, which
+// no later layer reads.
+func (e *ecp) dropLayer(li int) {
+	if e.gCache != nil {
+		e.gCache[li], e.zCache[li] = nil, nil
+	}
+}
+
 // dropSelection lets go of what only the sequential selection needs: the
 // original network's per-layer g and z, and the resident buffers. The
 // refit matches outputs, which the view keeps (e.rv), and keeps traces of
@@ -241,6 +249,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	recon := ""
 	if k > 0 && rd != nil {
 		var changed bool
+		rd.dropScratch()
 		changed, recon = e.reconstruct(rd, l.W, l.B, res.pruned, sums.shift, out, in, e.rowsPer[li])
 		if changed {
 			sums.resetResidual()
