@@ -88,11 +88,11 @@ func TestRolesZoo(t *testing.T) {
 		"transformer_pre_op17":  "d " + encoderRoles + encoderRoles + "head",
 		// vit: timm's qkv Linear (Gather of q, k, v), proj, MLP, head; the
 		// Linear patch embedding reads reshaped image patches.
-		"vit_conv_op13":     encoderRoles + encoderRoles + "head",
-		"vit_conv_op17":     encoderRoles + encoderRoles + "head",
-		"vit_linear_op11":   "patch " + encoderRoles + encoderRoles + "head",
-		"vit_linear_op13":   "patch " + encoderRoles + encoderRoles + "head",
-		"vit_linear_op17":   "patch " + encoderRoles + encoderRoles + "head",
+		"vit_conv_op13":   encoderRoles + encoderRoles + "head",
+		"vit_conv_op17":   encoderRoles + encoderRoles + "head",
+		"vit_linear_op11": "patch " + encoderRoles + encoderRoles + "head",
+		"vit_linear_op13": "patch " + encoderRoles + encoderRoles + "head",
+		"vit_linear_op17": "patch " + encoderRoles + encoderRoles + "head",
 		// resmlp: the cross-patch Linear has no activation (a plain dense),
 		// the cross-channel MLP is an FFN.
 		"resmlp_op13": "patch d f1 f2 d f1 f2 head",
