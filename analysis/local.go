@@ -172,14 +172,7 @@ func localReason(net *onnxio.Network, ops map[int]bool) string {
 	var names []string
 	for _, i := range idx {
 		op := &net.Ops[i]
-		why := ""
-		switch {
-		case op.Kind == onnxio.OpNode && zeroDerivative[op.Type]:
-			why = ", piecewise constant"
-		case op.Kind == onnxio.OpNode && !isFloatType(op.OutType):
-			why = ", integer or boolean output"
-		}
-		names = append(names, fmt.Sprintf("%s (node %s%s)", op, op.Node, why))
+		names = append(names, fmt.Sprintf("%s (node %s)", op, op.Node))
 	}
 	if len(names) == 0 {
 		return "no path to the outputs carries a derivative"

@@ -148,7 +148,7 @@ func elementwiseOp(op *Op) bool {
 		return true
 	case OpNode:
 		switch op.Type {
-		case "Dropout", "Identity", "Cast", "Neg", "Reciprocal", "Add", "Sub", "Mul", "Div":
+		case "Dropout", "Identity", "Cast", "Neg", "Reciprocal", "Add", "Sub", "Mul", "Div", "Round", "Floor", "Ceil", "Sign":
 			return true
 		}
 	}
@@ -411,8 +411,8 @@ func (g *roleGraph) patchEmbedding(op *Op) bool {
 
 // head reports whether a dense op's output reaches a graph output through
 // shape-preserving or elementwise ops alone (Softmax, LogSoftmax,
-// Identity, Flatten, a scaling, the sum of two heads), with no further
-// dense layer.
+// Identity, Flatten, a scaling, the sum of two heads) or the ArgMax that
+// reads the class off it, with no further dense layer.
 func (g *roleGraph) head(op *Op) bool {
 	if g.isOutput[op.Out] {
 		return true
@@ -432,8 +432,11 @@ func (g *roleGraph) head(op *Op) bool {
 			}
 			seen[c] = true
 			o := &g.net.Ops[c]
-			through := moveOp(o) || splitOp(o) || elementwiseOp(o) || o.Kind == OpSoftmax || o.Kind == OpLogSoftmax ||
-				o.Kind == OpNode && (o.Type == "Softmax" || o.Type == "LogSoftmax")
+			if (splitOp(o) || o.Kind == OpNode && o.Type == "GatherElements") && len(o.Slots) > 0 && o.Slots[0] >= 0 && o.In[o.Slots[0]] != v {
+				continue // v is the indices, not the data
+			}
+			through := moveOp(o) || splitOp(o) || o.Kind == OpNode && o.Type == "GatherElements" || elementwiseOp(o) || o.Kind == OpSoftmax || o.Kind == OpLogSoftmax ||
+				o.Kind == OpNode && (o.Type == "Softmax" || o.Type == "LogSoftmax" || o.Type == "ArgMax" || o.Type == "ArgMin")
 			if through && walk(o.Out, depth+1) {
 				return true
 			}

@@ -169,6 +169,11 @@ func TestRolesBuilders(t *testing.T) {
 		{"token_slice_opset13", "mlp head head"},
 		{"cls_token_opset13", "d head"},
 		{"view_keep2_opset13", "patch head"},
+		// A prediction read off by ArgMax or Round is still the head; a
+		// router whose ArgMax only indexes another layer's output is not.
+		{"argmax_only_opset13", "mlp head"},
+		{"round_side_output_opset13", "mlp head head"},
+		{"argmax_router_opset13", "mlp d head"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tc, ok := testmodels.ByName(c.name)
