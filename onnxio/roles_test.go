@@ -196,3 +196,30 @@ func TestRolesBuilders(t *testing.T) {
 		})
 	}
 }
+
+// TestRolesExports: roles on PyTorch exports outside the zoo
+// (testdata/roles/make_roles.py): separate q, k, v projections with an
+// additive mask from a second input, and GPT-2's packed projection on a
+// 2-D view split in three under a causal mask.
+func TestRolesExports(t *testing.T) {
+	for _, c := range []struct{ file, codes string }{
+		{"bert_11.onnx", "q k v o f1 f2 head"},
+		{"bert_13.onnx", "q k v o f1 f2 head"},
+		{"bert_17.onnx", "q k v o f1 f2 head"},
+		{"gpt_11.onnx", "qkv o f1 f2 head"},
+		{"gpt_13.onnx", "qkv o f1 f2 head"},
+		{"gpt_17.onnx", "qkv o f1 f2 head"},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			m, err := Load(filepath.Join("testdata", "roles", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := Extract(m, ExtractOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRoles(t, n, c.codes)
+		})
+	}
+}
