@@ -453,8 +453,17 @@ func (g *roleGraph) head(op *Op) bool {
 func (g *roleGraph) afterActivation(op *Op) int {
 	chain := map[int]bool{op.Out: true}
 	nonlinear := map[int]bool{}
+	// horizon: the last op reading a value of the chain; nothing after it
+	// can extend the chain.
+	horizon := -1
+	reach := func(v int) {
+		if c := g.consumers[v]; len(c) > 0 {
+			horizon = max(horizon, c[len(c)-1])
+		}
+	}
+	reach(op.Out)
 	start := g.producer[op.Out] + 1
-	for i := start; i < len(g.net.Ops); i++ {
+	for i := start; i < len(g.net.Ops) && i <= horizon; i++ {
 		o := &g.net.Ops[i]
 		d := g.dataInputs(o)
 		if len(d) == 0 {
@@ -483,6 +492,7 @@ func (g *roleGraph) afterActivation(op *Op) int {
 		}
 		chain[o.Out] = true
 		nonlinear[o.Out] = nl || activationOp(o)
+		reach(o.Out)
 	}
 	return -1
 }
