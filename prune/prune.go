@@ -143,8 +143,9 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		plan.Total += ls.Layer.Params()
 	}
 	// Global ranking runs over the layers that are neither skipped nor
-	// fixed, positions numbered through them in layer order, so that ties
-	// go by layer, then by index in W.
+	// fixed nor scored on their local objective, positions numbered
+	// through them in layer order, so that ties go by layer, then by index
+	// in W.
 	var owner []int
 	var parts [][]float64
 	total := 0
@@ -165,7 +166,10 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			one(s)
 			continue
 		}
-		if opt.Scope == Layer {
+		if _, local := sc.Local[l]; opt.Scope == Layer || local {
+			// A layer scored on its local objective has scores in
+			// other units than the rest: it meets the sparsity on
+			// its own (docs/METHOD.md, "Local objectives").
 			one(opt.Sparsity)
 			continue
 		}
