@@ -6,13 +6,12 @@ import (
 	"math"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
-// ECPlusOptions are the knobs of ec+ (issue 7's recipe).
+// ECPlusOptions are the knobs of ec+ (DefaultECPlusOptions gives the
+// recommended ones).
 type ECPlusOptions struct {
 	Lambda     float64 // g_i(n) += Lambda * mean_n g_i(n)
 	C          float64 // weight of the residual-cancelling credit
@@ -32,14 +31,9 @@ type ECPlusOptions struct {
 	Prep *ECPlusPrep
 }
 
-// RegisterFlags adds ec+'s flags with their defaults.
-func (o *ECPlusOptions) RegisterFlags(fs *pflag.FlagSet) {
-	fs.Float64Var(&o.Lambda, "ecplus-lambda", 1, "ec+: g_i(n) += lambda * mean_n g_i(n)")
-	fs.Float64Var(&o.C, "ecplus-c", 0.5, "ec+: weight of the credit for removals that cancel upstream residuals")
-	fs.IntVar(&o.Rounds, "ecplus-rounds", 4, "ec+: greedy rounds per layer")
-	fs.IntVar(&o.RefitSteps, "ecplus-refit", 2, "ec+: Levenberg-Marquardt steps of the final bias refit (0: none)")
-	fs.StringVar(&o.Recon, "ecplus-recon", ReconAuto, "ec+: least-squares reconstruction of the kept weights: auto (where it lowers the error on held-out calibration samples), on, off")
-	fs.Float64Var(&o.ReconDamp, "ecplus-recon-damp", 0.01, "ec+: reconstruction damping, relative to the mean diagonal of the inputs' Gram matrix")
+// DefaultECPlusOptions are ec+'s recommended knobs (docs/METHOD.md).
+func DefaultECPlusOptions() ECPlusOptions {
+	return ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}
 }
 
 func (o ECPlusOptions) validate() error {
@@ -47,17 +41,17 @@ func (o ECPlusOptions) validate() error {
 	case math.IsNaN(o.Lambda) || math.IsInf(o.Lambda, 0) || o.Lambda < 0:
 		// A negative lambda could make weights negative and the
 		// weighted variances meaningless.
-		return optErr("--ecplus-lambda %g: want a finite value >= 0", o.Lambda)
+		return optErr("ECPlus.Lambda", "%g: want a finite value >= 0", o.Lambda)
 	case math.IsNaN(o.C) || math.IsInf(o.C, 0):
-		return optErr("--ecplus-c %g: want a finite value", o.C)
+		return optErr("ECPlus.C", "%g: want a finite value", o.C)
 	case o.Rounds < 1:
-		return optErr("--ecplus-rounds %d: want at least 1", o.Rounds)
+		return optErr("ECPlus.Rounds", "%d: want at least 1", o.Rounds)
 	case o.RefitSteps < 0:
-		return optErr("--ecplus-refit %d: want 0 or more", o.RefitSteps)
+		return optErr("ECPlus.RefitSteps", "%d: want 0 or more", o.RefitSteps)
 	case o.Recon != "" && o.Recon != ReconAuto && o.Recon != ReconOn && o.Recon != ReconOff:
-		return optErr("--ecplus-recon %q: want auto, on or off", o.Recon)
+		return optErr("ECPlus.Recon", "%q: want auto, on or off", o.Recon)
 	case math.IsNaN(o.ReconDamp) || math.IsInf(o.ReconDamp, 0) || o.ReconDamp < 0:
-		return optErr("--ecplus-recon-damp %g: want a finite value >= 0", o.ReconDamp)
+		return optErr("ECPlus.ReconDamp", "%g: want a finite value >= 0", o.ReconDamp)
 	}
 	return nil
 }
@@ -138,7 +132,7 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		return nil, err
 	}
 	if opt.NM != nil {
-		return nil, optErr("--nm is not supported with ec+")
+		return nil, optErr("NM", "is not supported with ec+")
 	}
 	if len(ec.Layers) != len(st.Layers) {
 		return nil, fmt.Errorf("ec+: %d layers of EC scores for %d layers of statistics", len(ec.Layers), len(st.Layers))

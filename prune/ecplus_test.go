@@ -9,7 +9,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/spf13/pflag"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -564,22 +563,13 @@ func TestFullLMSolve(t *testing.T) {
 	checkClose(t, "diagonal fallback", x, []float64{-1.0 / 11, -2.0 / 11}, 1e-12, 0)
 }
 
-// TestRegisterFlags checks the defaults of the recipe.
-func TestRegisterFlags(t *testing.T) {
-	var o ECPlusOptions
-	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	o.RegisterFlags(fs)
-	if err := fs.Parse(nil); err != nil {
-		t.Fatal(err)
-	}
-	if o != (ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
+// TestDefaultECPlusOptions checks the defaults of the recipe.
+func TestDefaultECPlusOptions(t *testing.T) {
+	if o := DefaultECPlusOptions(); o != (ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
 		t.Errorf("defaults %+v", o)
 	}
-	if err := fs.Parse([]string{"--ecplus-rounds=2", "--ecplus-refit=0", "--ecplus-c=1", "--ecplus-lambda=0", "--ecplus-recon=off", "--ecplus-recon-damp=0.1"}); err != nil {
-		t.Fatal(err)
-	}
-	if o != (ECPlusOptions{Lambda: 0, C: 1, Rounds: 2, RefitSteps: 0, Recon: ReconOff, ReconDamp: 0.1}) {
-		t.Errorf("parsed %+v", o)
+	if err := DefaultECPlusOptions().validate(); err != nil {
+		t.Error(err)
 	}
 }
 

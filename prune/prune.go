@@ -36,12 +36,21 @@ type Options struct {
 	Compensate bool
 }
 
-// OptionError is a bad option value; the CLI reports it as bad usage.
-type OptionError struct{ Msg string }
+// OptionError is an option value that cannot work. Option names the
+// option by its field ("Sparsity", "LayerSparsity", "ECPlus.Rounds"; empty
+// when the message says it all), Msg what is wrong with its value.
+type OptionError struct{ Option, Msg string }
 
-func (e *OptionError) Error() string { return e.Msg }
+func (e *OptionError) Error() string {
+	if e.Option == "" {
+		return e.Msg
+	}
+	return e.Option + " " + e.Msg
+}
 
-func optErr(format string, args ...any) error { return &OptionError{Msg: fmt.Sprintf(format, args...)} }
+func optErr(option, format string, args ...any) error {
+	return &OptionError{Option: option, Msg: fmt.Sprintf(format, args...)}
+}
 
 // LayerPlan is the outcome for one layer.
 type LayerPlan struct {
@@ -67,29 +76,29 @@ type Plan struct {
 // Validate checks option values, naming what is wrong.
 func (o Options) Validate(net *onnxio.Network) error {
 	if o.NM == nil && (o.Sparsity < 0 || o.Sparsity >= 1 || math.IsNaN(o.Sparsity)) {
-		return optErr("--sparsity %g is outside [0, 1)", o.Sparsity)
+		return optErr("Sparsity", "%g is outside [0, 1)", o.Sparsity)
 	}
 	if o.Scope != Global && o.Scope != Layer && o.Scope != "" {
-		return optErr("--scope %q: want global or layer", o.Scope)
+		return optErr("Scope", "%q: want global or layer", o.Scope)
 	}
 	if o.NM != nil && (o.NM.N < 0 || o.NM.M <= 0 || o.NM.N > o.NM.M) {
-		return optErr("--nm %d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
+		return optErr("NM", "%d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
 	}
 	for _, s := range o.Skip {
 		if net.LayerByName(s) == nil {
-			return optErr("--skip %s: no such layer (see ecprune inspect)", s)
+			return optErr("Skip", "%s: no such layer", s)
 		}
 	}
 	for name, s := range o.LayerSparsity {
 		l := net.LayerByName(name)
 		if l == nil {
-			return optErr("--layer-sparsity %s: no such layer (see ecprune inspect)", name)
+			return optErr("LayerSparsity", "%s: no such layer", name)
 		}
 		if !l.Prunable {
-			return optErr("--layer-sparsity %s: layer is not prunable: %s", name, l.Reason)
+			return optErr("LayerSparsity", "%s: layer is not prunable: %s", name, l.Reason)
 		}
 		if s < 0 || s >= 1 || math.IsNaN(s) {
-			return optErr("--layer-sparsity %s=%g is outside [0, 1)", name, s)
+			return optErr("LayerSparsity", "%s=%g is outside [0, 1)", name, s)
 		}
 	}
 	return nil

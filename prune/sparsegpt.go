@@ -44,7 +44,7 @@ func SparseGPT(net *onnxio.Network, data analysis.Data, st *analysis.Stats, budg
 		return nil, errors.New("sparsegpt: missing network, data, statistics or budgets")
 	}
 	if o.BlockSize < 1 || o.PercDamp < 0 || math.IsNaN(o.PercDamp) {
-		return nil, optErr("sparsegpt: block size %d and damping %g: want a block of at least 1 and a damping >= 0", o.BlockSize, o.PercDamp)
+		return nil, optErr("", "sparsegpt: block size %d and damping %g: want a block of at least 1 and a damping >= 0", o.BlockSize, o.PercDamp)
 	}
 	if len(budget.Layers) != len(st.Layers) {
 		return nil, fmt.Errorf("sparsegpt: %d layer budgets for %d layers", len(budget.Layers), len(st.Layers))

@@ -13,10 +13,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
-	"github.com/ecprune/ecprune/prune"
 )
 
 // Exit statuses, documented in the README.
@@ -116,10 +114,7 @@ func (e *env) output(v any, text func(w io.Writer)) error {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	// ec+'s products and solves (package prune) go through gonum's BLAS:
-	// they run on the analysis's kernels, and give the same bytes in every
-	// program that prunes through ecprune.
-	analysis.UseFastGemm()
+	ecprune.Version = version
 	if len(args) == 0 {
 		printHelp(stderr)
 		return exitBad
@@ -319,15 +314,7 @@ func wantsJSON(args []string) bool {
 
 // exitCode maps an error to the documented exit statuses.
 func exitCode(err error) int {
-	var (
-		u  *usageError
-		b  *onnxio.BadInputError
-		d  *calib.DataError
-		o  *prune.OptionError
-		be *analysis.BudgetError
-	)
-	switch {
-	case errors.As(err, &u), errors.As(err, &b), errors.As(err, &d), errors.As(err, &o), errors.As(err, &be):
+	if errors.As(err, new(*usageError)) || ecprune.IsBadInput(err) {
 		return exitBad
 	}
 	return exitError

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -113,7 +114,7 @@ func inspectModel(ld *loaded) *inspectResult {
 		r.Params += l.Params()
 		r.NonZeros += nz
 	}
-	r.Units = inspectUnits(ld.net)
+	r.Units = ecprune.Units(ld.m)
 	return r
 }
 
