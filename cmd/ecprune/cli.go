@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -63,6 +64,7 @@ type env struct {
 	derived         func(*onnxio.Model) []fileRef
 	loadedCheck     func(*onnxio.Model) error // more checks of a loaded input model
 	stage           *onnxio.Stage
+	interrupted     *atomic.Bool // a signal is cleaning up and will exit
 }
 
 // usageError is bad usage: exit 2 with a hint.
@@ -163,7 +165,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitBad
 	}
-	e := &env{stdout: stdout, stderr: stderr, stage: &onnxio.Stage{}}
+	e := &env{stdout: stdout, stderr: stderr, stage: &onnxio.Stage{}, interrupted: new(atomic.Bool)}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
@@ -211,6 +213,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err = checkFiles(e.inputs, e.outputs); err == nil {
 			stop := e.cleanUpOnSignal(c.name)
 			err = c.run(e, fs.Args())
+			if err != nil && e.interrupted.Load() {
+				// The run failed because a signal removed its staged
+				// files: the handler reports the signal and exits.
+				select {}
+			}
 			if err != nil {
 				e.stage.Abort()
 			}
