@@ -25,6 +25,7 @@ func init() {
 			Needs:       Needs{Labels: c.NeedsLabels()},
 			Compensates: c.Compensates(),
 			Predicts:    name == "ec",
+			DataFree:    d.dataFree,
 			sweepRank:   d.sweepRank,
 			score: func(s *session) (*analysis.Scores, error) {
 				if s.oneShot {
@@ -46,12 +47,13 @@ func init() {
 var criterionDocs = map[string]struct {
 	help      string
 	sweepRank int
+	dataFree  bool
 }{
-	"ec":        {"the paper's one-shot method", 1},
-	"ec-nocomp": {"EC's importance without the bias shift", 0},
-	"magnitude": {"|w|", 3},
-	"wanda":     {"|w| times the input's L2 norm", 4},
-	"random":    {"seeded random scores", 5},
-	"gradient":  {"|dL/dw| (needs labels)", 6},
-	"taylor":    {"|w dL/dw| (needs labels)", 7},
+	"ec":        {"the paper's one-shot method", 1, false},
+	"ec-nocomp": {"EC's importance without the bias shift", 0, false},
+	"magnitude": {"|w|", 3, false},
+	"wanda":     {"|w| times the input's L2 norm", 4, false},
+	"random":    {"seeded random scores", 5, true},
+	"gradient":  {"|dL/dw| (needs labels)", 6, false},
+	"taylor":    {"|w dL/dw| (needs labels)", 7, false},
 }

@@ -28,6 +28,9 @@ type Method struct {
 	// Predicts: the sum of the removed weights' scores is the first-order
 	// predicted output error (under the output objective).
 	Predicts bool
+	// DataFree: the scores do not depend on the calibration data, so
+	// all-zero scores are no sign of degenerate data.
+	DataFree bool
 	// sweepRank orders the methods a sweep compares when none are named
 	// (0: only when named); the label-based ones join with labels.
 	sweepRank int

@@ -200,7 +200,7 @@ func (s *session) scoresOf(m *Method) (*analysis.Scores, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !s.opt.Force && m.Name != "random" && allZero(sc) {
+	if !s.opt.Force && !m.DataFree && allZero(sc) {
 		return nil, &calib.DataError{File: s.calib0, Msg: "every weight's importance (" + m.Name + ") is zero on this calibration data: the pruning would be arbitrary; check the data (" + s.opt.name("Force") + " runs anyway)"}
 	}
 	if s.oneShot {
