@@ -293,6 +293,11 @@ func (o Options) Validate() error {
 		return o.optErr("Granularity", "%s %q: want weight or neuron", o.name("Granularity"), o.Granularity)
 	}
 	if o.NM != nil {
+		if m.Needs.Sequential {
+			// Sequential methods take EC's per-layer counts, not a
+			// pattern.
+			return o.optErr("NM", "%s is not supported with %s", o.name("NM"), m.Name)
+		}
 		if o.NM.N < 0 || o.NM.M <= 0 || o.NM.N > o.NM.M {
 			return o.optErr("NM", "%s %d:%d: want 0 <= N <= M, M > 0", o.name("NM"), o.NM.N, o.NM.M)
 		}
@@ -316,6 +321,20 @@ func (o Options) checkScope() error {
 		return nil
 	}
 	return o.optErr("Scope", "%s %q: want global or layer", o.name("Scope"), o.Scope)
+}
+
+// ValidateWith is Validate and the checks of the options against the
+// data given: inputs present, labels where the method or the objective
+// needs them.
+func (o Options) ValidateWith(d Data) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	m, _ := o.method()
+	if m.Needs.Labels && d.Labels == "" {
+		return o.optErr("Method", "method %s needs labels (%s)", m.Name, o.name("Labels"))
+	}
+	return o.validateData(d)
 }
 
 // validateNeuron checks the options of Neuron granularity.

@@ -51,13 +51,10 @@ type Result struct {
 // model is held in the Result until Save writes it; nothing is written
 // here.
 func Prune(ctx context.Context, m *Model, d Data, opt Options) (*Result, error) {
-	if err := opt.Validate(); err != nil {
+	if err := opt.ValidateWith(d); err != nil {
 		return nil, err
 	}
 	meth, _ := opt.method()
-	if meth.Needs.Labels && d.Labels == "" {
-		return nil, opt.optErr("Method", "method %s needs labels (%s)", meth.Name, opt.name("Labels"))
-	}
 	if opt.Granularity == Neuron {
 		return pruneUnits(ctx, m, d, opt, meth)
 	}

@@ -157,7 +157,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := opt.Validate(); err != nil {
+	if err := opt.ValidateWith(f.af.data()); err != nil {
 		return cliError(err)
 	}
 	if f.external == 0 {
@@ -183,15 +183,15 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	}
 	res, err := ecprune.Prune(context.Background(), ld.m, f.af.data(), opt)
 	if err != nil {
-		return cliError(err)
+		return modelError(err)
 	}
 	defer res.Close()
 	if err := res.SaveStaged(f.output, e.stage); err != nil {
-		return cliError(err)
+		return modelError(err)
 	}
 	if f.scores != "" {
 		if err := res.WriteScores(f.scores, e.stage); err != nil {
-			return cliError(err)
+			return err
 		}
 	}
 	var r any

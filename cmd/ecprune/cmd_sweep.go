@@ -171,7 +171,7 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	}
 	sr, err := ecprune.Sweep(context.Background(), ld.m, f.af.data(), opt)
 	if err != nil {
-		return cliError(err)
+		return modelError(err)
 	}
 	r := &sweepResult{
 		Model: sr.Model, Task: sr.Task, Objective: sr.Objective, Derivatives: sr.Derivatives, Scope: sr.Scope, Seed: sr.Seed,

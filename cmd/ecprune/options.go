@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -148,8 +149,19 @@ func (e *env) loadModel(path string, needEval bool) (*loaded, error) {
 	return &loaded{path: path, m: m, model: m.File(), net: m.Network()}, nil
 }
 
-// cliError turns the library's option errors into usage errors, whose
-// messages name the flags.
+// modelError is an error of a run: an option that does not fit the model
+// (a layer it does not have) is bad input, not bad usage; a layer name
+// comes with where to find the names.
+func modelError(err error) error {
+	var oe *ecprune.OptionError
+	if errors.As(err, &oe) && (oe.Option == "Skip" || oe.Option == "LayerSparsity") {
+		return fmt.Errorf("%w (see ecprune inspect)", err)
+	}
+	return err
+}
+
+// cliError turns the library's option errors found before any work into
+// usage errors, whose messages name the flags.
 func cliError(err error) error {
 	if errors.As(err, new(*ecprune.OptionError)) {
 		return &usageError{err.Error()}
