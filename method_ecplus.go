@@ -3,6 +3,7 @@ package ecprune
 import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 )
 
 // ec+ is the recommended method: EC's budgets, sequential error-aware
@@ -35,7 +36,23 @@ func init() {
 				// has them, nothing holds them (4 F on a large model).
 				delete(s.scores, "ec")
 			}
-			return prune.ECPlus(s.net, s.data(), s.stats, ecs, opt, eo, s.ecplusTask(), debugf(s.ev))
+			// Each of ec+'s phases is a phase of the events.
+			cur := ""
+			eo.Progress = func(ph string, done, total int) {
+				if ph != cur {
+					if cur != "" {
+						s.ev.End(cur)
+					}
+					cur = ph
+				}
+				s.ev.Progress(ph, done, total)
+			}
+			defer func() {
+				if cur != "" {
+					s.ev.End(cur)
+				}
+			}()
+			return ecplus.Prune(s.net, s.data(), s.stats, ecs, opt, eo, s.ecplusTask(), debugf(s.ev))
 		},
 		units: func(s *session, u *unitRun) (*prune.UnitPlan, *analysis.UnitStats, error) {
 			u.opt.Compensate = true

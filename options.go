@@ -11,6 +11,7 @@ import (
 	"github.com/ecprune/ecprune/export"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 )
 
 // The option types of the packages below, under this package's names, so
@@ -20,7 +21,7 @@ type (
 	Task          = analysis.Task
 	Scope         = prune.Scope
 	NM            = prune.NM
-	ECPlusOptions = prune.ECPlusOptions
+	ECPlusOptions = ecplus.Options
 	Format        = export.Format
 	Quality       = analysis.Quality
 )
@@ -48,7 +49,7 @@ const (
 )
 
 // DefaultECPlusOptions are ec+'s recommended knobs.
-func DefaultECPlusOptions() ECPlusOptions { return prune.DefaultECPlusOptions() }
+func DefaultECPlusOptions() ECPlusOptions { return ecplus.DefaultOptions() }
 
 // ParseFormat reads a storage format name (auto, constant,
 // sparse-initializer, dense).
@@ -140,7 +141,7 @@ type Options struct {
 }
 
 // OptionError is an option value that cannot work. Option names the
-// field (of Options, or "Inputs"/"Labels" of Data, "ECPlus.Rounds"...);
+// field (of Options, "Inputs"/"Labels" of Data, "Rounds" of ECPlus...);
 // the message names options as Analysis.OptionNames says.
 type OptionError struct {
 	Option string
@@ -172,10 +173,10 @@ func (a *Analysis) fromPrune(err error) error {
 	if !errors.As(err, &po) {
 		return err
 	}
-	if po.Option == "" {
+	if po.Field == "" {
 		return &OptionError{Msg: po.Msg}
 	}
-	return &OptionError{Option: po.Option, Msg: a.name(po.Option) + " " + po.Msg}
+	return &OptionError{Option: po.Field, Msg: a.name(po.Field) + " " + po.Msg}
 }
 
 // IsBadInput reports whether err is the user's to fix (a bad file, bad
@@ -207,7 +208,7 @@ func (a Analysis) withDefaults() Analysis {
 		a.ExactBudget = 10 * time.Minute
 	}
 	if a.ECPlus == nil {
-		eo := prune.DefaultECPlusOptions()
+		eo := ecplus.DefaultOptions()
 		a.ECPlus = &eo
 	}
 	a.Events = events(a.Events)

@@ -168,6 +168,9 @@ func (s *session) pruneOne(m *Method, o Options) (*Result, error) {
 		if k < len(results) {
 			lr.Format, lr.TensorBytes = string(results[k].Format), results[k].Bytes
 		}
+		if s.stats != nil {
+			lr.Local = s.stats.Local[plan.Layers[k].Layer]
+		}
 		r.Layers = append(r.Layers, lr)
 	}
 	if m.Predicts && s.opt.Objective == analysis.ObjOutput {

@@ -31,6 +31,9 @@ type LayerReport struct {
 	TensorBytes   int64   `json:"tensor_bytes"`
 	BiasShiftNorm float64 `json:"bias_shift_norm"`
 	Predicted     float64 `json:"predicted_error"`
+	// Local says why the layer is analysed on its own output's change
+	// rather than the model's (empty: the model's output or loss).
+	Local string `json:"local_objective,omitempty"`
 }
 
 // QualityPair measures the original and the pruned model on the same

@@ -13,6 +13,7 @@ import (
 	"github.com/ecprune/ecprune/export"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 )
 
 // session is a model with its calibration data and statistics, computed
@@ -32,7 +33,7 @@ type session struct {
 	hlabels  *analysis.Labels // of hold
 	stats    *analysis.Stats
 	scores   map[string]*analysis.Scores
-	prep     *prune.ECPlusPrep // what the statistics pass kept for ec+, or nil
+	prep     *ecplus.Prep // what the statistics pass kept for ec+, or nil
 	statTime time.Duration
 	// oneShot: the session scores one method once and writes one model
 	// (Prune), so scoring may consume the statistics' per-weight sums (ec
@@ -128,7 +129,7 @@ func openSession(ctx context.Context, m *Model, d Data, a Analysis, needs sessio
 	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
 	if needs.derivatives {
 		// ec+ keeps per-sample values of this pass instead of its own.
-		s.prep = prune.NewECPlusPrep(m.net, s.data(), s.ecplusTask())
+		s.prep = ecplus.NewPrep(m.net, s.data(), s.ecplusTask())
 		observe = s.prep.Observe
 	}
 	if err := ctx.Err(); err != nil {
@@ -176,11 +177,11 @@ func (s *session) regression() bool {
 	return s.task == analysis.TaskRegression && (s.labels != nil || s.opt.Task == analysis.TaskRegression)
 }
 
-// ecplusTask is the task ec+ matches: prune.TaskAuto (recognised from the
+// ecplusTask is the task ec+ matches: ecplus.TaskAuto (recognised from the
 // model) when neither labels nor Task name one.
 func (s *session) ecplusTask() analysis.Task {
 	if s.labels == nil && s.opt.Task == "" {
-		return prune.TaskAuto
+		return ecplus.TaskAuto
 	}
 	return s.task
 }

@@ -235,3 +235,14 @@ func Units(m *Model) []UnitInfo {
 	}
 	return out
 }
+
+// Treatments says how the analysis treats each dense layer of m:
+// "output-level", "local objective: <reason>" or "not prunable: <reason>".
+func Treatments(m *Model) map[*onnxio.Layer]string {
+	local := analysis.LocalObjectives(m.net)
+	out := map[*onnxio.Layer]string{}
+	for _, l := range m.net.Layers {
+		out[l] = analysis.Treatment(l, local)
+	}
+	return out
+}

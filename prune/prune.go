@@ -36,20 +36,21 @@ type Options struct {
 	Compensate bool
 }
 
-// OptionError is an option value that cannot work. Option names the
-// option by its field ("Sparsity", "LayerSparsity", "ECPlus.Rounds"; empty
-// when the message says it all), Msg what is wrong with its value.
-type OptionError struct{ Option, Msg string }
+// OptionError is a bad option value: Field names the option (a field of
+// Options, UnitOptions or ecplus.Options) and Msg what is wrong with it,
+// so that a front end can name the option its own way (the CLI names its
+// flags). Error is "Field Msg".
+type OptionError struct{ Field, Msg string }
 
 func (e *OptionError) Error() string {
-	if e.Option == "" {
+	if e.Field == "" {
 		return e.Msg
 	}
-	return e.Option + " " + e.Msg
+	return e.Field + " " + e.Msg
 }
 
-func optErr(option, format string, args ...any) error {
-	return &OptionError{Option: option, Msg: fmt.Sprintf(format, args...)}
+func optErr(field, format string, args ...any) error {
+	return &OptionError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
 // LayerPlan is the outcome for one layer.
@@ -142,8 +143,9 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		plan.Total += ls.Layer.Params()
 	}
 	// Global ranking runs over the layers that are neither skipped nor
-	// fixed, positions numbered through them in layer order, so that ties
-	// go by layer, then by index in W.
+	// fixed nor scored on their local objective, positions numbered
+	// through them in layer order, so that ties go by layer, then by index
+	// in W.
 	var owner []int
 	var parts [][]float64
 	total := 0
@@ -158,13 +160,16 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			continue
 		}
 		one := func(s float64) {
-			markSmallestParts([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
+			MarkSmallest([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
 		}
 		if s, ok := fixed[l]; ok {
 			one(s)
 			continue
 		}
-		if opt.Scope == Layer {
+		if _, local := sc.Local[l]; opt.Scope == Layer || local {
+			// A layer scored on its local objective has scores in
+			// other units than the rest: it meets the sparsity on
+			// its own (docs/METHOD.md, "Local objectives").
 			one(opt.Sparsity)
 			continue
 		}
@@ -173,7 +178,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		total += len(ls.Score)
 	}
 	if total > 0 {
-		markSmallestParts(parts, Count(opt.Sparsity, total), func(b, q int) {
+		MarkSmallest(parts, Count(opt.Sparsity, total), func(b, q int) {
 			plan.Layers[owner[b]].Pruned[q] = true
 		})
 	}
@@ -243,7 +248,7 @@ func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
 				idx = append(idx, i*in+j)
 			}
 			sort.Slice(idx, func(a, b int) bool {
-				return cmpScored(scored{score[idx[a]], idx[a]}, scored{score[idx[b]], idx[b]}) < 0
+				return CompareScored(Scored{score[idx[a]], idx[a]}, Scored{score[idx[b]], idx[b]}) < 0
 			})
 			for _, q := range idx[:max(0, len(idx)-nm.N)] {
 				pruned[q] = true

@@ -161,7 +161,7 @@ func partOf(part float64, k int) int {
 }
 
 // takeSmallest returns the k lowest-ranked candidates (fewer if there are
-// fewer), in cmpScored's order of (score, position).
+// fewer), in CompareScored's order of (score, position).
 func takeSmallest(c []unitRef, k int) []unitRef {
 	slices.SortFunc(c, cmpUnit)
 	return c[:max(0, min(k, len(c)))]

@@ -238,6 +238,11 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 		fmt.Fprintf(tw, "%s\t%dx%d\t%.3f\t%s\t%s\t%.4g\n", l.Name, l.Out, l.In, l.Density, l.Format, humanBytes(l.TensorBytes), l.BiasShiftNorm)
 	}
 	tw.Flush()
+	for _, l := range r.Layers {
+		if l.Local != "" {
+			fmt.Fprintf(w, "%s: analysed with its local objective (its own output's change): %s\n", l.Name, l.Local)
+		}
+	}
 	fmt.Fprintln(w)
 	printQuality(w, "calibration", r.Calibration)
 	if r.HoldoutQ != nil {

@@ -67,8 +67,8 @@ var flagNames = map[string]string{
 	"Skip": "--skip", "Format": "--format", "NoNewBias": "--add-bias=false", "NoReconstruct": "--reconstruct=false",
 	"ExternalData": "--external-data", "KeepScores": "--scores",
 	"Test": "--test", "Test.Labels": "--test-labels", "SaveDir": "--save-dir",
-	"ECPlus.Lambda": "--ecplus-lambda", "ECPlus.C": "--ecplus-c", "ECPlus.Rounds": "--ecplus-rounds",
-	"ECPlus.RefitSteps": "--ecplus-refit", "ECPlus.Recon": "--ecplus-recon", "ECPlus.ReconDamp": "--ecplus-recon-damp",
+	"Lambda": "--ecplus-lambda", "C": "--ecplus-c", "Rounds": "--ecplus-rounds",
+	"RefitSteps": "--ecplus-refit", "Recon": "--ecplus-recon", "ReconDamp": "--ecplus-recon-damp",
 }
 
 func flagName(option string) string { return flagNames[option] }
