@@ -57,7 +57,7 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 	if c.labels {
 		for _, ls := range st.Layers {
 			if ls.GradW == nil {
-				return nil, fmt.Errorf("criterion %s needs labels (--labels)", c.name)
+				return nil, fmt.Errorf("criterion %s needs labels", c.name)
 			}
 		}
 	}
@@ -128,43 +128,15 @@ func CriterionByName(name string) (Criterion, error) {
 	if c, ok := criteria[name]; ok {
 		return c, nil
 	}
-	return nil, fmt.Errorf("unknown method %q (known: %s)", name, strings.Join(Methods(), ", "))
+	return nil, fmt.Errorf("unknown criterion %q (known: %s)", name, strings.Join(Criteria(), ", "))
 }
 
-// Methods lists every pruning method name, for help texts.
-func Methods() []string {
-	out := make([]string, 0, len(criteria)+2)
+// Criteria lists the statistics-based criteria by name.
+func Criteria() []string {
+	out := make([]string, 0, len(criteria))
 	for k := range criteria {
 		out = append(out, k)
 	}
-	out = append(out, "exact", "ec+", "sparsegpt", "sparsegpt+bias")
 	sort.Strings(out)
 	return out
-}
-
-// NeedsLabels tells whether a method needs labels.
-func NeedsLabels(method string) bool {
-	c, ok := criteria[method]
-	return ok && c.NeedsLabels()
-}
-
-// Compensates tells whether a method shifts biases.
-func Compensates(method string) bool {
-	switch method {
-	case "exact", "ec+", "sparsegpt+bias":
-		return true
-	}
-	c, ok := criteria[method]
-	return ok && c.Compensates()
-}
-
-// Sequential tells whether a method prunes layer by layer on the network
-// whose earlier layers are already pruned (package prune), from the
-// per-layer counts of EC's ranking, rather than from a criterion's scores.
-func Sequential(method string) bool {
-	switch method {
-	case "ec+", "sparsegpt", "sparsegpt+bias":
-		return true
-	}
-	return false
 }

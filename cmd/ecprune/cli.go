@@ -9,14 +9,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
-	"github.com/ecprune/ecprune/prune"
 )
 
 // Exit statuses, documented in the README.
@@ -65,6 +64,7 @@ type env struct {
 	derived         func(*onnxio.Model) []fileRef
 	loadedCheck     func(*onnxio.Model) error // more checks of a loaded input model
 	stage           *onnxio.Stage
+	interrupted     *atomic.Bool // a signal is cleaning up and will exit
 }
 
 // usageError is bad usage: exit 2 with a hint.
@@ -116,10 +116,7 @@ func (e *env) output(v any, text func(w io.Writer)) error {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	// ec+'s products and solves (package prune) go through gonum's BLAS:
-	// they run on the analysis's kernels, and give the same bytes in every
-	// program that prunes through ecprune.
-	analysis.UseFastGemm()
+	ecprune.Version = version
 	if len(args) == 0 {
 		printHelp(stderr)
 		return exitBad
@@ -168,7 +165,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitBad
 	}
-	e := &env{stdout: stdout, stderr: stderr, stage: &onnxio.Stage{}}
+	e := &env{stdout: stdout, stderr: stderr, stage: &onnxio.Stage{}, interrupted: new(atomic.Bool)}
 	if f, ok := stderr.(*os.File); ok {
 		e.stderrTTY = term.IsTerminal(int(f.Fd()))
 	}
@@ -216,6 +213,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err = checkFiles(e.inputs, e.outputs); err == nil {
 			stop := e.cleanUpOnSignal(c.name)
 			err = c.run(e, fs.Args())
+			if err != nil && e.interrupted.Load() {
+				// The run failed because a signal removed its staged
+				// files: the handler reports the signal and exits.
+				select {}
+			}
 			if err != nil {
 				e.stage.Abort()
 			}
@@ -226,7 +228,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
-	msg := oneLine(cliMessage(err))
+	msg := oneLine(err.Error())
 	line := msg
 	if code == exitBad && errors.As(err, new(*usageError)) {
 		// One line, so that scripts can rely on it: the hint goes on it.
@@ -319,15 +321,7 @@ func wantsJSON(args []string) bool {
 
 // exitCode maps an error to the documented exit statuses.
 func exitCode(err error) int {
-	var (
-		u  *usageError
-		b  *onnxio.BadInputError
-		d  *calib.DataError
-		o  *prune.OptionError
-		be *analysis.BudgetError
-	)
-	switch {
-	case errors.As(err, &u), errors.As(err, &b), errors.As(err, &d), errors.As(err, &o), errors.As(err, &be):
+	if errors.As(err, new(*usageError)) || ecprune.IsBadInput(err) {
 		return exitBad
 	}
 	return exitError

@@ -1,13 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	"github.com/spf13/pflag"
 
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/analysis/calib"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -43,13 +43,13 @@ func init() {
 }
 
 type evalResult struct {
-	Model   string            `json:"model"`
-	Against string            `json:"against,omitempty"`
-	Task    string            `json:"task,omitempty"`
-	Quality *analysis.Quality `json:"quality"`
+	Model   string           `json:"model"`
+	Against string           `json:"against,omitempty"`
+	Task    string           `json:"task,omitempty"`
+	Quality *ecprune.Quality `json:"quality"`
 	// Reference is --against's own loss and accuracy on the labels.
-	Reference *analysis.Quality `json:"reference,omitempty"`
-	Saved     string            `json:"saved_outputs,omitempty"`
+	Reference *ecprune.Quality `json:"reference,omitempty"`
+	Saved     string           `json:"saved_outputs,omitempty"`
 }
 
 func runEval(e *env, f *evalFlags, args []string) error {
@@ -71,58 +71,22 @@ func runEval(e *env, f *evalFlags, args []string) error {
 		if ref, err = e.loadModel(f.against, true); err != nil {
 			return err
 		}
-		if len(ref.net.Inputs) != len(ld.net.Inputs) || len(ref.net.Outputs) != len(ld.net.Outputs) {
-			return &onnxio.BadInputError{File: f.against, Msg: "has other inputs or outputs than " + args[0]}
-		}
 	}
-	src, labels, task, err := f.open(e, ld.net)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	r := &evalResult{Model: args[0], Against: f.against}
-	if labels != nil {
-		r.Task = string(task)
-	}
-	var saved []float64
-	var savedShape []int
-	collect := func(start int, outs []*analysis.Tensor) error {
-		if f.save == "" {
-			return nil
-		}
-		saved = append(saved, outs[0].Data...)
-		if savedShape == nil {
-			savedShape = append([]int{0}, outs[0].Shape[1:]...)
-		}
-		savedShape[0] += outs[0].Shape[0]
-		return nil
-	}
-	var refNet *onnxio.Network
+	eo := f.options(e)
+	eo.KeepOutputs = f.save != ""
+	var refModel *ecprune.Model
 	if ref != nil {
-		refNet = ref.net
+		refModel = ref.m
 	}
-	q, err := analysis.Evaluate(ld.net, refNet, sourceData{Src: src}, labels, task, f.batch, collect)
+	ev, err := ecprune.Evaluate(context.Background(), ld.m, refModel, f.dataSet(), eo)
 	if err != nil {
-		return fmt.Errorf("%s: %w", args[0], err)
+		return cliError(err)
 	}
-	if labels != nil && task == analysis.TaskRegression {
-		q.ArgmaxSame = nil // no classes: the agreement means nothing
-	}
-	r.Quality = q
-	if refNet != nil && labels != nil {
-		if r.Reference, err = analysis.Evaluate(refNet, nil, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
-			return fmt.Errorf("%s: %w", f.against, err)
-		}
-	}
+	q := ev.Quality
+	r := &evalResult{Model: args[0], Against: f.against, Task: string(ev.Task), Quality: q, Reference: ev.Reference}
 	if f.save != "" {
-		f32 := true
-		for _, l := range ld.net.Layers {
-			if l.WeightType == onnxio.Double {
-				f32 = false
-			}
-		}
-		if err := e.stage.Write(f.save, func(w io.Writer) error { return calib.WriteNpy(w, saved, savedShape, f32) }); err != nil {
-			return &calib.DataError{File: f.save, Msg: "cannot save", Err: err}
+		if err := e.stage.Write(f.save, ev.WriteOutputs); err != nil {
+			return &onnxio.BadInputError{File: f.save, Msg: "cannot save: " + err.Error()}
 		}
 		r.Saved = f.save
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -106,18 +106,18 @@ func inspectModel(ld *loaded) *inspectResult {
 		}
 		r.Metadata[kv.GetKey()] = kv.GetValue()
 	}
-	local := analysis.LocalObjectives(ld.net)
+	treatments := ecprune.Treatments(ld.m)
 	for _, l := range ld.net.Layers {
 		nz := l.NonZeros()
 		r.Layers = append(r.Layers, layerInfo{
 			Name: l.Name, Node: l.Node, Pattern: l.Pattern, Out: l.Out, In: l.In, Layout: l.WeightLayout.String(),
 			Type: onnxio.TypeName(l.WeightType), Bias: l.B != nil, Next: l.Next, Params: l.Params(), NonZeros: nz,
-			Prunable: l.Prunable, Reason: l.Reason, Role: l.Role.String(), Analysis: analysis.Treatment(l, local),
+			Prunable: l.Prunable, Reason: l.Reason, Role: l.Role.String(), Analysis: treatments[l],
 		})
 		r.Params += l.Params()
 		r.NonZeros += nz
 	}
-	r.Units = inspectUnits(ld.net)
+	r.Units = ecprune.Units(ld.m)
 	return r
 }
 

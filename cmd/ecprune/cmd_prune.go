@@ -1,29 +1,25 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/analysis/calib"
-	"github.com/ecprune/ecprune/export"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
-	"github.com/ecprune/ecprune/prune"
 )
 
 // densifyNote is said in every size report: sparse storage shrinks files,
 // ONNX Runtime densifies it on load.
-const densifyNote = "ONNX Runtime densifies sparse tensors when it loads them: the pruned file is smaller to store and ship, not faster or smaller in memory at run time"
+const densifyNote = ecprune.DensifyNote
 
 type pruneFlags struct {
 	af            analysisFlags
@@ -45,7 +41,7 @@ type pruneFlags struct {
 
 func (f *pruneFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "", "the pruned model to write (required; never the input)")
-	fs.StringVar(&f.method, "method", "ec+", "pruning method: ec+ (recommended: sequential EC with a bias refit), ec (the paper's one-shot method), or a baseline: "+strings.Join(analysis.Methods(), ", "))
+	fs.StringVar(&f.method, "method", ecprune.Recommended().Name, "pruning method: "+ecprune.MethodHelp())
 	fs.Float64Var(&f.sparsity, "sparsity", 0.5, "fraction of the prunable weights to remove, in [0, 1)")
 	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
 	fs.StringVar(&f.format, "format", "auto", "how pruned weights are stored: auto (smallest valid), constant (sparse Constant node), sparse-initializer, dense")
@@ -92,21 +88,39 @@ func (f *pruneFlags) files(args []string) (in, out []fileRef) {
 	return in, out
 }
 
-// checkFraction refuses a sparsity outside [0, 1) before any work, with a
-// hint when it looks like a percentage.
-func checkFraction(flag string, s float64) error {
-	if s >= 0 && s < 1 {
-		return nil
-	}
-	if s >= 1 && s < 100 {
-		return usagef("%s %g is a fraction of the weights, in [0, 1): for %g%% write %g", flag, s, s, s/100)
-	}
-	return usagef("%s %g is outside [0, 1)", flag, s)
-}
+// The reports are the library's, with its JSON field names.
+type (
+	sizeInfo        = ecprune.Size
+	layerReport     = ecprune.LayerReport
+	qualityPair     = ecprune.QualityPair
+	pruneReport     = ecprune.Report
+	unitPruneReport = ecprune.UnitReport
+)
 
-// pruneOptions turns flags into prune.Options.
-func (f *pruneFlags) pruneOptions(fs *pflag.FlagSet) (prune.Options, error) {
-	opt := prune.Options{Sparsity: f.sparsity, Scope: prune.Scope(f.scope), Skip: f.skip, Compensate: true}
+// options turns the flags into the library's options.
+func (f *pruneFlags) options(e *env) (ecprune.Options, error) {
+	opt := ecprune.Options{
+		Analysis: f.af.analysis(e),
+		Method:   f.method, Granularity: ecprune.Granularity(f.granularity), Sparsity: f.sparsity,
+		Scope: ecprune.Scope(f.scope), Skip: f.skip, NoNewBias: !f.addBias, NoReconstruct: !f.reconstruct,
+		ExternalData: f.external, KeepScores: f.scores != "",
+	}
+	format, err := ecprune.ParseFormat(f.format)
+	if err != nil {
+		return opt, usagef("--format: %v", err)
+	}
+	opt.Format = format
+	fs := e.fs
+	if opt.Granularity == ecprune.Neuron {
+		// Flags that do not apply are refused when given, whatever their
+		// value.
+		for _, name := range []string{"nm", "layer-sparsity", "scores"} {
+			if fs.Changed(name) {
+				return opt, usagef("--%s does not apply to --granularity neuron (the output is a smaller dense model)", name)
+			}
+		}
+		return opt, nil
+	}
 	if f.nm != "" {
 		var n, m int
 		if _, err := fmt.Sscanf(f.nm, "%d:%d", &n, &m); err != nil || fmt.Sprintf("%d:%d", n, m) != f.nm {
@@ -115,8 +129,7 @@ func (f *pruneFlags) pruneOptions(fs *pflag.FlagSet) (prune.Options, error) {
 		if fs.Changed("sparsity") {
 			return opt, usagef("--nm and --sparsity exclude each other")
 		}
-		opt.NM = &prune.NM{N: n, M: m}
-		opt.Sparsity = 1 - float64(n)/float64(m)
+		opt.NM = &ecprune.NM{N: n, M: m}
 	}
 	if len(f.layerSparsity) > 0 {
 		opt.LayerSparsity = map[string]float64{}
@@ -132,67 +145,6 @@ func (f *pruneFlags) pruneOptions(fs *pflag.FlagSet) (prune.Options, error) {
 	return opt, nil
 }
 
-type sizeInfo struct {
-	Bytes     int64 `json:"bytes"`
-	GzipBytes int64 `json:"gzip_bytes"`
-	Params    int   `json:"params"`
-	NonZeros  int   `json:"nonzeros"`
-}
-
-type layerReport struct {
-	Name          string  `json:"name"`
-	Out           int     `json:"out"`
-	In            int     `json:"in"`
-	Params        int     `json:"params"`
-	NonZerosBef   int     `json:"nonzeros_before"`
-	NonZeros      int     `json:"nonzeros"`
-	Density       float64 `json:"density"`
-	Format        string  `json:"format"`
-	TensorBytes   int64   `json:"tensor_bytes"`
-	BiasShiftNorm float64 `json:"bias_shift_norm"`
-	Predicted     float64 `json:"predicted_error"`
-	Local         string  `json:"local_objective,omitempty"` // why the layer is analysed on its own output (analysis.LocalObjectives)
-}
-
-type qualityPair struct {
-	Original *analysis.Quality `json:"original"`
-	Pruned   *analysis.Quality `json:"pruned"`
-}
-
-type pruneReport struct {
-	Model          string        `json:"model"`
-	Output         string        `json:"output"`
-	Method         string        `json:"method"`
-	Sparsity       float64       `json:"sparsity"`
-	NM             string        `json:"nm,omitempty"`
-	Scope          string        `json:"scope"`
-	Objective      string        `json:"objective"`
-	Refit          string        `json:"refit,omitempty"`
-	Task           string        `json:"task"`
-	Derivatives    string        `json:"derivatives"`
-	Seed           uint64        `json:"seed"`
-	Samples        int           `json:"calibration_samples"`
-	Holdout        int           `json:"holdout_samples"`
-	Removed        int           `json:"removed"`
-	Prunable       int           `json:"prunable"`
-	Before         sizeInfo      `json:"before"`
-	After          sizeInfo      `json:"after"`
-	Layers         []layerReport `json:"layers"`
-	Calibration    qualityPair   `json:"calibration"`
-	HoldoutQ       *qualityPair  `json:"holdout,omitempty"`
-	PredictedSqErr *float64      `json:"predicted_sq_err_per_sample,omitempty"`
-	// PredictedClamped: the sum came out below zero (rounding) and was
-	// reported as 0.
-	PredictedClamped bool   `json:"predicted_clamped_to_zero,omitempty"`
-	Note             string `json:"note"`
-	Seconds          struct {
-		Analysis float64 `json:"analysis"`
-		Select   float64 `json:"select"`
-		Write    float64 `json:"write"`
-		Evaluate float64 `json:"evaluate"`
-	} `json:"seconds"`
-}
-
 func runPrune(e *env, f *pruneFlags, args []string) error {
 	if len(args) != 1 {
 		return usagef("prune takes one model file")
@@ -201,8 +153,12 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 	if f.output == "" {
 		return usagef("-o OUT is required")
 	}
-	if f.external < 0 {
-		return usagef("--external-data %d: want a size in bytes, or 0 to keep the input's layout", f.external)
+	opt, err := f.options(e)
+	if err != nil {
+		return err
+	}
+	if err := opt.ValidateWith(f.af.data()); err != nil {
+		return cliError(err)
 	}
 	if f.external == 0 {
 		// The pruned model keeps the input's external data files, beside -o.
@@ -214,58 +170,40 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 			return out
 		}
 	}
-	format, err := export.ParseFormat(f.format)
-	if err != nil {
-		return usagef("--format: %v", err)
+	sparseNote := ""
+	if opt.Granularity != ecprune.Neuron {
+		e.loadedCheck = func(m *onnxio.Model) error {
+			sparseNote = ecprune.SparseNote(m)
+			return ecprune.CheckFormat(m, opt.Format)
+		}
 	}
-	switch f.granularity {
-	case "weight":
-		f.af.noStats = false // the flags outlive a run in tests
-	case "neuron":
-		return runPruneUnits(e, f, in)
-	default:
-		return usagef("--granularity %q: want weight or neuron", f.granularity)
-	}
-	opt, err := f.pruneOptions(e.fs)
+	ld, err := e.loadModel(in, true)
 	if err != nil {
 		return err
 	}
-	if err := checkFraction("--sparsity", opt.Sparsity); err != nil {
-		return err
+	res, err := ecprune.Prune(context.Background(), ld.m, f.af.data(), opt)
+	if err != nil {
+		return modelError(err)
 	}
-	for name, s := range opt.LayerSparsity {
-		if err := checkFraction("--layer-sparsity "+name, s); err != nil {
+	defer res.Close()
+	if err := res.SaveStaged(f.output, e.stage); err != nil {
+		return modelError(err)
+	}
+	if f.scores != "" {
+		if err := res.WriteScores(f.scores, e.stage); err != nil {
 			return err
 		}
 	}
-	if _, err := analysis.CriterionByName(f.method); err != nil && f.method != "exact" && !analysis.Sequential(f.method) {
-		return usagef("--method: %v%s", err, methodHint(f.method, append(analysis.Methods(), "ec+", "exact")))
-	}
-	sparseNote := ""
-	e.loadedCheck = func(m *onnxio.Model) error {
-		sparseNote = export.SparseNote(m)
-		return export.CheckFormat(m, format)
-	}
-	needGrad := analysis.NeedsLabels(f.method)
-	if needGrad && f.af.labels == "" {
-		return usagef("method %s needs labels (--labels)", f.method)
-	}
-	j, err := e.newJob(in, &f.af, needGrad, f.method == "ec+")
-	if err != nil {
-		return err
-	}
-	defer j.src.Close()
-	// One method, one model: scoring may consume the statistics and
-	// selection the scores. ec+ reuses the statistics themselves with
-	// exact derivatives, not with probes (which large models use).
-	j.oneShot = f.method != "ec+" || f.af.probes > 0
-	j.keepScores = f.scores != ""
-	r, err := j.pruneOne(f, opt, format, f.output)
-	if err != nil {
-		return err
-	}
-	if sparseNote != "" {
-		r.Note = sparseNote + "; " + r.Note
+	var r any
+	var text func(io.Writer)
+	if u := res.Units; u != nil {
+		r, text = u, func(w io.Writer) { printUnitReport(w, u) }
+	} else {
+		pr := res.Report
+		if sparseNote != "" {
+			pr.Note = sparseNote + "; " + pr.Note
+		}
+		r, text = pr, func(w io.Writer) { printPruneReport(w, pr) }
 	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
@@ -273,238 +211,7 @@ func runPrune(e *env, f *pruneFlags, args []string) error {
 			return err
 		}
 	}
-	return e.output(r, func(w io.Writer) { printPruneReport(w, r) })
-}
-
-// pruneOne prunes with one method and options, writes out, and measures.
-func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, out string) (*pruneReport, error) {
-	e := j.e
-	r := &pruneReport{
-		Model: j.ld.path, Output: out, Method: f.method, Sparsity: opt.Sparsity, Scope: string(opt.Scope),
-		Objective: objectiveName(f.af.objective, j.task), Task: string(j.task), Derivatives: j.stats.Mode.String(), Seed: f.af.seed, Samples: j.stats.N, Note: densifyNote,
-	}
-	if opt.NM != nil {
-		r.NM = f.nm
-		r.Scope = "layer"
-	}
-	if j.hold != nil {
-		r.Holdout = j.hold.N()
-	}
-	r.Seconds.Analysis = j.statTime.Seconds()
-	t := time.Now()
-	plan, err := j.plan(f.method, opt)
-	if err != nil {
-		return nil, err
-	}
-	r.Refit = plan.Objective
-	r.Seconds.Select = time.Since(t).Seconds()
-	layers := planLayerReports(plan)
-	t = time.Now()
-	var results []export.TensorResult
-	if plan.Removed == 0 && f.external == 0 {
-		// Nothing removed: the input as it is, byte for byte (no bias
-		// added, no metadata).
-		if err := j.copyInput(out); err != nil {
-			return nil, err
-		}
-		for range layers {
-			results = append(results, export.TensorResult{Format: "unchanged"})
-		}
-	} else if results, err = j.writePruned(plan, f, format, opt, out); err != nil {
-		return nil, err
-	}
-	r.Seconds.Write = time.Since(t).Seconds()
-	if f.scores != "" {
-		if err := j.writeScores(f.method, f.scores); err != nil {
-			return nil, err
-		}
-	}
-	// Sizes: gzip of a large model takes seconds, so both files are
-	// measured in the background while the output is read back and
-	// evaluated.
-	// What this run wrote is measured and read back from its staged files,
-	// whatever another process does at -o meanwhile.
-	before, afterSize := measureAsync(j.ld.path, nil), measureAsync(out, e.stage)
-	am, err := onnxio.LoadStaged(out, e.stage)
-	if err != nil {
-		return nil, fmt.Errorf("reading back %s: %w", out, err)
-	}
-	anet, err := onnxio.Extract(am, onnxio.ExtractOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("reading back %s: %w", out, err)
-	}
-	after := &loaded{path: out, net: anet} // only its network is measured and evaluated
-	r.Removed, r.Prunable = plan.Removed, plan.Total
-	for k, lr := range layers {
-		if k < len(results) {
-			lr.Format, lr.TensorBytes = string(results[k].Format), results[k].Bytes
-		}
-		if j.stats != nil {
-			lr.Local = j.stats.Local[plan.Layers[k].Layer]
-		}
-		r.Layers = append(r.Layers, lr)
-	}
-	if f.method == "ec" && f.af.objective == "output" {
-		var p float64
-		for _, lp := range plan.Layers {
-			p += lp.Predicted
-		}
-		if p < 0 {
-			// Rounding in S2 - S1²/S0 can leave a sum of zeros slightly
-			// negative; an error is never below zero.
-			p = 0
-			r.PredictedClamped = true
-		}
-		r.PredictedSqErr = &p
-	}
-	// Quality: the pruned network as written (read back from the file).
-	t = time.Now()
-	if err := after.net.Err(out); err != nil {
-		return nil, err
-	}
-	r.Calibration.Original, r.Calibration.Pruned, err = j.compare(after.net, j.src, j.labels)
-	if err != nil {
-		return nil, err
-	}
-	if j.hold != nil {
-		var hq qualityPair
-		if hq.Original, hq.Pruned, err = j.compare(after.net, j.hold, j.hlabels); err != nil {
-			return nil, err
-		}
-		r.HoldoutQ = &hq
-	}
-	r.Seconds.Evaluate = time.Since(t).Seconds()
-	if r.Before, err = before.wait(j.ld.net); err != nil {
-		return nil, err
-	}
-	if r.After, err = afterSize.wait(after.net); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-// objectiveName says in words what removal is measured on.
-func objectiveName(objective string, task analysis.Task) string {
-	if objective == "loss" {
-		if task == analysis.TaskClassification {
-			return "loss (cross-entropy on the labels)"
-		}
-		return "loss (squared error against the labels)"
-	}
-	return "output (squared change of the model's outputs)"
-}
-
-// writePruned applies the plan to the model and stages the result at out.
-func (j *job) writePruned(plan *prune.Plan, f *pruneFlags, format export.Format, opt prune.Options, out string) ([]export.TensorResult, error) {
-	pm, results, err := j.write(plan, format, f.addBias, j.metadata(f.method, opt))
-	if err != nil {
-		return nil, err
-	}
-	if j.oneShot {
-		// The written model has what it needs of the source's protobuf
-		// and of the plan's weights (counted before): let them go before
-		// the model is saved and read back.
-		for _, lp := range plan.Layers {
-			lp.W, lp.Pruned = nil, nil
-		}
-		j.ld.model = nil
-	}
-	return results, export.SaveStaged(pm, out, f.external, j.e.stage)
-}
-
-// copyInput stages the input model and its external data files unchanged
-// at out (and beside it).
-func (j *job) copyInput(out string) error {
-	m := j.ld.model
-	b, err := os.ReadFile(m.Path)
-	if err != nil {
-		return &onnxio.BadInputError{File: m.Path, Msg: "cannot read: " + err.Error()}
-	}
-	if err := j.e.stage.WriteFile(out, b); err != nil {
-		return err
-	}
-	for _, loc := range m.ExternalLocations() {
-		b, err := os.ReadFile(filepath.Join(m.Dir, loc))
-		if err != nil {
-			return &onnxio.BadInputError{File: m.Path, Msg: "external data: " + err.Error()}
-		}
-		target := filepath.Join(filepath.Dir(out), loc)
-		if err := j.e.stage.MkdirAll(filepath.Dir(target)); err != nil {
-			return err
-		}
-		if err := j.e.stage.WriteFile(target, b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// planLayerReports gives each layer's counts of a plan (its format and
-// bytes are filled in once written).
-func planLayerReports(plan *prune.Plan) []layerReport {
-	out := make([]layerReport, 0, len(plan.Layers))
-	for _, lp := range plan.Layers {
-		lr := layerReport{Name: lp.Layer.Name, Out: lp.Layer.Out, In: lp.Layer.In, Params: lp.Layer.Params(), Density: lp.Density(), Predicted: max(0, lp.Predicted)}
-		for q, w := range lp.W {
-			if w != 0 {
-				lr.NonZeros++
-			}
-			if lp.Layer.At(q) != 0 {
-				lr.NonZerosBef++
-			}
-		}
-		var ss float64
-		for _, d := range lp.BiasShift {
-			ss += d * d
-		}
-		lr.BiasShiftNorm = math.Sqrt(ss)
-		out = append(out, lr)
-	}
-	return out
-}
-
-// compare measures the original and a pruned network on a data set.
-func (j *job) compare(pruned *onnxio.Network, src *calib.Source, labels *analysis.Labels) (orig, pr *analysis.Quality, err error) {
-	d := sourceData{Src: src}
-	if labels != nil {
-		if orig, err = analysis.Evaluate(j.ld.net, nil, d, labels, j.task, j.af.batch, nil); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		orig = &analysis.Quality{N: src.N()}
-	}
-	pr, err = analysis.Evaluate(pruned, j.ld.net, d, labels, j.task, j.af.batch, nil)
-	if err == nil && j.regression() {
-		pr.ArgmaxSame = nil // no classes: the agreement means nothing
-	}
-	return orig, pr, err
-}
-
-// writeScores saves a method's scores and deltas as .npz.
-func (j *job) writeScores(method, path string) error {
-	var sc *analysis.Scores
-	var err error
-	if analysis.Sequential(method) {
-		sc, err = j.methodScores("ec")
-	} else {
-		sc, err = j.methodScores(method)
-	}
-	if err != nil {
-		return err
-	}
-	arrays := map[string][]float64{}
-	shapes := map[string][]int{}
-	for _, ls := range sc.Layers {
-		arrays[ls.Layer.Name+".importance"] = ls.Score
-		shapes[ls.Layer.Name+".importance"] = []int{ls.Layer.Out, ls.Layer.In}
-		d := ls.Delta
-		if d == nil {
-			d = make([]float64, len(ls.Score))
-		}
-		arrays[ls.Layer.Name+".delta"] = d
-		shapes[ls.Layer.Name+".delta"] = []int{ls.Layer.Out, ls.Layer.In}
-	}
-	return saveNpz(path, arrays, shapes, j.e.stage)
+	return e.output(r, text)
 }
 
 func printPruneReport(w io.Writer, r *pruneReport) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -8,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -74,10 +75,10 @@ func runReport(e *env, f *reportFlags, args []string) error {
 		return err
 	}
 	r := &reportResult{Before: args[0], After: args[1], Note: densifyNote}
-	if r.SizeB, err = modelSizes(args[0], b.net); err != nil {
+	if r.SizeB, err = ecprune.ModelSize(b.m); err != nil {
 		return err
 	}
-	if r.SizeA, err = modelSizes(args[1], a.net); err != nil {
+	if r.SizeA, err = ecprune.ModelSize(a.m); err != nil {
 		return err
 	}
 	density := func(l *onnxio.Layer) float64 {
@@ -106,23 +107,11 @@ func runReport(e *env, f *reportFlags, args []string) error {
 		r.Layers = append(r.Layers, rl)
 	}
 	if len(f.data) > 0 {
-		src, labels, task, err := f.open(e, b.net)
+		q, err := ecprune.Compare(context.Background(), b.m, a.m, f.dataSet(), f.options(e))
 		if err != nil {
-			return err
+			return cliError(err)
 		}
-		defer src.Close()
-		var q qualityPair
-		if labels != nil {
-			if q.Original, err = analysis.Evaluate(b.net, nil, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
-				return err
-			}
-		} else {
-			q.Original = &analysis.Quality{N: src.N()}
-		}
-		if q.Pruned, err = analysis.Evaluate(a.net, b.net, sourceData{Src: src}, labels, task, f.batch, nil); err != nil {
-			return err
-		}
-		r.Quality = &q
+		r.Quality = q
 	}
 	return e.output(r, func(w io.Writer) {
 		fmt.Fprintf(w, "%s -> %s\n", r.Before, r.After)

@@ -2,33 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/ecprune/ecprune/analysis"
-	"github.com/ecprune/ecprune/analysis/calib"
-	"github.com/ecprune/ecprune/export"
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
-	"github.com/ecprune/ecprune/prune"
-)
-
-// sweepDefaultMethods are compared when --methods is not given; the
-// label-based criteria join them when --labels is given. exact is left out:
-// it costs a forward pass per weight.
-var (
-	sweepDefaultMethods = []string{"ec", "ec+", "magnitude", "wanda", "random"}
-	sweepLabelMethods   = []string{"gradient", "taylor"}
 )
 
 const sweepDefaultSparsities = "0.1:0.9:0.1"
@@ -64,7 +52,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.test, "test", nil, "test inputs the pruned models are evaluated on (.npy, .npz or .pb, like --calib; required)")
 	fs.StringVar(&f.testLabels, "test-labels", "", "labels of the test samples: test loss, and accuracy for classification")
 	fs.IntVar(&f.testLimit, "test-limit", 0, "use at most this many test samples (0: all)")
-	fs.StringSliceVar(&f.methods, "methods", nil, "criteria to compare, e.g. ec,magnitude (default: "+strings.Join(sweepDefaultMethods, ",")+", plus "+strings.Join(sweepLabelMethods, ",")+" with --labels; exact only when named)")
+	fs.StringSliceVar(&f.methods, "methods", nil, "methods to compare, e.g. ec,magnitude (default: "+sweepDefaultHelp()+")")
 	fs.StringVar(&f.sparsities, "sparsities", sweepDefaultSparsities, "sparsities to prune at: a list 0.5,0.8,0.9 or START:STOP:STEP with STOP included")
 	fs.StringVar(&f.scope, "scope", "global", "rank weights over all layers (global) or within each layer (layer)")
 	fs.StringVar(&f.csv, "csv", "", "write the results table to this CSV file")
@@ -90,37 +78,12 @@ func init() {
 	})
 }
 
-// sweepSize is the size of the file a point's pruning gives, stored two
-// ways.
-type sweepSize struct {
-	AutoBytes  int64 `json:"auto_bytes"`       // what prune --format auto writes
-	AutoGzip   int64 `json:"auto_gzip_bytes"`  // that file gzipped
-	DenseBytes int64 `json:"dense_bytes"`      // --format dense: zeros stored
-	DenseGzip  int64 `json:"dense_gzip_bytes"` // that file gzipped (zeros compress)
-}
-
-type sweepPoint struct {
-	Method   string            `json:"method"`
-	Sparsity float64           `json:"sparsity"`
-	Removed  int               `json:"removed"`
-	Prunable int               `json:"prunable"`
-	NonZeros int               `json:"nonzeros"`
-	Test     *analysis.Quality `json:"test"`
-	// Predicted is the sum of the removed weights' importances: for ec on
-	// the output objective, the first-order predicted output error.
-	Predicted *float64  `json:"predicted_sq_err_per_sample,omitempty"`
-	Size      sweepSize `json:"size"`
-	File      string    `json:"file,omitempty"`
-}
-
-type sweepDense struct {
-	File      string            `json:"file"`
-	Bytes     int64             `json:"bytes"`
-	GzipBytes int64             `json:"gzip_bytes"`
-	Params    int               `json:"params"`
-	NonZeros  int               `json:"nonzeros"`
-	Test      *analysis.Quality `json:"test"`
-}
+// The points are the library's, with its JSON field names.
+type (
+	sweepSize  = ecprune.SweepSize
+	sweepPoint = ecprune.SweepPoint
+	sweepDense = ecprune.SweepDense
+)
 
 type sweepResult struct {
 	Model       string `json:"model"`
@@ -160,15 +123,19 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch prune.Scope(f.scope) {
-	case prune.Global, prune.Layer:
-	default:
-		return usagef("--scope %q: want global or layer", f.scope)
+	opt := ecprune.SweepOptions{
+		Analysis: f.af.analysis(e), Sparsities: sparsities, Scope: ecprune.Scope(f.scope),
+		Test: ecprune.Data{Inputs: f.test, Labels: f.testLabels}, TestLimit: f.testLimit,
+		SaveDir: f.saveDir, Stage: e.stage,
+	}
+	if err := opt.Validate(); err != nil {
+		return cliError(err)
 	}
 	methods, err := sweepMethods(f.methods, f.af.labels != "")
 	if err != nil {
 		return err
 	}
+	opt.Methods = methods
 	// Every output is checked before the analysis (the others in run),
 	// so that a typo does not cost a long run.
 	if f.plot != "" {
@@ -198,123 +165,19 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 			return err
 		}
 	}
-	// The test data and labels are read before the analysis too. The
-	// model's inputs are all that is needed for that; newJob loads the
-	// model again, with its warnings.
-	mp, err := onnxio.Load(model)
+	ld, err := e.loadModel(model, true)
 	if err != nil {
 		return err
 	}
-	if err := e.checkModelFiles(mp); err != nil {
-		return err
-	}
-	if f.saveDir != "" && len(mp.ExternalLocations()) > 0 && len(methods)*len(sparsities) > 1 {
-		return &onnxio.BadInputError{File: model, Msg: "has external data, which every --save-dir model would write to the same file: save one point at a time with prune, or leave out --save-dir"}
-	}
-	pre, err := onnxio.Extract(mp, onnxio.ExtractOptions{})
+	sr, err := ecprune.Sweep(context.Background(), ld.m, f.af.data(), opt)
 	if err != nil {
-		return err
+		return modelError(err)
 	}
-	test, err := e.openData(pre, f.test, f.af.batch, f.testLimit)
-	if err != nil {
-		return err
-	}
-	defer test.Close()
-	var traw *calib.Labels
-	if f.testLabels != "" {
-		if traw, err = test.LoadLabels(f.testLabels); err != nil {
-			return err
-		}
-		// Checked now against the model; converted for the task once the
-		// calibration labels have decided it.
-		width, err := outputWidth(pre, test)
-		if err != nil {
-			return fmt.Errorf("%s: %w", model, err)
-		}
-		if _, _, err := prepareLabels(f.testLabels, traw, f.af.task, width); err != nil {
-			return err
-		}
-	} else {
-		e.logf("no --test-labels: measuring only the output error against the dense model, not test loss or accuracy")
-	}
-
-	needGrad := slices.ContainsFunc(methods, analysis.NeedsLabels)
-	j, err := e.newJob(model, &f.af, needGrad, slices.Contains(methods, "ec+"))
-	if err != nil {
-		return err
-	}
-	defer j.src.Close()
-	task := j.task
-	var tlabels *analysis.Labels
-	if traw != nil {
-		tflag := string(task)
-		if j.labels == nil {
-			// Without calibration labels the test labels decide the task.
-			tflag = f.af.task
-		}
-		width, err := outputWidth(j.ld.net, test)
-		if err != nil {
-			return fmt.Errorf("%s: %w", model, err)
-		}
-		if tlabels, task, err = prepareLabels(f.testLabels, traw, tflag, width); err != nil {
-			return err
-		}
-	}
-
 	r := &sweepResult{
-		Model: model, Objective: f.af.objective, Derivatives: j.stats.Mode.String(), Scope: f.scope, Seed: f.af.seed,
-		Calibration: j.stats.N, TestSamples: test.N(), TestLabels: tlabels != nil,
-		StatisticsPasses: j.stats.Passes, Methods: methods, Sparsities: sparsities, Note: densifyNote,
-		CSV: f.csv, SaveDir: f.saveDir,
+		Model: sr.Model, Task: sr.Task, Objective: sr.Objective, Derivatives: sr.Derivatives, Scope: sr.Scope, Seed: sr.Seed,
+		Calibration: sr.Calibration, TestSamples: sr.TestSamples, TestLabels: sr.TestLabels, StatisticsPasses: sr.StatisticsPasses,
+		Methods: sr.Methods, Sparsities: sr.Sparsities, Dense: sr.Dense, Points: sr.Points, CSV: f.csv, SaveDir: sr.SaveDir, Note: sr.Note,
 	}
-	if tlabels != nil || j.labels != nil {
-		r.Task = string(task)
-	}
-	ds, err := modelSizes(model, j.ld.net)
-	if err != nil {
-		return err
-	}
-	r.Dense = sweepDense{File: model, Bytes: ds.Bytes, GzipBytes: ds.GzipBytes, Params: ds.Params, NonZeros: ds.NonZeros}
-	if r.Dense.Test, err = analysis.Evaluate(j.ld.net, nil, sourceData{Src: test}, tlabels, task, f.af.batch, nil); err != nil {
-		return fmt.Errorf("%s: evaluating the dense model on the test data: %w", model, err)
-	}
-
-	// Scores first, so that exact's own progress bar does not interleave
-	// with the sweep's and a missing label fails before any point.
-	for _, m := range methods {
-		if analysis.Sequential(m) {
-			m = "ec" // ec+ and sparsegpt start from ec's budgets
-		}
-		if _, err := j.methodScores(m); err != nil {
-			return err
-		}
-	}
-	tmp, err := os.MkdirTemp("", "ecprune-sweep-*")
-	if err != nil {
-		return fmt.Errorf("sweep: temporary folder for size measurements: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	e.stage.OnAbort(func() { os.RemoveAll(tmp) })
-
-	total := len(methods) * len(sparsities)
-	e.logf("sweep: %d methods x %d sparsities = %d points, every one reusing the statistics computed once", len(methods), len(sparsities), total)
-	start := time.Now()
-	p := e.newProgress("sweep", total)
-	for _, m := range methods {
-		for _, s := range sparsities {
-			pt, err := j.sweepPoint(m, s, prune.Scope(f.scope), sourceData{Src: test}, tlabels, task, f.saveDir, tmp)
-			if err != nil {
-				p.finish()
-				return fmt.Errorf("%s at sparsity %g: %w", m, s, err)
-			}
-			r.Points = append(r.Points, *pt)
-			p.set(len(r.Points), total)
-			e.debugf("sweep: %s s=%g: test loss %s, output error %s, %d bytes", m, s, fmtOpt(pt.Test.Loss), fmtOpt(pt.Test.SqErr), pt.Size.AutoBytes)
-		}
-	}
-	p.finish()
-	e.logf("sweep: %d points in %s (statistics: %d passes over the calibration data, once)", total, time.Since(start).Round(time.Millisecond), r.StatisticsPasses)
-
 	if f.csv != "" {
 		if err := writeSweepCSV(f.csv, r, e.stage); err != nil {
 			return err
@@ -329,104 +192,24 @@ func runSweep(e *env, f *sweepFlags, args []string) error {
 	return e.output(r, func(w io.Writer) { printSweep(w, r) })
 }
 
-// sweepPoint prunes with one method at one sparsity, writes the file prune
-// would write, measures its sizes and evaluates it as read back, so that a
-// point equals a separate `prune` then `eval` run exactly.
-func (j *job) sweepPoint(method string, s float64, scope prune.Scope, test analysis.Data, labels *analysis.Labels, task analysis.Task, saveDir, tmp string) (*sweepPoint, error) {
-	opt := prune.Options{Sparsity: s, Scope: scope, Compensate: true}
-	plan, err := j.plan(method, opt)
-	if err != nil {
-		return nil, err
-	}
-	meta := j.metadata(method, opt)
-	pt := &sweepPoint{Method: method, Sparsity: s, Removed: plan.Removed, Prunable: plan.Total}
-	if method == "ec" && j.af.objective == "output" {
-		var sum float64
-		for _, lp := range plan.Layers {
-			sum += lp.Predicted
+// sweepDefaultHelp lists the methods a sweep compares by default.
+func sweepDefaultHelp() string {
+	var plain, labelled []string
+	for _, m := range ecprune.SweepMethods(true) {
+		if m.Needs.Labels {
+			labelled = append(labelled, m.Name)
+		} else {
+			plain = append(plain, m.Name)
 		}
-		pt.Predicted = &sum
 	}
-	// The kept models are staged with the run's other outputs; the
-	// measuring copies are written in the temporary folder at once.
-	save := func(format export.Format, path string, st *onnxio.Stage) (export.Size, error) {
-		pm, _, err := j.write(plan, format, true, meta)
-		if err != nil {
-			return export.Size{}, err
-		}
-		if err := export.SaveStaged(pm, path, 0, st); err != nil {
-			return export.Size{}, err
-		}
-		return export.SizesStaged(path, st)
-	}
-	var st *onnxio.Stage
-	auto := filepath.Join(tmp, "auto.onnx")
-	if saveDir != "" {
-		auto = filepath.Join(saveDir, sweepFileName(method, s))
-		pt.File = auto
-		st = j.e.stage
-	}
-	as, err := save(export.Auto, auto, st)
-	if err != nil {
-		return nil, err
-	}
-	dsz, err := save(export.Dense, filepath.Join(tmp, "dense.onnx"), nil)
-	if err != nil {
-		return nil, err
-	}
-	pt.Size = sweepSize{AutoBytes: as.Disk, AutoGzip: as.Gzip, DenseBytes: dsz.Disk, DenseGzip: dsz.Gzip}
-	var m *onnxio.Model
-	if st != nil {
-		m, err = onnxio.LoadStaged(auto, st)
-	} else {
-		m, err = onnxio.Load(auto)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading back %s: %w", auto, err)
-	}
-	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("reading back %s: %w", auto, err)
-	}
-	if err := net.Err(auto); err != nil {
-		return nil, err
-	}
-	_, pt.NonZeros, _ = export.Counts(net)
-	if pt.Test, err = analysis.Evaluate(net, j.ld.net, test, labels, task, j.af.batch, nil); err != nil {
-		return nil, fmt.Errorf("evaluating on the test data: %w", err)
-	}
-	return pt, nil
+	return strings.Join(plain, ",") + ", plus " + strings.Join(labelled, ",") + " with --labels; others only when named"
 }
 
-// sweepMethods resolves --methods: the defaults, or the named criteria,
+// sweepMethods resolves --methods: the defaults, or the named methods,
 // checked and without repeats.
 func sweepMethods(names []string, labels bool) ([]string, error) {
-	if len(names) == 0 {
-		names = slices.Clone(sweepDefaultMethods)
-		if labels {
-			names = append(names, sweepLabelMethods...)
-		}
-	}
-	var out []string
-	for _, n := range names {
-		n = strings.TrimSpace(n)
-		if n == "" || slices.Contains(out, n) {
-			continue
-		}
-		if n != "exact" && !analysis.Sequential(n) {
-			if _, err := analysis.CriterionByName(n); err != nil {
-				return nil, usagef("--methods: %v%s", err, methodHint(n, analysis.Methods()))
-			}
-		}
-		if analysis.NeedsLabels(n) && !labels {
-			return nil, usagef("method %s needs calibration labels (--labels)", n)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, usagef("--methods names no method")
-	}
-	return out, nil
+	out, err := ecprune.SweepOptions{Methods: names, Analysis: ecprune.Analysis{OptionNames: flagName}}.MethodsOf(labels)
+	return out, cliError(err)
 }
 
 // parseSparsities reads "0.5,0.8" or "START:STOP:STEP" (STOP included when
@@ -491,21 +274,11 @@ func parseSparsities(spec string) ([]float64, error) {
 }
 
 // sweepFileName names a saved point: ec_s0.80.onnx.
-func sweepFileName(method string, s float64) string {
-	return method + "_s" + sparsityLabel(s) + ".onnx"
-}
+func sweepFileName(method string, s float64) string { return ecprune.SweepFileName(method, s) }
 
 // sparsityLabel prints s with at least two decimals and as many as it
 // needs, so that names sort and never collide.
-func sparsityLabel(s float64) string {
-	l := strconv.FormatFloat(s, 'f', -1, 64)
-	if i := strings.IndexByte(l, '.'); i < 0 {
-		l += ".00"
-	} else if d := len(l) - i - 1; d < 2 {
-		l += strings.Repeat("0", 2-d)
-	}
-	return l
-}
+func sparsityLabel(s float64) string { return ecprune.SparsityLabel(s) }
 
 func fmtOpt(p *float64) string {
 	if p == nil {

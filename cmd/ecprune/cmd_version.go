@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"github.com/ecprune/ecprune/analysis"
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/ecprune/ecprune"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -17,7 +18,8 @@ func init() {
 		summary: "print ecprune's version, Go version and build settings",
 		usage:   "",
 		run: func(e *env, args []string) error {
-			r := map[string]any{"version": version, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH, "blas": analysis.BLASName, "kernel": analysis.BLASKernel()}
+			blas, kernel := ecprune.BLAS()
+			r := map[string]any{"version": version, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH, "blas": blas, "kernel": kernel}
 			settings := map[string]string{}
 			if bi, ok := debug.ReadBuildInfo(); ok {
 				for _, s := range bi.Settings {
@@ -26,7 +28,7 @@ func init() {
 			}
 			r["build"] = settings
 			return e.output(r, func(w io.Writer) {
-				fmt.Fprintf(w, "ecprune %s (%s %s/%s, matrix products: %s, kernel %s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, analysis.BLASName, analysis.BLASKernel())
+				fmt.Fprintf(w, "ecprune %s (%s %s/%s, matrix products: %s, kernel %s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, blas, kernel)
 				for _, k := range []string{"-tags", "CGO_ENABLED", "vcs.revision", "vcs.modified", "-ldflags"} {
 					if v, ok := settings[k]; ok {
 						fmt.Fprintf(w, "  %s=%s\n", k, v)

@@ -137,6 +137,7 @@ func (e *env) cleanUpOnSignal(cmd string) (stop func()) {
 	go func() {
 		select {
 		case s := <-sigs:
+			e.interrupted.Store(true)
 			e.stage.Abort()
 			fmt.Fprintf(e.stderr, "ecprune %s: interrupted (%v): nothing written\n", cmd, s)
 			code := 130

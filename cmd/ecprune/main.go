@@ -6,30 +6,11 @@
 package main
 
 import (
-	"github.com/ecprune/ecprune/analysis"
 	"os"
-	"runtime/debug"
-
-	"github.com/ecprune/ecprune/onnxio"
 )
 
 func main() {
 	// main only delegates, so that deferred clean-ups in run happen before
 	// the process exits.
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// tuneGC sets the collector's growth from the size of a loaded network
-// (analysis.GCPercent); an explicit GOGC in the environment is left
-// alone. It reports whether the model counts as large (the default would
-// leave more garbage than the analysis's slack).
-func tuneGC(net *onnxio.Network) (large bool) {
-	pct := analysis.GCPercent(net)
-	if pct >= 100 {
-		return false
-	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(pct)
-	}
-	return true
 }

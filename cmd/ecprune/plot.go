@@ -19,6 +19,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 
+	"github.com/ecprune/ecprune"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -178,8 +179,8 @@ func sizePlot(r *sweepResult, model string) *figure {
 	}
 	// The recommended method when it is in the sweep, else the first.
 	method := r.Points[0].Method
-	if slices.Contains(r.Methods, "ec+") {
-		method = "ec+"
+	if rec := ecprune.Recommended().Name; slices.Contains(r.Methods, rec) {
+		method = rec
 	}
 	unit, div := "KiB", 1024.0
 	if r.Dense.Bytes >= 4<<20 {

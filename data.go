@@ -1,4 +1,4 @@
-package main
+package ecprune
 
 import (
 	"fmt"
@@ -9,12 +9,43 @@ import (
 	"github.com/ecprune/ecprune/onnxio"
 )
 
+// Data names the files of a data set: inputs (.npy with samples on the
+// first axis, .npz keyed by graph input name, or TensorProto .pb; one per
+// graph input or one .npz) and, optionally, labels (class indices or
+// float targets of the same samples).
+type Data struct {
+	Inputs []string
+	Labels string
+}
+
+// openInputs opens inputs for a network.
+func openInputs(net *onnxio.Network, paths []string, batch, limit int, ev Events) (*calib.Source, error) {
+	specs := make([]calib.InputSpec, len(net.Inputs))
+	for i, in := range net.Inputs {
+		specs[i] = calib.InputSpec{Name: in.Name, Shape: in.Shape}
+	}
+	return calib.Open(paths, specs, calib.Options{Batch: batch, Limit: limit, Warn: func(s string) { ev.Log("warning: " + s) }})
+}
+
+// guessTask picks the task from the labels when none is given: integer
+// labels mean classification.
+func guessTask(task Task, l *calib.Labels) Task {
+	switch task {
+	case analysis.TaskClassification, analysis.TaskRegression:
+		return task
+	}
+	if l != nil && l.Class != nil {
+		return analysis.TaskClassification
+	}
+	return analysis.TaskRegression
+}
+
 // outputWidth runs the network on the first sample and returns the number
 // of values of its first output per sample, so that labels can be checked
 // against it before any long pass.
 func outputWidth(net *onnxio.Network, src *calib.Source) (int, error) {
 	width := 0
-	_, err := analysis.Evaluate(net, nil, sourceData{Src: src.Head(1)}, nil, analysis.TaskRegression, 1,
+	_, err := analysis.Evaluate(net, nil, calib.Data{Src: src.Head(1)}, nil, analysis.TaskRegression, 1,
 		func(_ int, outs []*analysis.Tensor) error {
 			width = 1
 			for _, d := range outs[0].Shape[1:] {
@@ -26,9 +57,9 @@ func outputWidth(net *onnxio.Network, src *calib.Source) (int, error) {
 }
 
 // prepareLabels checks labels against the task and the model's output
-// width and converts them; taskFlag is --task ("" to guess from the
-// labels). Every problem is found here, before the analysis, with a hint.
-func prepareLabels(path string, l *calib.Labels, taskFlag string, width int) (*analysis.Labels, analysis.Task, error) {
+// width and converts them; task "" guesses it from the labels. Every
+// problem is found here, before the analysis, with a hint.
+func (a *Analysis) prepareLabels(path string, l *calib.Labels, task Task, width int) (*analysis.Labels, Task, error) {
 	bad := func(format string, args ...any) error {
 		return &calib.DataError{File: path, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -44,10 +75,12 @@ func prepareLabels(path string, l *calib.Labels, taskFlag string, width int) (*a
 		}
 	}
 	oneHot := per > 1 && per == width && whole && isOneHot(l.Target, per)
-	task := guessTask(taskFlag, l)
+	given := task
+	task = guessTask(given, l)
+	tn := a.name("Task")
 	switch {
-	case taskFlag == "" && oneHot:
-		return nil, "", bad("labels are one-hot vectors of the model's %d classes: give class indices instead (numpy: y.argmax(axis=1)), --task classification to read them as such, or --task regression to fit them as targets", width)
+	case given == "" && oneHot:
+		return nil, "", bad("labels are one-hot vectors of the model's %d classes: give class indices instead (numpy: y.argmax(axis=1)), %s classification to read them as such, or %s regression to fit them as targets", width, tn, tn)
 	case task == analysis.TaskClassification && oneHot:
 		classes := make([]int, l.N)
 		for i := range classes {
@@ -63,7 +96,7 @@ func prepareLabels(path string, l *calib.Labels, taskFlag string, width int) (*a
 			return nil, "", bad("classification needs one class index per sample, these labels have %d values per sample", per)
 		}
 		if !whole {
-			return nil, "", bad("classification needs whole class indices, these labels hold fractions (targets for --task regression?)")
+			return nil, "", bad("classification needs whole class indices, these labels hold fractions (targets for %s regression?)", tn)
 		}
 		classes := make([]int, l.N)
 		for i, v := range l.Target {
@@ -76,7 +109,7 @@ func prepareLabels(path string, l *calib.Labels, taskFlag string, width int) (*a
 	}
 	if task == analysis.TaskClassification {
 		if width == 1 {
-			return nil, "", bad("class labels, but the model has a single output: for integer targets use --task regression")
+			return nil, "", bad("class labels, but the model has a single output: for integer targets use %s regression", tn)
 		}
 		for i, c := range l.Class {
 			if c >= width {
@@ -88,7 +121,7 @@ func prepareLabels(path string, l *calib.Labels, taskFlag string, width int) (*a
 	if per != width {
 		hint := ""
 		if per == 1 && whole && width > 1 {
-			hint = ": class indices stored as floats? use --task classification or save them as integers"
+			hint = fmt.Sprintf(": class indices stored as floats? use %s classification or save them as integers", tn)
 		}
 		return nil, "", bad("regression targets have %d values per sample, the model's output has %d%s", per, width, hint)
 	}
