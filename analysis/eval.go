@@ -167,6 +167,27 @@ func RunFrom(net *onnxio.Network, tr *Trace, start int) (*Trace, error) {
 	return nt, nil
 }
 
+// RunFromInPlace is RunFrom writing into tr itself: the outputs of
+// ops[start:] replace tr's values, nothing else of tr changes. It costs
+// the ops it runs, not a copy of every value of the network, which is
+// what a caller that re-evaluates one layer at a time along a deep
+// network needs to stay linear in its depth. The replaced tensors are
+// only dropped from tr, never modified.
+func RunFromInPlace(net *onnxio.Network, tr *Trace, start int) error {
+	if start < 0 || start > len(net.Ops) {
+		return fmt.Errorf("RunFrom: start %d out of range [0, %d]", start, len(net.Ops))
+	}
+	if len(tr.Values) != len(net.Values) {
+		return fmt.Errorf("RunFrom: trace has %d values, network %d", len(tr.Values), len(net.Values))
+	}
+	nt := &Trace{Values: tr.Values, outputs: append([]int(nil), net.Outputs...)}
+	if err := evalOps(net, nt, start); err != nil {
+		return err
+	}
+	tr.outputs = nt.outputs
+	return nil
+}
+
 // LayerOp is the index in net.Ops of the Dense op of layer l, or -1.
 func LayerOp(net *onnxio.Network, l *onnxio.Layer) int {
 	for i := range net.Ops {

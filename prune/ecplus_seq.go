@@ -297,6 +297,12 @@ func prefixNet(net *onnxio.Network, op int) *onnxio.Network {
 // (e.prev) when there are some: everything before that layer is final, so
 // each layer's product is computed once, not once per layer after it.
 // store keeps this pass's traces for the next layer.
+//
+// A kept trace is re-run in place (analysis.RunFromInPlace): a copy of it
+// would cost every value of the network per layer and batch, quadratic in
+// the depth. What the run replaced is put back after the batch unless the
+// trace is kept again, so e.prev stays as it was for the passes that do
+// not store. Each kept trace's size is carried along for the same reason.
 func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f func(a, zc, z0, g []float64, rows, r0 int) error) error {
 	ls := e.st.Layers[li]
 	out := ls.Layer.Out
@@ -310,6 +316,7 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	mean := e.gMean[li]
 	lambda := e.eo.Lambda
 	var kept []keptTrace
+	var undos [][]*analysis.Tensor // per kept trace: the values its run replaced
 	var gpBuf, z0Buf, gBuf []float64
 	size := 0
 	batch := 0
@@ -347,12 +354,17 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 			z0, g = tr0.Values[e.net.Ops[op].Out].Data, gg[li]
 		}
 		var tr *analysis.Trace
+		var undo []*analysis.Tensor // with inPlace: prev.tr's values before the run
+		inPlace := false
 		if inputOnly && tr0 != nil {
 			tr, z0 = tr0, nil // the prefix is the original's
 			a = tr.Values[in].Data
 		} else {
 			if prev != nil {
-				tr, err = analysis.RunFrom(pre, prev.tr, e.prevOp)
+				inPlace = true
+				undo = replacedValues(pre, prev.tr, e.prevOp)
+				tr = prev.tr
+				err = analysis.RunFromInPlace(pre, tr, e.prevOp)
 			} else {
 				tr, err = analysis.Run(pre, b.Inputs)
 			}
@@ -369,19 +381,30 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		if len(a) != rows*ls.Layer.In || (zc != nil && len(zc) != rows*out) || len(g) != rows*out {
 			return fmt.Errorf("samples %d..%d: layer input or output changed shape between passes", b.Start, b.Start+n-1)
 		}
+		keep := false
 		if store {
-			for _, v := range tr.Values {
-				if v != nil {
-					size += v.Len()
-				}
+			var ts int
+			if inPlace {
+				ts = prev.size + valuesSize(replacedValues(pre, tr, e.prevOp)) - valuesSize(undo)
+			} else {
+				ts = valuesSize(tr.Values)
 			}
+			size += ts
 			// Traces only spare a forward pass per layer: they get the
 			// fixed bound, not the one scaled to the model.
 			if store = size <= ecpMemLimit; store {
-				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n})
+				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n, size: ts})
+				undos = append(undos, undo)
+				keep = true
 			} else {
-				kept = nil
+				for i, k := range kept {
+					restoreValues(pre, k.tr, e.prevOp, undos[i])
+				}
+				kept, undos = nil, nil
 			}
+		}
+		if inPlace && !keep {
+			defer restoreValues(pre, tr, e.prevOp, undo)
 		}
 		gp := grow(&gpBuf, len(g))
 		for r := 0; r < rows; r++ {
@@ -398,6 +421,37 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		e.prev, e.prevOp = kept, op
 	}
 	return nil
+}
+
+// replacedValues lists the values of tr that running ops[start:] of net
+// writes, in op order (nil for those not computed yet).
+func replacedValues(net *onnxio.Network, tr *analysis.Trace, start int) []*analysis.Tensor {
+	if start >= len(net.Ops) {
+		return nil
+	}
+	vs := make([]*analysis.Tensor, 0, len(net.Ops)-start)
+	for i := start; i < len(net.Ops); i++ {
+		vs = append(vs, tr.Values[net.Ops[i].Out])
+	}
+	return vs
+}
+
+// restoreValues puts back what replacedValues listed.
+func restoreValues(net *onnxio.Network, tr *analysis.Trace, start int, vs []*analysis.Tensor) {
+	for k, v := range vs {
+		tr.Values[net.Ops[start+k].Out] = v
+	}
+}
+
+// valuesSize is the number of elements of the values (nil ones count 0).
+func valuesSize(vs []*analysis.Tensor) int {
+	size := 0
+	for _, v := range vs {
+		if v != nil {
+			size += v.Len()
+		}
+	}
+	return size
 }
 
 // prefixTo is net evaluated up to (not including) op, with value id as
