@@ -52,6 +52,7 @@ type ecp struct {
 	// op prevOp are final.
 	prev   []keptTrace
 	prevOp int
+	clean  cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
 }
@@ -467,21 +468,53 @@ func prefixTo(net *onnxio.Network, op, id int) *onnxio.Network {
 // in the original network, so that li's input is the original's and its
 // residual is exactly zero.
 func (e *ecp) upstreamClean(cur *onnxio.Network, li int) bool {
-	for _, ls := range e.st.Layers[:li] {
-		l, o := cur.Ops[ls.Op].Layer, ls.Layer
-		for q, w := range l.W {
-			if math.Float64bits(w) != math.Float64bits(o.At(q)) {
-				return false
-			}
+	for k := range e.st.Layers[:li] {
+		if !e.layerClean(cur, k) {
+			return false
 		}
-		for i, b := range l.B {
-			ob := 0.0
-			if o.B != nil {
-				ob = o.B[i]
-			}
-			if b != ob {
-				return false
-			}
+	}
+	return true
+}
+
+// upstreamCleanSeq is upstreamClean along the sequential stage, where the
+// layers before li are final: it compares each layer once per network
+// (e.clean), not once per layer after it, which would be quadratic in
+// the depth when the first layers keep every weight.
+func (e *ecp) upstreamCleanSeq(cur *onnxio.Network, li int) bool {
+	c := &e.clean
+	if c.net != cur || li < c.upTo {
+		*c = cleanPrefix{net: cur, ok: true}
+	}
+	for ; c.ok && c.upTo < li; c.upTo++ {
+		c.ok = e.layerClean(cur, c.upTo)
+	}
+	return c.ok
+}
+
+// cleanPrefix is upstreamCleanSeq's memory: layers [0, upTo) of net were
+// compared, and ok tells whether all were as in the original.
+type cleanPrefix struct {
+	net  *onnxio.Network
+	upTo int
+	ok   bool
+}
+
+// layerClean tells whether layer k of cur is as in the original network.
+func (e *ecp) layerClean(cur *onnxio.Network, k int) bool {
+	ls := e.st.Layers[k]
+	l, o := cur.Ops[ls.Op].Layer, ls.Layer
+	for q, w := range l.W {
+		if math.Float64bits(w) != math.Float64bits(o.At(q)) {
+			return false
+		}
+	}
+	for i, b := range l.B {
+		ob := 0.0
+		if o.B != nil {
+			ob = o.B[i]
+		}
+		if b != ob {
+			return false
 		}
 	}
 	return true
@@ -1169,7 +1202,7 @@ func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident)
 	ls := e.st.Layers[li]
 	out, in := ls.Layer.Out, ls.Layer.In
 	sums := newECPSums(out, in)
-	clean := e.upstreamClean(cur, li)
+	clean := e.upstreamCleanSeq(cur, li)
 	reuse := clean && e.collectMatches(li)
 	var sumA, sumA2 []float64
 	if reuse {
