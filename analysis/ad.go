@@ -60,6 +60,17 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 	p := -1
 	producer := make(map[int]int, len(from)) // value id -> op index, -1 for a graph input
 	at := make(map[int]*Tensor, len(from))
+	// The first op writing each value, found in one scan: one scan per
+	// seed would be quadratic in the depth (a seed per layer's bias).
+	firstOp := make([]int32, len(tr.Values))
+	for i := range firstOp {
+		firstOp[i] = -1
+	}
+	for i := len(net.Ops) - 1; i >= 0; i-- {
+		if o := net.Ops[i].Out; o >= 0 && o < len(firstOp) {
+			firstOp[o] = int32(i)
+		}
+	}
 	start := len(net.Ops)
 	for k, id := range from {
 		if id < 0 || id >= len(tr.Values) || tr.Values[id] == nil {
@@ -81,13 +92,7 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 		}
 		p = seed.Shape[0]
 		at[id] = seed
-		producer[id] = -1
-		for i := range net.Ops {
-			if net.Ops[i].Out == id {
-				producer[id] = i
-				break
-			}
-		}
+		producer[id] = int(firstOp[id])
 		start = min(start, producer[id]+1)
 	}
 	last := lastUse(net)
