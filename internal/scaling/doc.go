@@ -15,6 +15,6 @@
 // as little data as they need.
 //
 // The package has no code of its own: it sits above onnxio, analysis,
-// prune and export, which none of them could import in its tests without
+// prune, prune/ecplus and export, which none of them could import in its tests without
 // a cycle.
 package scaling

@@ -8,12 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/export"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 	"github.com/ecprune/ecprune/testmodels"
 )
 
@@ -194,10 +193,8 @@ func runPipeline(t *testing.T, depth, samples int, withECPlus bool) pipeline {
 		return err
 	})
 	if withECPlus {
-		var eo prune.ECPlusOptions
-		eo.RegisterFlags(pflag.NewFlagSet("ecplus", pflag.ContinueOnError))
 		p.ecplus = measure(t, func() error {
-			_, err := prune.ECPlus(net, data, st, ecs, opt, eo, analysis.TaskRegression, nil)
+			_, err := ecplus.Prune(net, data, st, ecs, opt, ecplus.DefaultOptions(), analysis.TaskRegression, nil)
 			return err
 		})
 	}
