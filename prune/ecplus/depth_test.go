@@ -17,7 +17,7 @@ import (
 // whole sequential stage.
 func TestLayerPassCostIndependentOfDepth(t *testing.T) {
 	withLimits(t, 4, 1<<25, 5e7) // 3 batches of 4 samples
-	const probe = 5             // the layer measured
+	const probe = 5              // the layer measured
 	var bytes []uint64
 	depths := []int{100, 400}
 	for _, depth := range depths {
