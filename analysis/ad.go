@@ -3,6 +3,7 @@ package analysis
 import (
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"gonum.org/v1/gonum/blas"
@@ -59,6 +60,17 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 	p := -1
 	producer := make(map[int]int, len(from)) // value id -> op index, -1 for a graph input
 	at := make(map[int]*Tensor, len(from))
+	// The first op writing each value, found in one scan: one scan per
+	// seed would be quadratic in the depth (a seed per layer's bias).
+	firstOp := make([]int32, len(tr.Values))
+	for i := range firstOp {
+		firstOp[i] = -1
+	}
+	for i := len(net.Ops) - 1; i >= 0; i-- {
+		if o := net.Ops[i].Out; o >= 0 && o < len(firstOp) {
+			firstOp[o] = int32(i)
+		}
+	}
 	start := len(net.Ops)
 	for k, id := range from {
 		if id < 0 || id >= len(tr.Values) || tr.Values[id] == nil {
@@ -66,11 +78,11 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 		}
 		v, seed := tr.Values[id], seeds[k]
 		if seed == nil || seed.Rank() != v.Rank()+1 || !SameShape(seed.Shape[1:], v.Shape) || len(seed.Data) != ShapeSize(seed.Shape) {
-			var got any = "nil"
+			got := "none"
 			if seed != nil {
-				got = seed.Shape
+				got = plain.Shape(seed.Shape)
 			}
-			return nil, fmt.Errorf("JVP: seed shape %v, want [P %v]", got, v.Shape)
+			return nil, fmt.Errorf("JVP: seed shape %s, want P x %s", got, plain.Shape(v.Shape))
 		}
 		if p >= 0 && seed.Shape[0] != p {
 			return nil, fmt.Errorf("JVP: seeds with %d and %d directions", p, seed.Shape[0])
@@ -80,13 +92,7 @@ func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matm
 		}
 		p = seed.Shape[0]
 		at[id] = seed
-		producer[id] = -1
-		for i := range net.Ops {
-			if net.Ops[i].Out == id {
-				producer[id] = i
-				break
-			}
-		}
+		producer[id] = int(firstOp[id])
 		start = min(start, producer[id]+1)
 	}
 	last := lastUse(net)
@@ -359,7 +365,7 @@ func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmul
 		}
 		y := tr.Values[net.Outputs[k]]
 		if g.Rank() != y.Rank()+1 || !SameShape(g.Shape[1:], y.Shape) || len(g.Data) != ShapeSize(g.Shape) || (p >= 0 && g.Shape[0] != p) {
-			return nil, fmt.Errorf("VJP: cotangent %d has shape %v, want [P %v] with one P for all", k, g.Shape, y.Shape)
+			return nil, fmt.Errorf("VJP: cotangent %d has shape %s, want P x %s with one P for all", k, plain.Shape(g.Shape), plain.Shape(y.Shape))
 		}
 		p = g.Shape[0]
 	}

@@ -3,6 +3,7 @@ package analysis
 import (
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -109,7 +110,7 @@ func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []f
 			return nil, fmt.Errorf("input %q: no tensor", in.Name)
 		}
 		if len(t.Data) != ShapeSize(t.Shape) {
-			return nil, fmt.Errorf("input %q: %d values for shape %v", in.Name, len(t.Data), t.Shape)
+			return nil, fmt.Errorf("input %q: %d values for shape %s", in.Name, len(t.Data), plain.Shape(t.Shape))
 		}
 		if err := checkDeclared(in.Shape, t.Shape); err != nil {
 			return nil, fmt.Errorf("input %q: %w", in.Name, err)
@@ -137,11 +138,11 @@ func checkDeclared(decl []int64, got []int) error {
 		return nil
 	}
 	if len(decl) != len(got) {
-		return fmt.Errorf("shape %v, declared %v", got, decl)
+		return fmt.Errorf("shape %s, declared %s", plain.Shape(got), plain.Declared(decl))
 	}
 	for i := 1; i < len(decl); i++ {
 		if decl[i] > 0 && int(decl[i]) != got[i] {
-			return fmt.Errorf("shape %v, declared %v", got, decl)
+			return fmt.Errorf("shape %s, declared %s", plain.Shape(got), plain.Declared(decl))
 		}
 	}
 	return nil
@@ -164,6 +165,27 @@ func RunFrom(net *onnxio.Network, tr *Trace, start int) (*Trace, error) {
 		return nil, err
 	}
 	return nt, nil
+}
+
+// RunFromInPlace is RunFrom writing into tr itself: the outputs of
+// ops[start:] replace tr's values, nothing else of tr changes. It costs
+// the ops it runs, not a copy of every value of the network, which is
+// what a caller that re-evaluates one layer at a time along a deep
+// network needs to stay linear in its depth. The replaced tensors are
+// only dropped from tr, never modified.
+func RunFromInPlace(net *onnxio.Network, tr *Trace, start int) error {
+	if start < 0 || start > len(net.Ops) {
+		return fmt.Errorf("RunFrom: start %d out of range [0, %d]", start, len(net.Ops))
+	}
+	if len(tr.Values) != len(net.Values) {
+		return fmt.Errorf("RunFrom: trace has %d values, network %d", len(tr.Values), len(net.Values))
+	}
+	nt := &Trace{Values: tr.Values, outputs: append([]int(nil), net.Outputs...)}
+	if err := evalOps(net, nt, start); err != nil {
+		return err
+	}
+	tr.outputs = nt.outputs
+	return nil
 }
 
 // LayerOp is the index in net.Ops of the Dense op of layer l, or -1.
@@ -335,7 +357,7 @@ func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
 	}
 	rows, cols := Flat(x)
 	if x.Rank() < 2 || cols != l.In {
-		return nil, fmt.Errorf("layer %q takes [..., %d], got input shape %v", l.Name, l.In, x.Shape)
+		return nil, fmt.Errorf("layer %q takes inputs of shape ... x %d, got input shape %s", l.Name, l.In, plain.Shape(x.Shape))
 	}
 	shape := append(append([]int(nil), x.Shape[:x.Rank()-1]...), l.Out)
 	y := NewTensor(shape, nil)
@@ -362,11 +384,11 @@ func preluSlope(op *onnxio.Op, xs []int) ([]float64, []int, error) {
 		return nil, nil, errors.New("PRelu without a slope")
 	}
 	if len(c.Data) != ShapeSize(c.Shape) {
-		return nil, nil, fmt.Errorf("slope %q: %d values for shape %v", c.Name, len(c.Data), c.Shape)
+		return nil, nil, fmt.Errorf("slope %q: %d values for shape %s", c.Name, len(c.Data), plain.Shape(c.Shape))
 	}
 	bs, err := BroadcastShape(xs, c.Shape)
 	if err != nil || !SameShape(bs, xs) {
-		return nil, nil, fmt.Errorf("slope %q of shape %v does not broadcast to input shape %v", c.Name, c.Shape, xs)
+		return nil, nil, fmt.Errorf("slope %q of shape %s does not broadcast to input shape %s", c.Name, plain.Shape(c.Shape), plain.Shape(xs))
 	}
 	return c.Data, bcastIndex(xs, c.Shape), nil
 }
@@ -380,8 +402,8 @@ func bnCoeffs(op *onnxio.Op, xs []int) (a []float64, inner int, err error) {
 	}
 	c := xs[1]
 	if len(op.Scale) != c || len(op.Bias) != c || len(op.Mean) != c || len(op.Var) != c {
-		return nil, 0, fmt.Errorf("%d channels in input shape %v, parameters have %d, %d, %d, %d",
-			c, xs, len(op.Scale), len(op.Bias), len(op.Mean), len(op.Var))
+		return nil, 0, fmt.Errorf("%d channels in input shape %s, parameters have %d, %d, %d, %d",
+			c, plain.Shape(xs), len(op.Scale), len(op.Bias), len(op.Mean), len(op.Var))
 	}
 	a = make([]float64, c)
 	for i := range a {
@@ -416,7 +438,7 @@ func binaryOperands(op *onnxio.Op, vals []*Tensor) (a, b operand, err error) {
 	}
 	c := op.Const
 	if len(c.Data) != ShapeSize(c.Shape) {
-		return a, b, fmt.Errorf("constant %q: %d values for shape %v", c.Name, len(c.Data), c.Shape)
+		return a, b, fmt.Errorf("constant %q: %d values for shape %s", c.Name, len(c.Data), plain.Shape(c.Shape))
 	}
 	x, err := opInput(op, vals, 0)
 	if err != nil {

@@ -135,8 +135,8 @@ func TestForwardErrors(t *testing.T) {
 		ins  []*Tensor
 		msg  string
 	}{
-		{"dense width", onnxio.Op{Kind: onnxio.OpDense, Layer: layer}, []*Tensor{Zeros(2, 4)}, "takes [..., 3]"},
-		{"dense rank 1", onnxio.Op{Kind: onnxio.OpDense, Layer: layer}, []*Tensor{Zeros(3)}, "takes [..., 3]"},
+		{"dense width", onnxio.Op{Kind: onnxio.OpDense, Layer: layer}, []*Tensor{Zeros(2, 4)}, "takes inputs of shape ... x 3"},
+		{"dense rank 1", onnxio.Op{Kind: onnxio.OpDense, Layer: layer}, []*Tensor{Zeros(3)}, "takes inputs of shape ... x 3"},
 		{"dense bad weights", onnxio.Op{Kind: onnxio.OpDense, Layer: &onnxio.Layer{Name: "W", Out: 2, In: 3, W: make([]float64, 5)}},
 			[]*Tensor{Zeros(2, 3)}, "5 weights"},
 		{"add bcast", onnxio.Op{Kind: onnxio.OpAdd}, []*Tensor{Zeros(2, 3), Zeros(2)}, "do not broadcast"},

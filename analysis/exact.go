@@ -40,20 +40,23 @@ func ExactEstimate(net *onnxio.Network, samples int, opt ExactOptions) (float64,
 	if rate <= 0 {
 		rate = 2e9
 	}
+	// down[i] is the work of ops i and after, summed from the back
+	// (whole numbers: the order of that sum does not change it).
+	down := make([]float64, len(net.Ops)+1)
+	for i := len(net.Ops) - 1; i >= 0; i-- {
+		op := &net.Ops[i]
+		if op.Kind == onnxio.OpDense {
+			down[i] = down[i+1] + float64(op.Layer.Out*op.Layer.In)
+		} else {
+			down[i] = down[i+1] + 64 // elementwise work, roughly
+		}
+	}
 	var total float64
 	for i, op := range net.Ops {
 		if op.Kind != onnxio.OpDense || !op.Layer.Prunable {
 			continue
 		}
-		var down float64
-		for _, later := range net.Ops[i+1:] {
-			if later.Kind == onnxio.OpDense {
-				down += float64(later.Layer.Out * later.Layer.In)
-			} else {
-				down += 64 // elementwise work, roughly
-			}
-		}
-		total += float64(op.Layer.Params()) * float64(samples) * (down + 1)
+		total += float64(op.Layer.Params()) * float64(samples) * (down[i+1] + 1)
 	}
 	return total, time.Duration(total / rate * float64(time.Second))
 }

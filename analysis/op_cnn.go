@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"runtime"
 	"sync"
 
@@ -39,13 +40,13 @@ func checkWindowAttrs(op *onnxio.Op) error {
 	for _, a := range []string{"kernel_shape", "strides", "dilations"} {
 		for _, v := range op.AttrInts(a) {
 			if v < 1 {
-				return fmt.Errorf("%s %v: values must be positive", a, op.AttrInts(a))
+				return fmt.Errorf("%s %s: values must be positive", a, plain.List(op.AttrInts(a)))
 			}
 		}
 	}
 	for _, v := range op.AttrInts("pads") {
 		if v < 0 {
-			return fmt.Errorf("pads %v: negative padding is not supported", op.AttrInts("pads"))
+			return fmt.Errorf("pads %s: negative padding is not supported", plain.List(op.AttrInts("pads")))
 		}
 	}
 	if g := op.AttrInt("group", 1); g < 1 {
@@ -69,7 +70,7 @@ func attrDims(op *onnxio.Op, name string, r, def int) ([]int, error) {
 		return v, nil
 	}
 	if len(a) != r {
-		return nil, fmt.Errorf("%s %v: want %d values", name, a, r)
+		return nil, fmt.Errorf("%s %s: want %d values", name, plain.List(a), r)
 	}
 	for i, x := range a {
 		v[i] = int(x)
@@ -88,7 +89,7 @@ func windowOf(op *onnxio.Op, in, kernel []int, ceil bool) (*window, error) {
 		return nil, fmt.Errorf("%d spatial axes; 1 to 3 are supported", r)
 	}
 	if len(kernel) != r {
-		return nil, fmt.Errorf("kernel %v for %d spatial axes", kernel, r)
+		return nil, fmt.Errorf("kernel %s for %d spatial axes", plain.Shape(kernel), r)
 	}
 	strides, err := attrDims(op, "strides", r, 1)
 	if err != nil {
@@ -111,7 +112,7 @@ func windowOf(op *onnxio.Op, in, kernel []int, ceil bool) (*window, error) {
 		j := 3 - r + i
 		n, k, s, d := in[i], kernel[i], strides[i], dil[i]
 		if k < 1 || s < 1 || d < 1 {
-			return nil, fmt.Errorf("kernel %v, strides %v, dilations %v: values must be positive", kernel, strides, dil)
+			return nil, fmt.Errorf("kernel %s, strides %s, dilations %s: values must be positive", plain.Shape(kernel), plain.List(strides), plain.List(dil))
 		}
 		dk := (k-1)*d + 1
 		var pb, pe, o int
@@ -121,7 +122,7 @@ func windowOf(op *onnxio.Op, in, kernel []int, ceil bool) (*window, error) {
 				pb, pe = pads[i], pads[i+r]
 			}
 			if pb < 0 || pe < 0 {
-				return nil, fmt.Errorf("pads %v: negative padding is not supported", pads)
+				return nil, fmt.Errorf("pads %s: negative padding is not supported", plain.List(pads))
 			}
 			span := n + pb + pe - dk
 			if span < 0 {
@@ -330,18 +331,18 @@ type convGeom struct {
 
 func convGeomOf(op *onnxio.Op, x, w *Tensor) (*convGeom, error) {
 	if x.Rank() < 3 || w.Rank() != x.Rank() {
-		return nil, fmt.Errorf("input shape %v and weight shape %v: want [N, C, spatial...] and [M, C/group, kernel...]", x.Shape, w.Shape)
+		return nil, fmt.Errorf("input shape %s and weight shape %s: want [N, C, spatial...] and [M, C/group, kernel...]", plain.Shape(x.Shape), plain.Shape(w.Shape))
 	}
 	g := int(op.AttrInt("group", 1))
 	cg := w.Shape[1]
 	if g < 1 || x.Shape[1] != cg*g || w.Shape[0]%g != 0 {
-		return nil, fmt.Errorf("input shape %v, weight shape %v and group %d do not match", x.Shape, w.Shape, g)
+		return nil, fmt.Errorf("input shape %s, weight shape %s and group %d do not match", plain.Shape(x.Shape), plain.Shape(w.Shape), g)
 	}
 	kernel := w.Shape[2:]
 	if ks := op.AttrInts("kernel_shape"); ks != nil {
 		for i, k := range ks {
 			if i >= len(kernel) || int(k) != kernel[i] {
-				return nil, fmt.Errorf("kernel_shape %v differs from the weight's %v", ks, kernel)
+				return nil, fmt.Errorf("kernel_shape %s differs from the weight's %s", plain.Shape(ks), plain.Shape(kernel))
 			}
 		}
 	}
@@ -592,7 +593,7 @@ func padMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		n := x.Shape[a]
 		shape[a] = n + pb[a] + pe[a]
 		if shape[a] < 0 {
-			return nil, fmt.Errorf("pads %v remove more than axis %d's %d elements", pads, a, n)
+			return nil, fmt.Errorf("pads %s remove more than axis %d's %d elements", plain.List(pads), a, n)
 		}
 		src[a] = make([]int, shape[a])
 		for o := range src[a] {
@@ -665,18 +666,18 @@ func padMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 func convTGeomOf(op *onnxio.Op, x, w *Tensor) (*convGeom, error) {
 	r := x.Rank() - 2
 	if r < 1 || r > 3 || w.Rank() != x.Rank() {
-		return nil, fmt.Errorf("input shape %v and weight shape %v: want [N, C, spatial...] and [C, M/group, kernel...] over 1 to 3 spatial axes", x.Shape, w.Shape)
+		return nil, fmt.Errorf("input shape %s and weight shape %s: want [N, C, spatial...] and [C, M/group, kernel...] over 1 to 3 spatial axes", plain.Shape(x.Shape), plain.Shape(w.Shape))
 	}
 	g := int(op.AttrInt("group", 1))
 	c := x.Shape[1]
 	if g < 1 || w.Shape[0] != c || c%g != 0 {
-		return nil, fmt.Errorf("input shape %v, weight shape %v and group %d do not match", x.Shape, w.Shape, g)
+		return nil, fmt.Errorf("input shape %s, weight shape %s and group %d do not match", plain.Shape(x.Shape), plain.Shape(w.Shape), g)
 	}
 	kernel := w.Shape[2:]
 	if ks := op.AttrInts("kernel_shape"); ks != nil {
 		for i, k := range ks {
 			if i >= len(kernel) || int(k) != kernel[i] {
-				return nil, fmt.Errorf("kernel_shape %v differs from the weight's %v", ks, kernel)
+				return nil, fmt.Errorf("kernel_shape %s differs from the weight's %s", plain.Shape(ks), plain.Shape(kernel))
 			}
 		}
 	}
@@ -702,7 +703,7 @@ func convTGeomOf(op *onnxio.Op, x, w *Tensor) (*convGeom, error) {
 			os = os[2:]
 		}
 		if len(os) != r {
-			return nil, fmt.Errorf("output_shape %v for %d spatial axes", os, r)
+			return nil, fmt.Errorf("output_shape %s for %d spatial axes", plain.Shape(os), r)
 		}
 		for _, v := range os {
 			outShape = append(outShape, int(v))

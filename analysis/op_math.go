@@ -33,35 +33,35 @@ type unaryOp struct {
 	slow bool
 }
 
-func plain(f func(float64) float64, d func(x, y float64) float64, slow bool) unaryOp {
+func unaryPlain(f func(float64) float64, d func(x, y float64) float64, slow bool) unaryOp {
 	return unaryOp{fn: func(*onnxio.Op) (func(float64) float64, func(x, y float64) float64) { return f, d }, slow: slow}
 }
 
 var unaryOps = map[string]unaryOp{
-	"Sqrt":       plain(math.Sqrt, func(_, y float64) float64 { return 0.5 / y }, false),
-	"Exp":        plain(math.Exp, func(_, y float64) float64 { return y }, true),
-	"Log":        plain(math.Log, func(x, _ float64) float64 { return 1 / x }, true),
-	"Abs":        plain(math.Abs, func(x, _ float64) float64 { return signOf(x) }, false), // 0 at 0, as torch
-	"Reciprocal": plain(func(x float64) float64 { return 1 / x }, func(_, y float64) float64 { return -y * y }, false),
-	"Sin":        plain(math.Sin, func(x, _ float64) float64 { return math.Cos(x) }, true),
-	"Cos":        plain(math.Cos, func(x, _ float64) float64 { return -math.Sin(x) }, true),
-	"Tan":        plain(math.Tan, func(_, y float64) float64 { return 1 + y*y }, true),
-	"Sinh":       plain(math.Sinh, func(x, _ float64) float64 { return math.Cosh(x) }, true),
-	"Cosh":       plain(math.Cosh, func(x, _ float64) float64 { return math.Sinh(x) }, true),
-	"Atan":       plain(math.Atan, func(x, _ float64) float64 { return 1 / (1 + x*x) }, true),
-	"Asin":       plain(math.Asin, func(x, _ float64) float64 { return 1 / math.Sqrt(1-x*x) }, true),
-	"Acos":       plain(math.Acos, func(x, _ float64) float64 { return -1 / math.Sqrt(1-x*x) }, true),
-	"Asinh":      plain(math.Asinh, func(x, _ float64) float64 { return 1 / math.Sqrt(x*x+1) }, true),
-	"Acosh":      plain(math.Acosh, func(x, _ float64) float64 { return 1 / math.Sqrt(x*x-1) }, true),
-	"Atanh":      plain(math.Atanh, func(x, _ float64) float64 { return 1 / (1 - x*x) }, true),
-	"Floor":      plain(math.Floor, nil, false),
-	"Ceil":       plain(math.Ceil, nil, false),
-	"Round":      plain(math.RoundToEven, nil, false), // ONNX rounds halves to even
-	"Sign":       plain(signOf, nil, false),
-	"Softsign": plain(func(x float64) float64 { return x / (1 + math.Abs(x)) },
+	"Sqrt":       unaryPlain(math.Sqrt, func(_, y float64) float64 { return 0.5 / y }, false),
+	"Exp":        unaryPlain(math.Exp, func(_, y float64) float64 { return y }, true),
+	"Log":        unaryPlain(math.Log, func(x, _ float64) float64 { return 1 / x }, true),
+	"Abs":        unaryPlain(math.Abs, func(x, _ float64) float64 { return signOf(x) }, false), // 0 at 0, as torch
+	"Reciprocal": unaryPlain(func(x float64) float64 { return 1 / x }, func(_, y float64) float64 { return -y * y }, false),
+	"Sin":        unaryPlain(math.Sin, func(x, _ float64) float64 { return math.Cos(x) }, true),
+	"Cos":        unaryPlain(math.Cos, func(x, _ float64) float64 { return -math.Sin(x) }, true),
+	"Tan":        unaryPlain(math.Tan, func(_, y float64) float64 { return 1 + y*y }, true),
+	"Sinh":       unaryPlain(math.Sinh, func(x, _ float64) float64 { return math.Cosh(x) }, true),
+	"Cosh":       unaryPlain(math.Cosh, func(x, _ float64) float64 { return math.Sinh(x) }, true),
+	"Atan":       unaryPlain(math.Atan, func(x, _ float64) float64 { return 1 / (1 + x*x) }, true),
+	"Asin":       unaryPlain(math.Asin, func(x, _ float64) float64 { return 1 / math.Sqrt(1-x*x) }, true),
+	"Acos":       unaryPlain(math.Acos, func(x, _ float64) float64 { return -1 / math.Sqrt(1-x*x) }, true),
+	"Asinh":      unaryPlain(math.Asinh, func(x, _ float64) float64 { return 1 / math.Sqrt(x*x+1) }, true),
+	"Acosh":      unaryPlain(math.Acosh, func(x, _ float64) float64 { return 1 / math.Sqrt(x*x-1) }, true),
+	"Atanh":      unaryPlain(math.Atanh, func(x, _ float64) float64 { return 1 / (1 - x*x) }, true),
+	"Floor":      unaryPlain(math.Floor, nil, false),
+	"Ceil":       unaryPlain(math.Ceil, nil, false),
+	"Round":      unaryPlain(math.RoundToEven, nil, false), // ONNX rounds halves to even
+	"Sign":       unaryPlain(signOf, nil, false),
+	"Softsign": unaryPlain(func(x float64) float64 { return x / (1 + math.Abs(x)) },
 		func(x, _ float64) float64 { s := 1 + math.Abs(x); return 1 / (s * s) }, false),
 	// Mish: x * tanh(softplus(x)).
-	"Mish": plain(func(x float64) float64 { return x * math.Tanh(softplusF(x)) },
+	"Mish": unaryPlain(func(x float64) float64 { return x * math.Tanh(softplusF(x)) },
 		func(x, _ float64) float64 {
 			t := math.Tanh(softplusF(x))
 			return t + x*(1-t*t)*sigmoid(x)

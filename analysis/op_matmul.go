@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"runtime"
 	"sync"
 
@@ -49,7 +50,7 @@ func planMatMul(as, bs []int) (*mmPlan, error) {
 	m, k := a[len(a)-2], a[len(a)-1]
 	k2, n := b[len(b)-2], b[len(b)-1]
 	if k != k2 {
-		return nil, fmt.Errorf("shapes %v and %v: inner dimensions %d and %d differ", as, bs, k, k2)
+		return nil, fmt.Errorf("shapes %s and %s: inner dimensions %d and %d differ", plain.Shape(as), plain.Shape(bs), k, k2)
 	}
 	ab, bb := a[:len(a)-2], b[:len(b)-2]
 	batch, err := BroadcastShape(ab, bb)
@@ -215,7 +216,7 @@ func gemmShape(op *onnxio.Op, in []*Tensor) (*gemmDims, error) {
 		return nil, err
 	}
 	if a.Rank() != 2 || b.Rank() != 2 {
-		return nil, fmt.Errorf("Gemm of shapes %v and %v: both must be matrices", a.Shape, b.Shape)
+		return nil, fmt.Errorf("Gemm of shapes %s and %s: both must be matrices", plain.Shape(a.Shape), plain.Shape(b.Shape))
 	}
 	d := &gemmDims{ta: op.AttrInt("transA", 0) != 0, tb: op.AttrInt("transB", 0) != 0,
 		alpha: op.AttrFloat("alpha", 1), beta: op.AttrFloat("beta", 1)}
@@ -228,13 +229,13 @@ func gemmShape(op *onnxio.Op, in []*Tensor) (*gemmDims, error) {
 		k2, n = n, k2
 	}
 	if k2 != d.k {
-		return nil, fmt.Errorf("Gemm of shapes %v and %v (transA %v, transB %v): inner dimensions differ", a.Shape, b.Shape, d.ta, d.tb)
+		return nil, fmt.Errorf("Gemm of shapes %s and %s (transA %v, transB %v): inner dimensions differ", plain.Shape(a.Shape), plain.Shape(b.Shape), d.ta, d.tb)
 	}
 	d.n = n
 	if len(in) > 2 && in[2] != nil {
 		s, err := BroadcastShape(in[2].Shape, []int{d.m, d.n})
 		if err != nil || s[0] != d.m || s[1] != d.n || len(s) != 2 {
-			return nil, fmt.Errorf("C of shape %v does not broadcast to [%d %d]", in[2].Shape, d.m, d.n)
+			return nil, fmt.Errorf("C of shape %s does not broadcast to %d x %d", plain.Shape(in[2].Shape), d.m, d.n)
 		}
 	}
 	return d, nil

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"slices"
 
@@ -48,7 +49,7 @@ func aliasKernel(shapeOf func(op *onnxio.Op, in []*Tensor) ([]int, error), check
 				return nil, err
 			}
 			if ShapeSize(s) != x.Len() {
-				return nil, fmt.Errorf("shape %v for %d values of shape %v", s, x.Len(), x.Shape)
+				return nil, fmt.Errorf("shape %s for %d values of shape %s", plain.Shape(s), x.Len(), plain.Shape(x.Shape))
 			}
 			return NewTensor(s, slices.Clone(x.Data)), nil
 		},
@@ -129,17 +130,17 @@ func reshapeTarget(inShape, spec []int, allowZero bool) ([]int, error) {
 		switch {
 		case d == -1:
 			if infer >= 0 {
-				return nil, fmt.Errorf("shape %v has two -1", spec)
+				return nil, fmt.Errorf("shape %s has two -1", plain.List(spec))
 			}
 			infer = i
 			continue
 		case d == 0 && !allowZero:
 			if i >= len(inShape) {
-				return nil, fmt.Errorf("shape %v copies dimension %d of a rank-%d input", spec, i, len(inShape))
+				return nil, fmt.Errorf("shape %s copies dimension %d of a rank-%d input", plain.List(spec), i, len(inShape))
 			}
 			d = inShape[i]
 		case d < 0:
-			return nil, fmt.Errorf("shape %v has a negative dimension", spec)
+			return nil, fmt.Errorf("shape %s has a negative dimension", plain.List(spec))
 		}
 		out[i] = d
 		known *= d
@@ -147,11 +148,11 @@ func reshapeTarget(inShape, spec []int, allowZero bool) ([]int, error) {
 	n := ShapeSize(inShape)
 	if infer >= 0 {
 		if known == 0 || n%known != 0 {
-			return nil, fmt.Errorf("cannot reshape %v to %v", inShape, spec)
+			return nil, fmt.Errorf("cannot reshape %s to %s", plain.Shape(inShape), plain.List(spec))
 		}
 		out[infer] = n / known
 	} else if known != n {
-		return nil, fmt.Errorf("cannot reshape %v to %v", inShape, spec)
+		return nil, fmt.Errorf("cannot reshape %s to %s", plain.Shape(inShape), plain.List(spec))
 	}
 	return out, nil
 }
@@ -179,7 +180,7 @@ func squeezeOutShape(op *onnxio.Op, in []*Tensor) ([]int, error) {
 			return nil, err
 		}
 		if shape[a] != 1 {
-			return nil, fmt.Errorf("cannot squeeze axis %d of shape %v", a, shape)
+			return nil, fmt.Errorf("cannot squeeze axis %d of shape %s", a, plain.Shape(shape))
 		}
 		drop[a] = true
 	}
@@ -281,14 +282,14 @@ func transposeMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 	}
 	if len(perm) != r {
-		return nil, fmt.Errorf("perm %v for rank %d", perm, r)
+		return nil, fmt.Errorf("perm %s for rank %d", plain.List(perm), r)
 	}
 	seen := make([]bool, r)
 	xs := strides(x.Shape)
 	shape, st := make([]int, r), make([]int, r)
 	for i, p := range perm {
 		if p < 0 || p >= r || seen[p] {
-			return nil, fmt.Errorf("perm %v is not a permutation", perm)
+			return nil, fmt.Errorf("perm %s is not a permutation", plain.List(perm))
 		}
 		seen[p] = true
 		shape[i], st[i] = x.Shape[p], xs[p]
@@ -323,7 +324,7 @@ func concatMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 		for i, d := range t.Shape {
 			if i != axis && d != first.Shape[i] {
-				return nil, fmt.Errorf("input %d of shape %v does not match %v off axis %d", k, t.Shape, first.Shape, axis)
+				return nil, fmt.Errorf("input %d of shape %s does not match %s off axis %d", k, plain.Shape(t.Shape), plain.Shape(first.Shape), axis)
 			}
 		}
 		shape[axis] += t.Shape[axis]
@@ -370,12 +371,12 @@ func splitSizes(op *onnxio.Op, in []*Tensor, d int) ([]int, error) {
 	sum := 0
 	for _, s := range sizes {
 		if s < 0 {
-			return nil, fmt.Errorf("negative split %v", sizes)
+			return nil, fmt.Errorf("negative split %s", plain.List(sizes))
 		}
 		sum += s
 	}
 	if sum != d {
-		return nil, fmt.Errorf("split %v does not add up to %d", sizes, d)
+		return nil, fmt.Errorf("split %s does not add up to %d", plain.List(sizes), d)
 	}
 	return sizes, nil
 }
@@ -429,7 +430,7 @@ func sliceMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		starts, ends, axes = ints64(op.AttrInts("starts")), ints64(op.AttrInts("ends")), ints64(op.AttrInts("axes"))
 	}
 	if len(ends) != len(starts) || (axes != nil && len(axes) != len(starts)) || (steps != nil && len(steps) != len(starts)) {
-		return nil, fmt.Errorf("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
+		return nil, fmt.Errorf("starts %s, ends %s, axes %s and steps %s differ in length", plain.List(starts), plain.List(ends), plain.List(axes), plain.List(steps))
 	}
 	r := x.Rank()
 	xs := strides(x.Shape)
@@ -590,7 +591,7 @@ func tileMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	shape := make([]int, r)
 	for i, k := range reps {
 		if k < 0 {
-			return nil, fmt.Errorf("negative repeats %v", reps)
+			return nil, fmt.Errorf("negative repeats %s", plain.List(reps))
 		}
 		shape[i] = x.Shape[i] * k
 	}

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -69,7 +70,7 @@ func normGeomOf(op *onnxio.Op, in []*Tensor) (*normGeom, error) {
 				continue
 			}
 			if bs, err := BroadcastShape(norm, t.Shape); err != nil || !SameShape(bs, norm) {
-				return nil, fmt.Errorf("input %d of shape %v does not broadcast to the normalised shape %v", k+1, t.Shape, norm)
+				return nil, fmt.Errorf("input %d of shape %s does not broadcast to the normalised shape %s", k+1, plain.Shape(t.Shape), plain.Shape(norm))
 			}
 			m := bcastIndex(norm, t.Shape)
 			if k == 0 {

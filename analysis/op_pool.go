@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -21,11 +22,11 @@ func init() {
 // poolGeom is a pooling op's window over x [N, C, spatial].
 func poolGeom(op *onnxio.Op, x *Tensor) (*window, []int, error) {
 	if x.Rank() < 3 {
-		return nil, nil, fmt.Errorf("input shape %v: want [N, C, spatial...]", x.Shape)
+		return nil, nil, fmt.Errorf("input shape %s: want [N, C, spatial...]", plain.Shape(x.Shape))
 	}
 	ks := op.AttrInts("kernel_shape")
 	if len(ks) != x.Rank()-2 {
-		return nil, nil, fmt.Errorf("kernel_shape %v for input shape %v", ks, x.Shape)
+		return nil, nil, fmt.Errorf("kernel_shape %s for input shape %s", plain.Shape(ks), plain.Shape(x.Shape))
 	}
 	kernel := make([]int, len(ks))
 	for i, k := range ks {
@@ -270,7 +271,7 @@ func avgPoolVJP(op *onnxio.Op, in []*Tensor, _ *Tensor, _ any, g *Tensor, gin []
 // of channels and of elements per channel.
 func globalShape(x *Tensor) ([]int, int, int, error) {
 	if x.Rank() < 3 {
-		return nil, 0, 0, fmt.Errorf("input shape %v: want [N, C, spatial...]", x.Shape)
+		return nil, 0, 0, fmt.Errorf("input shape %s: want [N, C, spatial...]", plain.Shape(x.Shape))
 	}
 	shape := make([]int, x.Rank())
 	for i := range shape {

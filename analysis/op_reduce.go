@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -63,7 +64,7 @@ func reduceGeomOf(op *onnxio.Op, in []*Tensor) (*reduceGeom, error) {
 			return nil, err
 		}
 		if red[b] {
-			return nil, fmt.Errorf("axis %d repeated in %v", a, axes)
+			return nil, fmt.Errorf("axis %d repeated in %s", a, plain.List(axes))
 		}
 		red[b] = true
 	}

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"slices"
 
@@ -134,7 +135,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 	g.dirs, _ = rnnDirs(op)
 	g.gates, _ = rnnGateCount(op.Type)
 	if x.Rank() != 3 {
-		return nil, fmt.Errorf("X of shape %v, want rank 3", x.Shape)
+		return nil, fmt.Errorf("X of shape %s, want rank 3", plain.Shape(x.Shape))
 	}
 	g.S, g.B, g.I = x.Shape[0], x.Shape[1], x.Shape[2]
 	if g.layout == 1 {
@@ -142,10 +143,10 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 	}
 	gh := g.gates * g.H
 	if !slices.Equal(w.Shape, []int{g.dirs, gh, g.I}) {
-		return nil, fmt.Errorf("W of shape %v, want %v", w.Shape, []int{g.dirs, gh, g.I})
+		return nil, fmt.Errorf("W of shape %s, want %s", plain.Shape(w.Shape), plain.Shape([]int{g.dirs, gh, g.I}))
 	}
 	if !slices.Equal(r.Shape, []int{g.dirs, gh, g.H}) {
-		return nil, fmt.Errorf("R of shape %v, want %v", r.Shape, []int{g.dirs, gh, g.H})
+		return nil, fmt.Errorf("R of shape %s, want %s", plain.Shape(r.Shape), plain.Shape([]int{g.dirs, gh, g.H}))
 	}
 	at := func(k int) *Tensor {
 		if k < len(in) {
@@ -156,7 +157,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 	if sl := at(4); sl != nil {
 		for _, v := range sl.Data {
 			if int(v) != g.S {
-				return nil, fmt.Errorf("sequence_lens %v: only full-length sequences (%d) are supported", sl.Data, g.S)
+				return nil, fmt.Errorf("sequence_lens %s: only full-length sequences (%d) are supported", plain.List(sl.Data), g.S)
 			}
 		}
 	}
@@ -175,7 +176,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 	}
 	for _, k := range []int{5, 6} {
 		if t := at(k); t != nil && !slices.Equal(t.Shape, stateShape) {
-			return nil, fmt.Errorf("input %d of shape %v, want %v", k, t.Shape, stateShape)
+			return nil, fmt.Errorf("input %d of shape %s, want %s", k, plain.Shape(t.Shape), plain.Shape(stateShape))
 		}
 	}
 	for d := 0; d < g.dirs; d++ {
@@ -191,7 +192,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 		var rbh []float64
 		if b := at(3); b != nil {
 			if !slices.Equal(b.Shape, []int{g.dirs, 2 * gh}) {
-				return nil, fmt.Errorf("B of shape %v, want %v", b.Shape, []int{g.dirs, 2 * gh})
+				return nil, fmt.Errorf("B of shape %s, want %s", plain.Shape(b.Shape), plain.Shape([]int{g.dirs, 2 * gh}))
 			}
 			bd := b.Data[d*2*gh : (d+1)*2*gh]
 			for j := range wb {
@@ -214,7 +215,7 @@ func rnnGeomOf(op *onnxio.Op, in []*Tensor) (*rnnGeom, error) {
 			p := make([]float64, 3*g.H)
 			if pt := at(7); pt != nil {
 				if !slices.Equal(pt.Shape, []int{g.dirs, 3 * g.H}) {
-					return nil, fmt.Errorf("P of shape %v, want %v", pt.Shape, []int{g.dirs, 3 * g.H})
+					return nil, fmt.Errorf("P of shape %s, want %s", plain.Shape(pt.Shape), plain.Shape([]int{g.dirs, 3 * g.H}))
 				}
 				copy(p, pt.Data[d*3*g.H:])
 			}

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"slices"
 
@@ -353,7 +354,7 @@ func constantOfShapeForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 	shape := intsAt(s)
 	for _, d := range shape {
 		if d < 0 {
-			return nil, fmt.Errorf("negative dimension in %v", shape)
+			return nil, fmt.Errorf("negative dimension in %s", plain.List(shape))
 		}
 	}
 	v := 0.0

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 
 	"github.com/ecprune/ecprune/onnxio"
@@ -399,10 +400,10 @@ func aliasShape(op *onnxio.Op, in []int) ([]int, error) {
 				a += r
 			}
 			if drop[a] {
-				return nil, fmt.Errorf("axis %d repeated in %v", a, op.Axes)
+				return nil, fmt.Errorf("axis %d repeated in %s", a, plain.List(op.Axes))
 			}
 			if in[a] != 1 {
-				return nil, fmt.Errorf("cannot squeeze axis %d of shape %v: dimension is not 1", a, in)
+				return nil, fmt.Errorf("cannot squeeze axis %d of shape %s: dimension is not 1", a, plain.Shape(in))
 			}
 			drop[a] = true
 		}
@@ -424,7 +425,7 @@ func aliasShape(op *onnxio.Op, in []int) ([]int, error) {
 				a += or
 			}
 			if ins[a] {
-				return nil, fmt.Errorf("axis %d repeated in %v", a, op.Axes)
+				return nil, fmt.Errorf("axis %d repeated in %s", a, plain.List(op.Axes))
 			}
 			ins[a] = true
 		}
@@ -453,17 +454,17 @@ func reshapeShape(op *onnxio.Op, in []int) ([]int, error) {
 		switch {
 		case s == -1:
 			if infer >= 0 {
-				return nil, fmt.Errorf("more than one -1 in target shape %v", op.Shape)
+				return nil, fmt.Errorf("more than one -1 in target shape %s", plain.List(op.Shape))
 			}
 			infer = i
 			continue
 		case s == 0 && !op.AllowZero:
 			if i >= len(in) {
-				return nil, fmt.Errorf("target shape %v copies dimension %d of a rank-%d input", op.Shape, i, len(in))
+				return nil, fmt.Errorf("target shape %s copies dimension %d of a rank-%d input", plain.List(op.Shape), i, len(in))
 			}
 			out[i] = in[i]
 		case s < 0:
-			return nil, fmt.Errorf("invalid dimension %d in target shape %v", s, op.Shape)
+			return nil, fmt.Errorf("invalid dimension %d in target shape %s", s, plain.List(op.Shape))
 		default:
 			out[i] = int(s)
 		}
@@ -472,11 +473,11 @@ func reshapeShape(op *onnxio.Op, in []int) ([]int, error) {
 	n := ShapeSize(in)
 	if infer >= 0 {
 		if known == 0 || n%known != 0 {
-			return nil, fmt.Errorf("cannot reshape %v to %v", in, op.Shape)
+			return nil, fmt.Errorf("cannot reshape %s to %s", plain.Shape(in), plain.List(op.Shape))
 		}
 		out[infer] = n / known
 	} else if known != n {
-		return nil, fmt.Errorf("cannot reshape %v (%d elements) to %v", in, n, out)
+		return nil, fmt.Errorf("cannot reshape %s (%d elements) to %s", plain.Shape(in), n, plain.Shape(out))
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"slices"
 )
 
@@ -21,7 +22,7 @@ func NewTensor(shape []int, data []float64) *Tensor {
 	if data == nil {
 		data = make([]float64, n)
 	} else if len(data) != n {
-		panic(fmt.Sprintf("analysis.NewTensor: %d values for shape %v", len(data), shape))
+		panic(fmt.Sprintf("analysis.NewTensor: %d values for shape %s", len(data), plain.Shape(shape)))
 	}
 	return &Tensor{Shape: append([]int(nil), shape...), Data: data}
 }
@@ -50,7 +51,7 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 // processing a batch (or a set of tangent directions) in chunks.
 func (t *Tensor) Batch(i, j int) *Tensor {
 	if len(t.Shape) == 0 || i < 0 || j < i || j > t.Shape[0] {
-		panic(fmt.Sprintf("analysis.Tensor.Batch(%d, %d) of shape %v", i, j, t.Shape))
+		panic(fmt.Sprintf("analysis.Tensor.Batch(%d, %d) of shape %s", i, j, plain.Shape(t.Shape)))
 	}
 	inner := ShapeSize(t.Shape[1:])
 	shape := append([]int{j - i}, t.Shape[1:]...)
@@ -101,7 +102,7 @@ func BroadcastShape(a, b []int) ([]int, error) {
 		case db == 1:
 			out[r-i] = da
 		default:
-			return nil, fmt.Errorf("shapes %v and %v do not broadcast", a, b)
+			return nil, fmt.Errorf("shapes %s and %s do not broadcast", plain.Shape(a), plain.Shape(b))
 		}
 	}
 	return out, nil

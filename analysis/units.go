@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -113,19 +114,18 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 	if !g.Producer.Prunable {
 		return "the layer cannot be rewritten: " + g.Producer.Reason
 	}
-	// Ops are in topological order: one forward scan sees every input of
-	// an op that joins two branches of the region (GELU's x * Phi(x))
-	// before the op itself.
-	region := map[int]bool{net.Ops[g.ProdOp].Out: true}
-	for r := g.ProdOp + 1; r < len(net.Ops); r++ {
+	// Ops are in topological order: visiting the ops that read the
+	// region in increasing index order sees every input of an op that
+	// joins two branches of the region (GELU's x * Phi(x)) before the op
+	// itself. Only the region's readers are visited (a min-heap of op
+	// indices), so the walk costs its region, not the rest of the graph.
+	first := net.Ops[g.ProdOp].Out
+	region := map[int]bool{first: true}
+	var next opQueue
+	next.push(readers[first]...)
+	for next.Len() > 0 {
+		r := next.pop()
 		op := &net.Ops[r]
-		reads := false
-		for _, in := range op.In {
-			reads = reads || region[in]
-		}
-		if !reads {
-			continue
-		}
 		v := op.In[0]
 		switch {
 		case op.Kind == onnxio.OpDense:
@@ -171,6 +171,7 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 		}
 		g.Path = append(g.Path, r)
 		region[op.Out] = true
+		next.push(readers[op.Out]...)
 	}
 	for v := range region {
 		if isOut[v] {
@@ -187,6 +188,56 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 		return fmt.Sprintf("the next dense layer's input %s is read by other ops too", net.Values[g.Value].Name)
 	}
 	return ""
+}
+
+// opQueue yields op indices in increasing order, each once.
+type opQueue struct {
+	h    []int
+	seen map[int]bool
+}
+
+func (q *opQueue) Len() int { return len(q.h) }
+
+func (q *opQueue) push(ops ...int) {
+	for _, r := range ops {
+		if q.seen[r] {
+			continue
+		}
+		if q.seen == nil {
+			q.seen = map[int]bool{}
+		}
+		q.seen[r] = true
+		q.h = append(q.h, r)
+		for i := len(q.h) - 1; i > 0; {
+			p := (i - 1) / 2
+			if q.h[p] <= q.h[i] {
+				break
+			}
+			q.h[p], q.h[i] = q.h[i], q.h[p]
+			i = p
+		}
+	}
+}
+
+func (q *opQueue) pop() int {
+	top := q.h[0]
+	last := len(q.h) - 1
+	q.h[0] = q.h[last]
+	q.h = q.h[:last]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < last && q.h[l] < q.h[m] {
+			m = l
+		}
+		if l+1 < last && q.h[l+1] < q.h[m] {
+			m = l + 1
+		}
+		if m == i {
+			return top
+		}
+		q.h[i], q.h[m] = q.h[m], q.h[i]
+		i = m
+	}
 }
 
 // UnitGroupStats are the sums over calibration rows (samples, times
@@ -439,7 +490,7 @@ type UnitGroupScores struct {
 // importance assumes it.
 func ScoreUnits(st *UnitStats, method string, compensate bool, seed uint64) (*UnitScores, error) {
 	if !slices.Contains(unitMethods, method) {
-		return nil, fmt.Errorf("unknown unit method %q (want one of %v)", method, unitMethods)
+		return nil, fmt.Errorf("unknown unit method %q (want one of %s)", method, plain.Choices(unitMethods))
 	}
 	sc := &UnitScores{Method: method}
 	rng := rand.New(rand.NewPCG(seed, 0xda3e39cb94b95bdb))

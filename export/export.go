@@ -3,6 +3,7 @@ package export
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"slices"
 	"strconv"
@@ -366,8 +367,8 @@ func (e *editor) writeWeight(l *onnxio.Layer, init *pb.TensorProto, w []float64)
 		want = []int64{int64(l.In), int64(l.Out)}
 	}
 	if len(dims) != 2 || dims[0] != want[0] || dims[1] != want[1] || dt != l.WeightType {
-		return TensorResult{}, fmt.Errorf("initializer %s is %s %v, the layer expects %s %v: the layer is not from this model",
-			init.GetName(), onnxio.TypeName(dt), dims, onnxio.TypeName(l.WeightType), want)
+		return TensorResult{}, fmt.Errorf("initializer %s is %s %s, the layer expects %s %s: the layer is not from this model",
+			init.GetName(), onnxio.TypeName(dt), plain.Shape(dims), onnxio.TypeName(l.WeightType), plain.Shape(want))
 	}
 	if l.Alpha == 0 {
 		return TensorResult{}, fmt.Errorf("Gemm alpha is 0, so no weight can be written")
@@ -545,7 +546,7 @@ func (e *editor) writeBias(l *onnxio.Layer, n *pb.NodeProto, b []float64) error 
 		return e.insertBias(l, n, b)
 	}
 	if l.B == nil {
-		return fmt.Errorf("bias %s (%s, shape %v) cannot be rewritten", *slot, onnxio.TypeName(l.BiasType), l.BiasShape)
+		return fmt.Errorf("bias %s (%s, shape %s) cannot be rewritten", *slot, onnxio.TypeName(l.BiasType), plain.Shape(l.BiasShape))
 	}
 	if l.Beta == 0 {
 		return fmt.Errorf("Gemm beta is 0, so the bias cannot be changed")

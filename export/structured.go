@@ -3,6 +3,7 @@ package export
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -264,7 +265,7 @@ func (e *editor) cutParam(m *onnxio.Model, ni int, name string, h int64, keep []
 		return nil
 	}
 	if len(dims) == 0 || dims[len(dims)-1] != h || numel != h {
-		return fmt.Errorf("parameter %s has shape %v, not per unit", name, dims)
+		return fmt.Errorf("parameter %s has shape %s, not per unit", name, plain.Shape(dims))
 	}
 	nt, err := sliceTensor(m, t, len(dims)-1, keep)
 	if err != nil {
@@ -324,7 +325,7 @@ func (e *editor) applyUnitEdit(m *onnxio.Model, ed *unitEdit) error {
 		return err
 	}
 	if d := init.GetDims(); len(d) != 2 {
-		return fmt.Errorf("weight %s has shape %v", init.GetName(), d)
+		return fmt.Errorf("weight %s has shape %s", init.GetName(), plain.Shape(d))
 	}
 	// Stored [out, in] or [in, out]: rows are the out axis.
 	outAxis, inAxis := 0, 1
@@ -400,7 +401,7 @@ func (e *editor) applyUnitEdit(m *onnxio.Model, ed *unitEdit) error {
 func sliceTensor(m *onnxio.Model, t *pb.TensorProto, axis int, keep []int) (*pb.TensorProto, error) {
 	dims := t.GetDims()
 	if axis < 0 || axis >= len(dims) {
-		return nil, fmt.Errorf("tensor %s: axis %d of shape %v", t.GetName(), axis, dims)
+		return nil, fmt.Errorf("tensor %s: axis %d of shape %s", t.GetName(), axis, plain.Shape(dims))
 	}
 	outer, inner := int64(1), int64(1)
 	for _, d := range dims[:axis] {
@@ -416,7 +417,7 @@ func sliceTensor(m *onnxio.Model, t *pb.TensorProto, axis int, keep []int) (*pb.
 	if t.RawData != nil && t.GetDataLocation() != pb.TensorProto_EXTERNAL && es > 0 {
 		raw := t.RawData
 		if int64(len(raw)) != outer*size*inner*es {
-			return nil, fmt.Errorf("tensor %s: %d raw bytes for shape %v", t.GetName(), len(raw), dims)
+			return nil, fmt.Errorf("tensor %s: %d raw bytes for shape %s", t.GetName(), len(raw), plain.Shape(dims))
 		}
 		nr := make([]byte, 0, outer*int64(len(keep))*inner*es)
 		for o := int64(0); o < outer; o++ {
@@ -434,7 +435,7 @@ func sliceTensor(m *onnxio.Model, t *pb.TensorProto, axis int, keep []int) (*pb.
 		return nil, err
 	}
 	if int64(len(vals)) != outer*size*inner {
-		return nil, fmt.Errorf("tensor %s: %d values for shape %v", t.GetName(), len(vals), dims)
+		return nil, fmt.Errorf("tensor %s: %d values for shape %s", t.GetName(), len(vals), plain.Shape(dims))
 	}
 	nv := make([]float64, 0, outer*int64(len(keep))*inner)
 	for o := int64(0); o < outer; o++ {

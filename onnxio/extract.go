@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"slices"
 	"sort"
 	"strings"
@@ -248,7 +249,7 @@ func (x *extractor) densifySparse(c *constVal, s *pb.SparseTensorProto) error {
 	}
 	total := NumElements(s.GetDims())
 	if total < 0 || total > maxDense {
-		return badInput(x.m.Path, "sparse tensor %q: dims %v are invalid or too large to densify", s.GetValues().GetName(), s.GetDims())
+		return badInput(x.m.Path, "sparse tensor %q: dims %s are invalid or too large to densify", s.GetValues().GetName(), plain.Shape(s.GetDims()))
 	}
 	dense := make([]float64, total)
 	rank := len(s.GetDims())
@@ -273,7 +274,7 @@ func (x *extractor) densifySparse(c *constVal, s *pb.SparseTensorProto) error {
 			dense[li] = vals[k]
 		}
 	default:
-		return badInput(x.m.Path, "sparse tensor %q: indices of shape %v do not fit %d values", s.GetValues().GetName(), idims, len(vals))
+		return badInput(x.m.Path, "sparse tensor %q: indices of shape %s do not fit %d values", s.GetValues().GetName(), plain.Shape(idims), len(vals))
 	}
 	c.floats = dense
 	return nil

@@ -501,34 +501,42 @@ func (g *roleGraph) afterActivation(op *Op) int {
 // back to what the dense op first read (or to something it was computed
 // from): the skip connection around an FFN block.
 func (g *roleGraph) residual(first, second *Op) bool {
-	anc := g.ancestors(first.In[0])
 	adds := g.reachForward(second.Out, func(o *Op) bool { return moveOp(o) || g.scaleOp(o) }, func(o *Op) bool {
 		return o.Kind == OpAdd && len(o.In) == 2
 	})
+	if len(adds) == 0 {
+		return false
+	}
+	targets := map[int]bool{}
 	for _, a := range adds {
 		for _, v := range g.net.Ops[a].In {
-			if anc[v] {
-				return true
-			}
+			targets[v] = true
 		}
 	}
-	return false
+	return g.reachesBack(first.In[0], targets)
 }
 
-// ancestors are the values v is computed from, v included.
-func (g *roleGraph) ancestors(v int) map[int]bool {
-	out := map[int]bool{}
+// reachesBack tells whether v is computed from any of the targets (v
+// itself included). The walk stops at the first one it meets: a layer
+// with no residual Add after it costs nothing, and one with an Add
+// usually finds the residual stream a few ops up, so that assigning
+// roles along a deep network stays linear in its depth.
+func (g *roleGraph) reachesBack(v int, targets map[int]bool) bool {
+	seen := map[int]bool{}
 	stack := []int{v}
 	for len(stack) > 0 {
 		u := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if out[u] {
+		if seen[u] {
 			continue
 		}
-		out[u] = true
+		if targets[u] {
+			return true
+		}
+		seen[u] = true
 		if p := g.producer[u]; p >= 0 {
 			stack = append(stack, g.dataInputs(&g.net.Ops[p])...)
 		}
 	}
-	return out
+	return false
 }

@@ -3,6 +3,7 @@ package onnxio
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"math"
 	"strconv"
 	"strings"
@@ -106,10 +107,10 @@ func decodeFloats(t *pb.TensorProto, raw []byte, useRaw bool) ([]float64, error)
 	dt := t.GetDataType()
 	n := NumElements(t.GetDims())
 	if n < 0 {
-		return nil, fmt.Errorf("tensor %q: bad dims %v", t.GetName(), t.GetDims())
+		return nil, fmt.Errorf("tensor %q: bad dims %s", t.GetName(), plain.Shape(t.GetDims()))
 	}
 	if have := storedCount(t, raw, useRaw); have != n {
-		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %v of %s (want %d)", t.GetName(), have, t.GetDims(), TypeName(dt), n)
+		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %s of %s (want %d)", t.GetName(), have, plain.Shape(t.GetDims()), TypeName(dt), n)
 	}
 	out := make([]float64, n)
 	if useRaw {
@@ -118,7 +119,7 @@ func decodeFloats(t *pb.TensorProto, raw []byte, useRaw bool) ([]float64, error)
 			return nil, fmt.Errorf("tensor %q: element type %s is not a float type", t.GetName(), TypeName(dt))
 		}
 		if int64(len(raw)) != n*int64(es) {
-			return nil, fmt.Errorf("tensor %q: %d bytes of data for dims %v of %s (want %d)", t.GetName(), len(raw), t.GetDims(), TypeName(dt), n*int64(es))
+			return nil, fmt.Errorf("tensor %q: %d bytes of data for dims %s of %s (want %d)", t.GetName(), len(raw), plain.Shape(t.GetDims()), TypeName(dt), n*int64(es))
 		}
 		for i := range out {
 			switch dt {
@@ -136,7 +137,7 @@ func decodeFloats(t *pb.TensorProto, raw []byte, useRaw bool) ([]float64, error)
 	}
 	count := func(got int) error {
 		if int64(got) != n {
-			return fmt.Errorf("tensor %q: %d values for dims %v (want %d)", t.GetName(), got, t.GetDims(), n)
+			return fmt.Errorf("tensor %q: %d values for dims %s (want %d)", t.GetName(), got, plain.Shape(t.GetDims()), n)
 		}
 		return nil
 	}
@@ -176,10 +177,10 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 	dt := t.GetDataType()
 	n := NumElements(t.GetDims())
 	if n < 0 {
-		return nil, fmt.Errorf("tensor %q: bad dims %v", t.GetName(), t.GetDims())
+		return nil, fmt.Errorf("tensor %q: bad dims %s", t.GetName(), plain.Shape(t.GetDims()))
 	}
 	if have := storedCount(t, raw, useRaw); have != n {
-		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %v of %s (want %d)", t.GetName(), have, t.GetDims(), TypeName(dt), n)
+		return nil, fmt.Errorf("tensor %q: %d elements of data for dims %s of %s (want %d)", t.GetName(), have, plain.Shape(t.GetDims()), TypeName(dt), n)
 	}
 	out := make([]int64, n)
 	if useRaw {
@@ -188,7 +189,7 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 			return nil, fmt.Errorf("tensor %q: element type %s is not an integer type", t.GetName(), TypeName(dt))
 		}
 		if int64(len(raw)) != n*int64(es) {
-			return nil, fmt.Errorf("tensor %q: %d bytes of data for dims %v of %s (want %d)", t.GetName(), len(raw), t.GetDims(), TypeName(dt), n*int64(es))
+			return nil, fmt.Errorf("tensor %q: %d bytes of data for dims %s of %s (want %d)", t.GetName(), len(raw), plain.Shape(t.GetDims()), TypeName(dt), n*int64(es))
 		}
 		for i := range out {
 			switch dt {
@@ -217,7 +218,7 @@ func decodeInts(t *pb.TensorProto, raw []byte, useRaw bool) ([]int64, error) {
 		return nil, fmt.Errorf("tensor %q: element type %s is not an integer type", t.GetName(), TypeName(dt))
 	}
 	if int64(len(src)) != n {
-		return nil, fmt.Errorf("tensor %q: %d values for dims %v (want %d)", t.GetName(), len(src), t.GetDims(), n)
+		return nil, fmt.Errorf("tensor %q: %d values for dims %s (want %d)", t.GetName(), len(src), plain.Shape(t.GetDims()), n)
 	}
 	copy(out, src)
 	return out, nil
@@ -266,7 +267,7 @@ func EncodeFloats(like *pb.TensorProto, dims []int64, values []float64) *pb.Tens
 		MetadataProps: like.MetadataProps,
 	}
 	if NumElements(dims) != int64(len(values)) {
-		panic(fmt.Sprintf("onnxio.EncodeFloats: %d values for dims %v", len(values), dims))
+		panic(fmt.Sprintf("onnxio.EncodeFloats: %d values for dims %s", len(values), plain.Shape(dims)))
 	}
 	raw := hasRaw(like)
 	if raw {

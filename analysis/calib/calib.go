@@ -3,6 +3,7 @@ package calib
 import (
 	"errors"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"io"
 	"io/fs"
 	"iter"
@@ -532,8 +533,8 @@ func checkFinite(buf []float64, in input, s *Source, start int) error {
 			if math.IsInf(v, 0) {
 				what = "Inf"
 			}
-			return dataErrf(in.arr.File, "%ssample %d of input %q contains %s (at per-sample index %v)",
-				in.arr.what(), s.Row(start+j), in.spec.Name, what, unravel(i%max(in.per, 1), in.sample))
+			return dataErrf(in.arr.File, "%ssample %d of input %q contains %s (at per-sample index %s)",
+				in.arr.what(), s.Row(start+j), in.spec.Name, what, plain.List(unravel(i%max(in.per, 1), in.sample)))
 		}
 	}
 	return nil

@@ -156,7 +156,7 @@ func parseHeaderDict(buf []byte, h *npyHeader) error {
 		}
 	}
 	if _, ok := numElems(h.Shape); !ok {
-		return fmt.Errorf("shape %v is too large", h.Shape)
+		return fmt.Errorf("shape %s is too large", shapeString(h.Shape))
 	}
 	return nil
 }
@@ -632,7 +632,7 @@ func checkDescr(h npyHeader) (dtype, error) {
 	}
 	n, _ := numElems(h.Shape)
 	if int64(n) > maxDataBytes/int64(dt.Size) {
-		return dt, fmt.Errorf("shape %v is too large", h.Shape)
+		return dt, fmt.Errorf("shape %s is too large", shapeString(h.Shape))
 	}
 	return dt, nil
 }
@@ -666,8 +666,8 @@ func openNpy(path string) (*array, io.Closer, error) {
 	n, _ := numElems(h.Shape)
 	need := h.DataOffset + int64(n)*int64(dt.Size)
 	if st.Size() < need {
-		return fail(dataErrf(path, "truncated .npy file: shape %v of %s needs %d bytes, file has %d",
-			h.Shape, dt.Name(), need, st.Size()))
+		return fail(dataErrf(path, "truncated .npy file: shape %s of %s needs %d bytes, file has %d",
+			shapeString(h.Shape), dt.Name(), need, st.Size()))
 	}
 	a := &array{File: path, DT: dt, Shape: h.Shape, Fortran: h.Fortran,
 		st: &rawStore{ra: f, base: h.DataOffset, dt: dt}}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"io"
 
 	"codeberg.org/sbinet/npyio/npy/float16"
@@ -65,13 +66,13 @@ func pbArray(t *onnxpb.TensorProto) (*array, error) {
 	shape := make([]int, len(t.GetDims()))
 	for i, d := range t.GetDims() {
 		if d < 0 || d > maxDataBytes {
-			return nil, fmt.Errorf("TensorProto has bad dims %v", t.GetDims())
+			return nil, fmt.Errorf("TensorProto has bad dims %s", plain.Shape(t.GetDims()))
 		}
 		shape[i] = int(d)
 	}
 	n, ok := numElems(shape)
 	if !ok {
-		return nil, fmt.Errorf("TensorProto dims %v are too large", t.GetDims())
+		return nil, fmt.Errorf("TensorProto dims %s are too large", plain.Shape(t.GetDims()))
 	}
 	le := binary.LittleEndian
 	var dt dtype
@@ -107,8 +108,8 @@ func pbArray(t *onnxpb.TensorProto) (*array, error) {
 	a := &array{DT: dt, Shape: shape}
 	if raw := t.GetRawData(); len(raw) > 0 || n == 0 {
 		if int64(len(raw)) != int64(n)*int64(dt.Size) {
-			return nil, fmt.Errorf("raw_data has %d bytes, dims %v of %s need %d",
-				len(raw), shape, dt.Name(), int64(n)*int64(dt.Size))
+			return nil, fmt.Errorf("raw_data has %d bytes, dims %s of %s need %d",
+				len(raw), plain.Shape(shape), dt.Name(), int64(n)*int64(dt.Size))
 		}
 		a.st = &rawStore{ra: bytes.NewReader(raw), dt: dt}
 		return a, nil
@@ -142,7 +143,7 @@ func pbArray(t *onnxpb.TensorProto) (*array, error) {
 		a.st = &sliceStore[uint64]{s: t.GetUint64Data(), conv: func(v uint64) float64 { return float64(v) }}
 	}
 	if got != n {
-		return nil, fmt.Errorf("TensorProto holds %d values, dims %v need %d", got, shape, n)
+		return nil, fmt.Errorf("TensorProto holds %d values, dims %s need %d", got, plain.Shape(shape), n)
 	}
 	return a, nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,10 +23,10 @@ import (
 func SaveNpy(path string, data []float64, shape []int, asFloat32 bool) error {
 	n, ok := numElems(shape)
 	if !ok {
-		return dataErrf(path, "cannot save: bad shape %v", shape)
+		return dataErrf(path, "cannot save: bad shape %s", plain.Shape(shape))
 	}
 	if n != len(data) {
-		return dataErrf(path, "cannot save: shape %v needs %d values, got %d", shape, n, len(data))
+		return dataErrf(path, "cannot save: shape %s needs %d values, got %d", plain.Shape(shape), n, len(data))
 	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -149,7 +150,7 @@ func writeEmptyNpy(w io.Writer, shape []int, asFloat32 bool) error {
 func WriteNpy(w io.Writer, data []float64, shape []int, asFloat32 bool) error {
 	n, ok := numElems(shape)
 	if !ok || n != len(data) {
-		return fmt.Errorf("cannot save: shape %v for %d values", shape, len(data))
+		return fmt.Errorf("cannot save: shape %s for %d values", plain.Shape(shape), len(data))
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	if err := writeNpy(bw, data, shape, asFloat32); err != nil {

@@ -2,9 +2,8 @@ package calib
 
 import (
 	"fmt"
+	"github.com/ecprune/ecprune/internal/plain"
 	"slices"
-	"strconv"
-	"strings"
 )
 
 // resolveSample matches the stored shape of an array (first axis =
@@ -109,7 +108,7 @@ func resolveSample(decl []int64, data []int) ([]int, error) {
 
 func mismatch(decl []int64, data []int, hint string) error {
 	msg := fmt.Sprintf("expected %s (per sample %s), got %s",
-		fmtDecl(decl), fmtDecl(decl[1:]), fmtInts(data))
+		plain.Declared(decl), plain.DeclaredSample(decl[1:]), plain.Shape(data))
 	if hint != "" {
 		msg += ": " + hint
 	}
@@ -124,25 +123,4 @@ func squeeze(s []int) []int {
 		}
 	}
 	return out
-}
-
-// fmtDecl formats a declared shape with "?" for dynamic dims.
-func fmtDecl(s []int64) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		if d <= 0 {
-			parts[i] = "?"
-		} else {
-			parts[i] = strconv.FormatInt(d, 10)
-		}
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
-
-func fmtInts(s []int) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = strconv.Itoa(d)
-	}
-	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -4,6 +4,7 @@
 //	ecbench analyze MODEL X.npy     time the ec analysis in this process
 //	ecbench ecplus MODEL X.npy      time ec+ against the ec analysis in this process
 //	ecbench run [flags]             run everything and print the tables
+//	ecbench deep DIR DEPTH...       write deep chains of tiny layers (layer-count scaling)
 package main
 
 import (
@@ -17,7 +18,7 @@ func main() {
 	// The products of ec+ (package prune) on the same kernels as ecprune's.
 	analysis.UseFastGemm()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ecbench gen|analyze|ecplus|run ...")
+		fmt.Fprintln(os.Stderr, "usage: ecbench gen|analyze|ecplus|run|deep ...")
 		os.Exit(2)
 	}
 	var err error
@@ -30,6 +31,8 @@ func main() {
 		err = cmdECPlus(os.Args[2:])
 	case "run":
 		err = cmdRun(os.Args[2:])
+	case "deep":
+		err = cmdDeep(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -45,6 +45,7 @@ type keptTrace struct {
 	tr       *analysis.Trace
 	start, n int
 	wx       []float64 // bases: the first layer's output less its bias
+	size     int       // layerPass: elements of the trace's values
 }
 
 // Damping of the refit: the first try, the bounds and the number of

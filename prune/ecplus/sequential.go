@@ -48,6 +48,7 @@ type ecp struct {
 	// op prevOp are final.
 	prev   []keptTrace
 	prevOp int
+	clean  cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
 }
@@ -285,7 +286,7 @@ func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident)
 	ls := e.st.Layers[li]
 	out, in := ls.Layer.Out, ls.Layer.In
 	sums := newECPSums(out, in)
-	clean := e.upstreamClean(cur, li)
+	clean := e.upstreamCleanSeq(cur, li)
 	reuse := clean && e.collectMatches(li)
 	var sumA, sumA2 []float64
 	if reuse {
@@ -350,6 +351,12 @@ func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident)
 // (e.prev) when there are some: everything before that layer is final, so
 // each layer's product is computed once, not once per layer after it.
 // store keeps this pass's traces for the next layer.
+//
+// A kept trace is re-run in place (analysis.RunFromInPlace): a copy of it
+// would cost every value of the network per layer and batch, quadratic in
+// the depth. What the run replaced is put back after the batch unless the
+// trace is kept again, so e.prev stays as it was for the passes that do
+// not store. Each kept trace's size is carried along for the same reason.
 func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f func(a, zc, z0, g []float64, rows, r0 int) error) error {
 	ls := e.st.Layers[li]
 	out := ls.Layer.Out
@@ -363,6 +370,7 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	mean := e.gMean[li]
 	lambda := e.eo.Lambda
 	var kept []keptTrace
+	var undos [][]*analysis.Tensor // per kept trace: the values its run replaced
 	var gpBuf, z0Buf, gBuf []float64
 	size := 0
 	batch := 0
@@ -400,12 +408,17 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 			z0, g = tr0.Values[e.net.Ops[op].Out].Data, gg[li]
 		}
 		var tr *analysis.Trace
+		var undo []*analysis.Tensor // with inPlace: prev.tr's values before the run
+		inPlace := false
 		if inputOnly && tr0 != nil {
 			tr, z0 = tr0, nil // the prefix is the original's
 			a = tr.Values[in].Data
 		} else {
 			if prev != nil {
-				tr, err = analysis.RunFrom(pre, prev.tr, e.prevOp)
+				inPlace = true
+				undo = replacedValues(pre, prev.tr, e.prevOp)
+				tr = prev.tr
+				err = analysis.RunFromInPlace(pre, tr, e.prevOp)
 			} else {
 				tr, err = analysis.Run(pre, b.Inputs)
 			}
@@ -422,19 +435,30 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		if len(a) != rows*ls.Layer.In || (zc != nil && len(zc) != rows*out) || len(g) != rows*out {
 			return fmt.Errorf("samples %d..%d: layer input or output changed shape between passes", b.Start, b.Start+n-1)
 		}
+		keep := false
 		if store {
-			for _, v := range tr.Values {
-				if v != nil {
-					size += v.Len()
-				}
+			var ts int
+			if inPlace {
+				ts = prev.size + valuesSize(replacedValues(pre, tr, e.prevOp)) - valuesSize(undo)
+			} else {
+				ts = valuesSize(tr.Values)
 			}
+			size += ts
 			// Traces only spare a forward pass per layer: they get the
 			// fixed bound, not the one scaled to the model.
 			if store = size <= ecpMemLimit; store {
-				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n})
+				kept = append(kept, keptTrace{tr: tr, start: b.Start, n: n, size: ts})
+				undos = append(undos, undo)
+				keep = true
 			} else {
-				kept = nil
+				for i, k := range kept {
+					restoreValues(pre, k.tr, e.prevOp, undos[i])
+				}
+				kept, undos = nil, nil
 			}
+		}
+		if inPlace && !keep {
+			defer restoreValues(pre, tr, e.prevOp, undo)
 		}
 		gp := grow(&gpBuf, len(g))
 		for r := 0; r < rows; r++ {
@@ -457,21 +481,53 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 // in the original network, so that li's input is the original's and its
 // residual is exactly zero.
 func (e *ecp) upstreamClean(cur *onnxio.Network, li int) bool {
-	for _, ls := range e.st.Layers[:li] {
-		l, o := cur.Ops[ls.Op].Layer, ls.Layer
-		for q, w := range l.W {
-			if math.Float64bits(w) != math.Float64bits(o.At(q)) {
-				return false
-			}
+	for k := range e.st.Layers[:li] {
+		if !e.layerClean(cur, k) {
+			return false
 		}
-		for i, b := range l.B {
-			ob := 0.0
-			if o.B != nil {
-				ob = o.B[i]
-			}
-			if b != ob {
-				return false
-			}
+	}
+	return true
+}
+
+// upstreamCleanSeq is upstreamClean along the sequential stage, where the
+// layers before li are final: it compares each layer once per network
+// (e.clean), not once per layer after it, which would be quadratic in
+// the depth when the first layers keep every weight.
+func (e *ecp) upstreamCleanSeq(cur *onnxio.Network, li int) bool {
+	c := &e.clean
+	if c.net != cur || li < c.upTo {
+		*c = cleanPrefix{net: cur, ok: true}
+	}
+	for ; c.ok && c.upTo < li; c.upTo++ {
+		c.ok = e.layerClean(cur, c.upTo)
+	}
+	return c.ok
+}
+
+// cleanPrefix is upstreamCleanSeq's memory: layers [0, upTo) of net were
+// compared, and ok tells whether all were as in the original.
+type cleanPrefix struct {
+	net  *onnxio.Network
+	upTo int
+	ok   bool
+}
+
+// layerClean tells whether layer k of cur is as in the original network.
+func (e *ecp) layerClean(cur *onnxio.Network, k int) bool {
+	ls := e.st.Layers[k]
+	l, o := cur.Ops[ls.Op].Layer, ls.Layer
+	for q, w := range l.W {
+		if math.Float64bits(w) != math.Float64bits(o.At(q)) {
+			return false
+		}
+	}
+	for i, b := range l.B {
+		ob := 0.0
+		if o.B != nil {
+			ob = o.B[i]
+		}
+		if b != ob {
+			return false
 		}
 	}
 	return true
@@ -505,6 +561,37 @@ func prefixNet(net *onnxio.Network, op int) *onnxio.Network {
 	c.Ops = net.Ops[: op+1 : op+1]
 	c.Outputs = []int{net.Ops[op].Out}
 	return &c
+}
+
+// replacedValues lists the values of tr that running ops[start:] of net
+// writes, in op order (nil for those not computed yet).
+func replacedValues(net *onnxio.Network, tr *analysis.Trace, start int) []*analysis.Tensor {
+	if start >= len(net.Ops) {
+		return nil
+	}
+	vs := make([]*analysis.Tensor, 0, len(net.Ops)-start)
+	for i := start; i < len(net.Ops); i++ {
+		vs = append(vs, tr.Values[net.Ops[i].Out])
+	}
+	return vs
+}
+
+// restoreValues puts back what replacedValues listed.
+func restoreValues(net *onnxio.Network, tr *analysis.Trace, start int, vs []*analysis.Tensor) {
+	for k, v := range vs {
+		tr.Values[net.Ops[start+k].Out] = v
+	}
+}
+
+// valuesSize is the number of elements of the values (nil ones count 0).
+func valuesSize(vs []*analysis.Tensor) int {
+	size := 0
+	for _, v := range vs {
+		if v != nil {
+			size += v.Len()
+		}
+	}
+	return size
 }
 
 // prefixTo is net evaluated up to (not including) op, with value id as
