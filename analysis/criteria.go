@@ -19,9 +19,19 @@ type LayerScores struct {
 }
 
 // Scores are a criterion's scores for every prunable layer, graph order.
+// A tied weight's dense uses each have their LayerScores; selection sums
+// them per stored element, with the scores of its non-dense uses (Ties).
 type Scores struct {
 	Method string
 	Layers []*LayerScores
+	Ties   []*TieScores
+}
+
+// TieScores are the scores a tied weight's non-dense uses (embedding
+// Gathers) add to its stored elements, in stored order.
+type TieScores struct {
+	Tie   *onnxio.Tie
+	Score []float64
 }
 
 // Criterion scores weights from the calibration statistics. Criteria are

@@ -159,8 +159,12 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	// the scores, if the caller lets them go) are garbage from here on.
 	total := budget.Total
 	ks := make([]int, len(budget.Layers))
+	tieMasks := map[int][]bool{} // tied weights keep the one-shot selection (ecplus_tie.go)
 	for li, lp := range budget.Layers {
 		ks[li] = lp.Removed
+		if lp.Layer.Tie != nil {
+			tieMasks[li] = lp.Pruned
+		}
 	}
 
 	e, err := newECP(net, data, st, eo, task, logf)
@@ -181,9 +185,15 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		l.Own64() // ec+ removes weights of its copy in place, in float64
 	}
 	plan := &Plan{Total: total}
+	gathersDone := map[*onnxio.Tie]bool{}
 	for li, ls := range st.Layers {
 		k := ks[li]
-		res, err := e.pruneLayer(cur, li, k)
+		var res *ecpLayerResult
+		if mask, tied := tieMasks[li]; tied {
+			res, err = e.pruneTied(cur, li, mask, gathersDone)
+		} else {
+			res, err = e.pruneLayer(cur, li, k)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
 		}
@@ -210,7 +220,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 				lp.BiasShift[i] -= ls.Layer.B[i]
 			}
 		}
-		plan.Removed += lp.Removed
+		if t := ls.Layer.Tie; t == nil || t.Layers[0] == ls.Layer {
+			plan.Removed += lp.Removed // a tied weight's elements once
+		}
 	}
 	return plan, nil
 }
