@@ -25,6 +25,10 @@ type Scores struct {
 	Method string
 	Layers []*LayerScores
 	Ties   []*TieScores
+	// TieMean: the scores are not additive over a tied weight's uses (a
+	// magnitude is the same whichever reader looks), so selection takes
+	// their mean rather than their sum.
+	TieMean bool
 }
 
 // TieScores are the scores a tied weight's non-dense uses (embedding
@@ -53,6 +57,18 @@ type funcCriterion struct {
 	// inPlace, if set, is score written over the layer's S1/S2 (see
 	// ScoreConsuming).
 	inPlace func(ls *LayerStats, n int) (score, delta []float64)
+	// ties: the scores are output-change importances, to which the
+	// embedding uses of tied weights add theirs (tie.go); tieMean: the
+	// scores are per-weight values that do not add up over uses.
+	ties, tieMean bool
+}
+
+// finish adds what a criterion's scores say about tied weights.
+func (c funcCriterion) finish(out *Scores, st *Stats) {
+	out.TieMean = c.tieMean
+	if c.ties {
+		out.Ties = tieScores(st)
+	}
 }
 
 func (c funcCriterion) Name() string      { return c.name }
@@ -72,26 +88,27 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 		s, d := c.score(ls, st.N, k, seed)
 		out.Layers = append(out.Layers, &LayerScores{Layer: ls.Layer, Score: s, Delta: d})
 	}
+	c.finish(out, st)
 	return out, nil
 }
 
 var criteria = map[string]Criterion{
 	"ec": funcCriterion{name: "ec", compensate: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.ECImportance(n)
-	}, inPlace: (*LayerStats).ECImportanceInPlace},
+	}, inPlace: (*LayerStats).ECImportanceInPlace, ties: true},
 	"ec-nocomp": funcCriterion{name: "ec-nocomp", score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.NoCompImportance(n), nil
 	}, inPlace: func(ls *LayerStats, n int) ([]float64, []float64) {
 		return ls.NoCompImportanceInPlace(n), nil
-	}},
-	"magnitude": funcCriterion{name: "magnitude", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+	}, ties: true},
+	"magnitude": funcCriterion{name: "magnitude", tieMean: true, score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		s := make([]float64, ls.Layer.Params())
 		for q := range s {
 			s[q] = math.Abs(ls.Layer.At(q))
 		}
 		return s, nil
 	}},
-	"random": funcCriterion{name: "random", score: func(ls *LayerStats, _, layer int, seed uint64) ([]float64, []float64) {
+	"random": funcCriterion{name: "random", tieMean: true, score: func(ls *LayerStats, _, layer int, seed uint64) ([]float64, []float64) {
 		// One stream per layer, so a layer's scores do not depend on the
 		// sizes of the layers before it.
 		r := rand.New(rand.NewPCG(seed, uint64(layer)+1))
@@ -101,7 +118,7 @@ var criteria = map[string]Criterion{
 		}
 		return s, nil
 	}},
-	"wanda": funcCriterion{name: "wanda", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+	"wanda": funcCriterion{name: "wanda", tieMean: true, score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		l := ls.Layer
 		s := make([]float64, l.Params())
 		for i := 0; i < l.Out; i++ {

@@ -132,7 +132,8 @@ type selUnit struct {
 
 // selectionUnits groups sc's layers into what is selected as one tensor.
 // A tie's score of a stored element is the sum of its dense uses' scores
-// and of the scores of its non-dense uses (sc.Ties).
+// and of the scores of its non-dense uses (sc.Ties), or their mean for
+// scores that do not add up over uses (sc.TieMean).
 func selectionUnits(sc *analysis.Scores, plan *Plan) []*selUnit {
 	var units []*selUnit
 	byTie := map[*onnxio.Tie]*selUnit{}
@@ -157,6 +158,15 @@ func selectionUnits(sc *analysis.Scores, plan *Plan) []*selUnit {
 		u.uses = append(u.uses, li)
 		for q, v := range ls.Score {
 			u.score[l.StoredIndex(q)] += v
+		}
+	}
+	if sc.TieMean {
+		for _, u := range units {
+			if u.tie != nil && len(u.uses) > 1 {
+				for k := range u.score {
+					u.score[k] /= float64(len(u.uses))
+				}
+			}
 		}
 	}
 	return units
