@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"math"
+	"sync"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -125,4 +126,119 @@ func (s *Stats) targets(net *onnxio.Network, gathers bool) []int {
 		}
 	}
 	return want
+}
+
+// exactTie measures exact's score of every stored element of a tie on one
+// batch: the element zeroed in every reader (each dense reader's bias
+// shifted by its own delta*, the lookups reading 0), the network re-run
+// from the first reader on. The whole measurement goes to the first dense
+// use's score (the others get 0 there), so that selection's sum over the
+// uses is the measurement.
+func exactTie(net *onnxio.Network, tr *Trace, st *Stats, t *onnxio.Tie, out *Scores, deltas [][]float64, workers int) error {
+	var uses []int // indices into st.Layers
+	for k, ls := range st.Layers {
+		if ls.Layer.Tie == t {
+			uses = append(uses, k)
+		}
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	start := len(net.Ops)
+	inv := make([][]int, len(uses)) // stored element -> weight position, per use
+	for u, k := range uses {
+		ls := st.Layers[k]
+		start = min(start, ls.Op)
+		inv[u] = make([]int, t.Size())
+		for q := 0; q < ls.Layer.Params(); q++ {
+			inv[u][ls.Layer.StoredIndex(q)] = q
+		}
+	}
+	var gatherData []int // value ids of the lookups' data
+	for _, g := range t.Gathers {
+		if op, data, _ := net.GatherOp(g); op != nil {
+			start = min(start, opIndex(net, op))
+			gatherData = append(gatherData, data)
+		}
+	}
+	base := tr.Outputs()
+	first := out.Layers[uses[0]]
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A private copy of the network's ops with the readers' layers
+			// in float64 of their own, and of the lookups' data in the
+			// trace: each element is zeroed and restored in place.
+			c := *net
+			c.Ops = append([]onnxio.Op(nil), net.Ops...)
+			layers := make([]*onnxio.Layer, len(uses))
+			for u, k := range uses {
+				ls := st.Layers[k]
+				lc := *ls.Layer
+				lc.W, lc.W32 = append([]float64(nil), ls.Layer.Weights64()...), nil
+				if lc.B != nil {
+					lc.B = append([]float64(nil), lc.B...)
+				} else {
+					lc.B = make([]float64, lc.Out)
+				}
+				c.Ops[ls.Op].Layer = &lc
+				layers[u] = &lc
+			}
+			local := *tr
+			local.Values = append([]*Tensor(nil), tr.Values...)
+			for _, id := range gatherData {
+				local.Values[id] = local.Values[id].Clone()
+			}
+			for e := range jobs {
+				saved := make([]float64, 0, 2*len(uses)+len(gatherData))
+				for u, l := range layers {
+					q := inv[u][e]
+					i := q / l.In
+					saved = append(saved, l.W[q], l.B[i])
+					l.W[q] = 0
+					l.B[i] += deltas[uses[u]][q]
+				}
+				for _, id := range gatherData {
+					saved = append(saved, local.Values[id].Data[e])
+					local.Values[id].Data[e] = 0
+				}
+				tr2, err := RunFrom(&c, &local, start)
+				if err == nil {
+					var sum float64
+					for o, y := range tr2.Outputs() {
+						for p, v := range y.Data {
+							d := v - base[o].Data[p]
+							sum += d * d
+						}
+					}
+					first.Score[inv[0][e]] += sum // one writer per element
+				}
+				for u, l := range layers {
+					q := inv[u][e]
+					l.W[q], l.B[q/l.In] = saved[2*u], saved[2*u+1]
+				}
+				for g, id := range gatherData {
+					local.Values[id].Data[e] = saved[2*len(uses)+g]
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for e := 0; e < t.Size(); e++ {
+		jobs <- e
+	}
+	close(jobs)
+	wg.Wait()
+	return firstErr
 }

@@ -106,7 +106,8 @@ func (d tiedData) Each(batch int, f func(analysis.Batch) error) error {
 // the mean squared output change of zeroing the element in every reader
 // with each dense use's own optimal bias shift, measured by running the
 // network. It is checked for every stored element, with derivatives in
-// forward and in reverse mode.
+// forward and in reverse mode, and the exact method's measurement of the
+// same removal agrees.
 func TestTiedImportanceBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(14, 4))
 	net := tiedNet(t, rng)
@@ -218,6 +219,22 @@ func TestTiedImportanceBruteForce(t *testing.T) {
 			}
 			if gatherPart == 0 {
 				t.Error("the embedding use adds nothing: it is not counted")
+			}
+			// exact measures the same removal by re-running the network:
+			// here it must agree with the prediction.
+			ex, err := analysis.Exact(net, d, st, analysis.ExactOptions{Batch: 16, Workers: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range selectionUnits(ex, plan) {
+				if u.tie != tie {
+					continue
+				}
+				for k, v := range u.score {
+					if math.Abs(v-unit.score[k]) > 1e-9*math.Max(1, math.Abs(v)) {
+						t.Errorf("element %d: exact %.12g, EC %.12g", k, v, unit.score[k])
+					}
+				}
 			}
 		})
 	}
