@@ -36,12 +36,22 @@ type Options struct {
 	Compensate bool
 }
 
-// OptionError is a bad option value; the CLI reports it as bad usage.
-type OptionError struct{ Msg string }
+// OptionError is a bad option value: Field names the option (a field of
+// Options, UnitOptions or ecplus.Options) and Msg what is wrong with it,
+// so that a front end can name the option its own way (the CLI names its
+// flags). Error is "Field Msg".
+type OptionError struct{ Field, Msg string }
 
-func (e *OptionError) Error() string { return e.Msg }
+func (e *OptionError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + " " + e.Msg
+}
 
-func optErr(format string, args ...any) error { return &OptionError{Msg: fmt.Sprintf(format, args...)} }
+func optErr(field, format string, args ...any) error {
+	return &OptionError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
 
 // LayerPlan is the outcome for one layer.
 type LayerPlan struct {
@@ -71,29 +81,29 @@ type Plan struct {
 // Validate checks option values, naming what is wrong.
 func (o Options) Validate(net *onnxio.Network) error {
 	if o.NM == nil && (o.Sparsity < 0 || o.Sparsity >= 1 || math.IsNaN(o.Sparsity)) {
-		return optErr("--sparsity %g is outside [0, 1)", o.Sparsity)
+		return optErr("Sparsity", "%g is outside [0, 1)", o.Sparsity)
 	}
 	if o.Scope != Global && o.Scope != Layer && o.Scope != "" {
-		return optErr("--scope %q: want global or layer", o.Scope)
+		return optErr("Scope", "%q: want global or layer", o.Scope)
 	}
 	if o.NM != nil && (o.NM.N < 0 || o.NM.M <= 0 || o.NM.N > o.NM.M) {
-		return optErr("--nm %d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
+		return optErr("NM", "%d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
 	}
 	for _, s := range o.Skip {
 		if net.LayerByName(s) == nil {
-			return optErr("--skip %s: no such layer (see ecprune inspect)", s)
+			return optErr("Skip", "%s: no such layer", s)
 		}
 	}
 	for name, s := range o.LayerSparsity {
 		l := net.LayerByName(name)
 		if l == nil {
-			return optErr("--layer-sparsity %s: no such layer (see ecprune inspect)", name)
+			return optErr("LayerSparsity", "%s: no such layer", name)
 		}
 		if !l.Prunable {
-			return optErr("--layer-sparsity %s: layer is not prunable: %s", name, l.Reason)
+			return optErr("LayerSparsity", "%s: layer is not prunable: %s", name, l.Reason)
 		}
 		if s < 0 || s >= 1 || math.IsNaN(s) {
-			return optErr("--layer-sparsity %s=%g is outside [0, 1)", name, s)
+			return optErr("LayerSparsity", "%s=%g is outside [0, 1)", name, s)
 		}
 	}
 	return nil
@@ -220,7 +230,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			continue
 		}
 		one := func(s float64) {
-			markSmallestParts([][]float64{u.score}, Count(s, len(u.score)), func(_, q int) { u.pruned[q] = true })
+			MarkSmallest([][]float64{u.score}, Count(s, len(u.score)), func(_, q int) { u.pruned[q] = true })
 		}
 		if isFixed {
 			one(s)
@@ -235,7 +245,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		total += len(u.score)
 	}
 	if total > 0 {
-		markSmallestParts(parts, Count(opt.Sparsity, total), func(b, q int) {
+		MarkSmallest(parts, Count(opt.Sparsity, total), func(b, q int) {
 			owner[b].pruned[q] = true
 		})
 	}
@@ -335,7 +345,7 @@ func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
 				idx = append(idx, i*in+j)
 			}
 			sort.Slice(idx, func(a, b int) bool {
-				return cmpScored(scored{score[idx[a]], idx[a]}, scored{score[idx[b]], idx[b]}) < 0
+				return CompareScored(Scored{score[idx[a]], idx[a]}, Scored{score[idx[b]], idx[b]}) < 0
 			})
 			for _, q := range idx[:max(0, len(idx)-nm.N)] {
 				pruned[q] = true

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 import (
 	"math"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/internal/tietest"
 )
 
 // TestTiedECPlus: ec+ on a tied weight keeps the tie: every reader's
@@ -15,28 +17,17 @@ import (
 // refitted biases do not make the output worse than EC's one-shot plan.
 func TestTiedECPlus(t *testing.T) {
 	rng := rand.New(rand.NewPCG(14, 5))
-	net := tiedNet(t, rng)
+	net := tietest.Net(t, rng)
 	tie := net.Ties[0]
 	const n = 48
-	d := tiedData{}
-	for s := 0; s < n; s++ {
-		for j := 0; j < 4; j++ {
-			d.x = append(d.x, rng.NormFloat64()+float64(j))
-		}
-		for j := 0; j < 5; j++ {
-			d.h = append(d.h, rng.NormFloat64()*0.5-0.3)
-		}
-		for j := 0; j < 3; j++ {
-			d.ids = append(d.ids, float64(rng.IntN(5)))
-		}
-	}
-	inputs := []*analysis.Tensor{analysis.NewTensor([]int{n, 4}, d.x), analysis.NewTensor([]int{n, 5}, d.h), analysis.NewTensor([]int{n, 3}, d.ids)}
+	d := tietest.NewData(rng, n, 5)
+	inputs := d.Inputs()
 	base, err := analysis.Run(net, inputs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mse := func(plan *Plan) float64 {
-		tr, err := analysis.Run(Apply(net, plan), inputs)
+	mse := func(plan *prune.Plan) float64 {
+		tr, err := analysis.Run(prune.Apply(net, plan), inputs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,13 +49,13 @@ func TestTiedECPlus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := Options{Sparsity: 0.5, Scope: Layer, Compensate: true}
-	ec, err := Select(net, sc, opt)
+	opt := prune.Options{Sparsity: 0.5, Scope: prune.Layer, Compensate: true}
+	ec, err := prune.Select(net, sc, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}
-	plus, err := ECPlus(net, d, st, sc, opt, eo, analysis.TaskRegression, t.Logf)
+	eo := Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}
+	plus, err := Prune(net, d, st, sc, opt, eo, analysis.TaskRegression, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +64,9 @@ func TestTiedECPlus(t *testing.T) {
 			t.Errorf("layer %s: ec+ changed the tie's one-shot selection", lp.Layer.Node)
 		}
 	}
-	for _, plan := range []*Plan{ec, plus} {
-		if plan.Total != tie.Size() || plan.Removed != Count(0.5, tie.Size()) {
-			t.Errorf("plan removes %d of %d, want %d of %d (the tie once)", plan.Removed, plan.Total, Count(0.5, tie.Size()), tie.Size())
+	for _, plan := range []*prune.Plan{ec, plus} {
+		if plan.Total != tie.Size() || plan.Removed != prune.Count(0.5, tie.Size()) {
+			t.Errorf("plan removes %d of %d, want %d of %d (the tie once)", plan.Removed, plan.Total, prune.Count(0.5, tie.Size()), tie.Size())
 		}
 		stored := make([]float64, tie.Size())
 		for k := range stored {
@@ -95,12 +86,12 @@ func TestTiedECPlus(t *testing.T) {
 			}
 		}
 		// The lookups read the pruned tensor: outG = 3 E[ids].
-		tr, err := analysis.Run(Apply(net, plan), inputs)
+		tr, err := analysis.Run(prune.Apply(net, plan), inputs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		outG := tr.Outputs()[2].Data
-		for p, id := range d.ids {
+		for p, id := range d.IDs {
 			for dd := 0; dd < 4; dd++ {
 				if want := 3 * float64(float32(stored[int(id)*4+dd])); math.Abs(outG[p*4+dd]-want) > 1e-6 {
 					t.Fatalf("lookup %d, element %d: %g, want %g", p, dd, outG[p*4+dd], want)

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 import (
 	"github.com/ecprune/ecprune/onnxio"
@@ -53,6 +53,10 @@ func (e *ecp) pruneTied(cur *onnxio.Network, li int, mask []bool, gathersDone ma
 		return nil, err
 	}
 	res.passes++
+	e.prog.add(1) // the layer's pass
+	if res.removed > 0 {
+		e.prog.add(e.eo.Rounds) // the rounds it has no need of
+	}
 	for i := range l.B {
 		l.B[i] += sums.biasFix(i)
 	}
