@@ -29,6 +29,10 @@ type Scores struct {
 	// magnitude is the same whichever reader looks), so selection takes
 	// their mean rather than their sum.
 	TieMean bool
+	// Local are the layers whose scores are in the units of their local
+	// objective (local.go), with the reason; selection ranks each of them
+	// on its own. Nil when every layer's scores are output-level.
+	Local map[*onnxio.Layer]string
 }
 
 // TieScores are the scores a tied weight's non-dense uses (embedding
@@ -89,6 +93,7 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 		out.Layers = append(out.Layers, &LayerScores{Layer: ls.Layer, Score: s, Delta: d})
 	}
 	c.finish(out, st)
+	out.Local = localScores(c.name, st)
 	return out, nil
 }
 

@@ -50,5 +50,6 @@ func ScoreConsuming(c Criterion, st *Stats, seed uint64) (*Scores, error) {
 		out.Layers = append(out.Layers, s)
 	}
 	fc.finish(out, st)
+	out.Local = localScores(fc.name, st)
 	return out, nil
 }

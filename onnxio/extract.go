@@ -139,6 +139,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 	x.net.Types = x.valueTypes()
 	x.tieLayers()
 	x.finishLayers()
+	x.net.AssignRoles()
 	return x.net, nil
 }
 

@@ -214,9 +214,21 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		}
 		return skipped, s, isFixed
 	}
+	// A unit scored on its local objective (a tie: any of its uses) has
+	// scores in other units than the rest: it meets the sparsity on its
+	// own (docs/METHOD.md, "Local objectives").
+	isLocal := func(u *selUnit) bool {
+		for _, li := range u.uses {
+			if _, local := sc.Local[sc.Layers[li].Layer]; local {
+				return true
+			}
+		}
+		return false
+	}
 	// Global ranking runs over the units that are neither skipped nor
-	// fixed, positions numbered through them in layer order, so that ties
-	// go by layer, then by index in W (a tie group's stored order).
+	// fixed nor scored on their local objective, positions numbered
+	// through them in layer order, so that ties go by layer, then by index
+	// in W (a tie group's stored order).
 	var owner []*selUnit
 	var parts [][]float64
 	total := 0
@@ -236,7 +248,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			one(s)
 			continue
 		}
-		if opt.Scope == Layer {
+		if opt.Scope == Layer || isLocal(u) {
 			one(opt.Sparsity)
 			continue
 		}
