@@ -19,13 +19,27 @@ type LayerScores struct {
 }
 
 // Scores are a criterion's scores for every prunable layer, graph order.
+// A tied weight's dense uses each have their LayerScores; selection sums
+// them per stored element, with the scores of its non-dense uses (Ties).
 type Scores struct {
 	Method string
 	Layers []*LayerScores
+	Ties   []*TieScores
+	// TieMean: the scores are not additive over a tied weight's uses (a
+	// magnitude is the same whichever reader looks), so selection takes
+	// their mean rather than their sum.
+	TieMean bool
 	// Local are the layers whose scores are in the units of their local
 	// objective (local.go), with the reason; selection ranks each of them
 	// on its own. Nil when every layer's scores are output-level.
 	Local map[*onnxio.Layer]string
+}
+
+// TieScores are the scores a tied weight's non-dense uses (embedding
+// Gathers) add to its stored elements, in stored order.
+type TieScores struct {
+	Tie   *onnxio.Tie
+	Score []float64
 }
 
 // Criterion scores weights from the calibration statistics. Criteria are
@@ -47,6 +61,18 @@ type funcCriterion struct {
 	// inPlace, if set, is score written over the layer's S1/S2 (see
 	// ScoreConsuming).
 	inPlace func(ls *LayerStats, n int) (score, delta []float64)
+	// ties: the scores are output-change importances, to which the
+	// embedding uses of tied weights add theirs (tie.go); tieMean: the
+	// scores are per-weight values that do not add up over uses.
+	ties, tieMean bool
+}
+
+// finish adds what a criterion's scores say about tied weights.
+func (c funcCriterion) finish(out *Scores, st *Stats) {
+	out.TieMean = c.tieMean
+	if c.ties {
+		out.Ties = tieScores(st)
+	}
 }
 
 func (c funcCriterion) Name() string      { return c.name }
@@ -66,6 +92,7 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 		s, d := c.score(ls, st.N, k, seed)
 		out.Layers = append(out.Layers, &LayerScores{Layer: ls.Layer, Score: s, Delta: d})
 	}
+	c.finish(out, st)
 	out.Local = localScores(c.name, st)
 	return out, nil
 }
@@ -73,20 +100,20 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 var criteria = map[string]Criterion{
 	"ec": funcCriterion{name: "ec", compensate: true, score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.ECImportance(n)
-	}, inPlace: (*LayerStats).ECImportanceInPlace},
+	}, inPlace: (*LayerStats).ECImportanceInPlace, ties: true},
 	"ec-nocomp": funcCriterion{name: "ec-nocomp", score: func(ls *LayerStats, n, _ int, _ uint64) ([]float64, []float64) {
 		return ls.NoCompImportance(n), nil
 	}, inPlace: func(ls *LayerStats, n int) ([]float64, []float64) {
 		return ls.NoCompImportanceInPlace(n), nil
-	}},
-	"magnitude": funcCriterion{name: "magnitude", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+	}, ties: true},
+	"magnitude": funcCriterion{name: "magnitude", tieMean: true, score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		s := make([]float64, ls.Layer.Params())
 		for q := range s {
 			s[q] = math.Abs(ls.Layer.At(q))
 		}
 		return s, nil
 	}},
-	"random": funcCriterion{name: "random", score: func(ls *LayerStats, _, layer int, seed uint64) ([]float64, []float64) {
+	"random": funcCriterion{name: "random", tieMean: true, score: func(ls *LayerStats, _, layer int, seed uint64) ([]float64, []float64) {
 		// One stream per layer, so a layer's scores do not depend on the
 		// sizes of the layers before it.
 		r := rand.New(rand.NewPCG(seed, uint64(layer)+1))
@@ -96,7 +123,7 @@ var criteria = map[string]Criterion{
 		}
 		return s, nil
 	}},
-	"wanda": funcCriterion{name: "wanda", score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
+	"wanda": funcCriterion{name: "wanda", tieMean: true, score: func(ls *LayerStats, _, _ int, _ uint64) ([]float64, []float64) {
 		l := ls.Layer
 		s := make([]float64, l.Params())
 		for i := 0; i < l.Out; i++ {

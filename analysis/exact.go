@@ -66,7 +66,8 @@ func ExactEstimate(net *onnxio.Network, samples int, opt ExactOptions) (float64,
 // weight is removed and its bias shifted by delta* (from st), measured by
 // re-running the network from the layer on. Only the weight's neuron
 // changes, so its pre-activation is patched and the ops after the layer
-// are re-run: one downstream pass per weight, in parallel.
+// are re-run: one downstream pass per weight, in parallel. An element of
+// a tied weight is removed from all its readers at once (exactTie).
 func Exact(net *onnxio.Network, data Data, st *Stats, opt ExactOptions) (*Scores, error) {
 	if opt.Batch <= 0 {
 		opt.Batch = 1024
@@ -101,8 +102,20 @@ func Exact(net *onnxio.Network, data Data, st *Stats, opt ExactOptions) (*Scores
 			return err
 		}
 		base := tr.Outputs()
+		tiesDone := map[*onnxio.Tie]bool{}
 		for k, ls := range st.Layers {
 			l := ls.Layer
+			if t := l.Tie; t != nil {
+				// A tied element leaves every reader at once (tie.go).
+				if !tiesDone[t] {
+					tiesDone[t] = true
+					if err := exactTie(net, tr, st, t, out, deltas, workers); err != nil {
+						return err
+					}
+				}
+				done += l.Params()
+				continue
+			}
 			zid := net.Ops[ls.Op].Out
 			aid := net.Ops[ls.Op].In[0]
 			z, a := tr.Values[zid], tr.Values[aid]

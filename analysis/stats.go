@@ -138,6 +138,8 @@ type Stats struct {
 	Mode      Derivatives // how g was computed
 	Objective Objective
 	Passes    int // batches processed (to show statistics are computed once)
+	// Gathers are the embedding uses of tied weights (see tie.go).
+	Gathers []*GatherStats
 	// Local are the layers analysed with their local objective (g = 1:
 	// their own output's change), each with the reason: the ops without
 	// a derivative on every path to the outputs (local.go).
@@ -178,7 +180,7 @@ func layerF32(l *onnxio.Layer) []float32 {
 // per-sample weights (ec+) use it.
 func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int) ([][]float64, error) {
 	if st.Mode.Kind == DerivLoss {
-		dz, err := lossCotangents(net, tr, st, opt, start, n)
+		dz, err := lossCotangents(net, tr, st, opt, start, n, false)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +198,7 @@ func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, 
 	if st.rng == nil {
 		st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
 	}
-	g, err := gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng)
+	g, err := gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng, false)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +290,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	if len(st.Layers) == 0 {
 		return nil, fmt.Errorf("no prunable layers")
 	}
+	st.Gathers = gatherStats(net)
 	logLocal(st.local(net), logf)
 	st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
 	var inPlace []bool
@@ -326,7 +329,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 		}
 		var dz []*Tensor
 		if opt.Grad || st.Mode.Kind == DerivLoss {
-			dz, err = lossCotangents(net, tr, st, opt, b.Start, n)
+			dz, err = lossCotangents(net, tr, st, opt, b.Start, n, true)
 			if err != nil {
 				return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 			}
@@ -339,7 +342,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 				g[i] = make([]float64, d.Len())
 				addSquares(g[i], d, 1)
 			}
-		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng); err != nil {
+		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng, true); err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
 		fillLocal(net, st, g)
@@ -358,6 +361,9 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 				gz = dz[i].Data
 			}
 			ls.accumulate(a.Data, g[i], gz, st.Mode.Kind == DerivProbes)
+		}
+		for k, gs := range st.Gathers {
+			gs.accumulate(tr, g[len(st.Layers)+k])
 		}
 		st.N += n
 		st.Passes++
@@ -453,18 +459,21 @@ func shiftedInto[T float32 | float64](ac, ac2 []T, a, shift []float64) {
 }
 
 // gValues computes g_i(row) = ||J_i(row)||^2 for every prunable layer, one
-// []float64 [rows, Out] per layer.
-func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k int, rng *rand.Rand) ([][]float64, error) {
-	g := make([][]float64, len(st.Layers))
-	for i, ls := range st.Layers {
-		g[i] = make([]float64, tr.Values[net.Ops[ls.Op].Out].Len())
-	}
-	want := make([]int, len(st.Layers))
-	for i, ls := range st.Layers {
-		want[i] = net.Ops[ls.Op].Out
+// []float64 [rows, Out] per layer, then, with gathers, for the output of
+// every embedding use of a tied weight (st.Gathers).
+func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k int, rng *rand.Rand, gathers bool) ([][]float64, error) {
+	want := st.targets(net, gathers)
+	g := make([][]float64, len(want))
+	for i, id := range want {
+		g[i] = make([]float64, tr.Values[id].Len())
 	}
 	// Local layers get g = 1 from fillLocal: no derivatives for them.
 	global, wantGlobal := globalLayers(st, st.local(net), want)
+	for i := len(st.Layers); i < len(want); i++ {
+		// The lookups of tied weights (st.Gathers) always take the
+		// output-level g: a tie is selected as one tensor.
+		global, wantGlobal = append(global, i), append(wantGlobal, want[i])
+	}
 	outs := tr.Outputs()
 	switch {
 	case len(global) == 0:
@@ -619,16 +628,14 @@ func addSquares(dst []float64, v *Tensor, scale float64) {
 	}
 }
 
-// lossCotangents returns dL_n/dz for each prunable layer, [rows, Out].
-func lossCotangents(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int) ([]*Tensor, error) {
+// lossCotangents returns dL_n/dz for each prunable layer, [rows, Out],
+// then, with gathers, for each embedding use of a tied weight.
+func lossCotangents(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, n int, gathers bool) ([]*Tensor, error) {
 	cot, err := lossCotangentAtOutput(net, tr, opt, start, n)
 	if err != nil {
 		return nil, err
 	}
-	want := make([]int, len(st.Layers))
-	for i, ls := range st.Layers {
-		want[i] = net.Ops[ls.Op].Out
-	}
+	want := st.targets(net, gathers)
 	res, err := VJP(net, tr, cot, want)
 	if err != nil {
 		return nil, err

@@ -114,6 +114,9 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 	if !g.Producer.Prunable {
 		return "the layer cannot be rewritten: " + g.Producer.Reason
 	}
+	if g.Producer.Tie != nil {
+		return "the layer's weight " + g.Producer.Tie.Init + " is tied to other readers, which would lose the units too"
+	}
 	// Ops are in topological order: visiting the ops that read the
 	// region in increasing index order sees every input of an op that
 	// joins two branches of the region (GELU's x * Phi(x)) before the op
@@ -137,6 +140,9 @@ func unitRegion(net *onnxio.Network, g *UnitGroup, readers [][]int, isOut []bool
 			}
 			if !op.Layer.Prunable {
 				return fmt.Sprintf("the next dense layer %s cannot be rewritten: %s", op.Layer.Name, op.Layer.Reason)
+			}
+			if op.Layer.Tie != nil {
+				return fmt.Sprintf("the next dense layer %s has a tied weight, which its other readers share", op.Layer.Name)
 			}
 			g.Consumer, g.ConsOp, g.Value = op.Layer, r, v
 			continue

@@ -203,7 +203,7 @@ func TestUnitGroupsReasons(t *testing.T) {
 		{"residual_opset13", -1, []string{"residual"}},
 		{"softmax_opset13", -1, []string{"mixes units"}},
 		{"two_heads_opset13", -1, []string{"two dense layers"}},
-		{"tied_weight_opset13", -1, []string{"cannot be rewritten"}},
+		{"tied_weight_opset13", -1, []string{"tied"}},
 	}
 	for _, c := range cases {
 		t.Run(c.fixture, func(t *testing.T) {

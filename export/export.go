@@ -74,6 +74,10 @@ type TensorResult struct {
 	Bytes      int64  // encoded size of the chosen form (proto.Size)
 	DenseBytes int64  // encoded size of the dense form
 	NNZ, Size  int    // non-zeros as stored, and all elements
+	// TiedWith names the layer whose result holds the write of a tied
+	// weight (one tensor for several layers): Bytes and DenseBytes are 0
+	// here, so that sums count the tensor once.
+	TiedWith string
 }
 
 // Apply writes updates into a copy of m and returns it with one result per
@@ -108,6 +112,7 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 		}
 	}
 	done := map[int]string{} // main node index -> layer, to refuse duplicates
+	tied := map[string]*tieWrite{}
 	results := make([]TensorResult, 0, len(updates))
 	for i, u := range updates {
 		if u.Layer == nil {
@@ -117,7 +122,7 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 			return nil, nil, fmt.Errorf("export: layer %s is updated twice (also as %s)", u.Layer.Name, prev)
 		}
 		done[u.Layer.MainIdx] = u.Layer.Name
-		r, err := e.apply(u)
+		r, err := e.apply(u, tied)
 		if err != nil {
 			return nil, nil, fmt.Errorf("export: layer %s: %w", u.Layer.Name, err)
 		}
@@ -322,7 +327,15 @@ func stored(dt int32, v, scale float64) float64 {
 	return s
 }
 
-func (e *editor) apply(u Update) (TensorResult, error) {
+// tieWrite is the first write of a tied weight: the later uses must
+// store the same values, and write only their biases.
+type tieWrite struct {
+	layer  string
+	vals   []float64 // stored order and values
+	result TensorResult
+}
+
+func (e *editor) apply(u Update, tied map[string]*tieWrite) (TensorResult, error) {
 	l := u.Layer
 	if !l.Prunable {
 		return TensorResult{}, fmt.Errorf("not prunable: %s", l.Reason)
@@ -342,6 +355,9 @@ func (e *editor) apply(u Update) (TensorResult, error) {
 			return TensorResult{}, err
 		}
 	}
+	if l.Tie != nil {
+		return e.applyTied(u, n, tied)
+	}
 	init, err := e.weightSource(l)
 	if err != nil {
 		return TensorResult{}, err
@@ -356,6 +372,99 @@ func (e *editor) apply(u Update) (TensorResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// applyTied writes one use of a tied weight: the first use writes the
+// tensor, every later one checks that its weights store the same values
+// (a pruned element is pruned for all readers); each writes its own bias.
+func (e *editor) applyTied(u Update, n *pb.NodeProto, tied map[string]*tieWrite) (TensorResult, error) {
+	l := u.Layer
+	init, err := e.tiedSource(l)
+	if err != nil {
+		return TensorResult{}, err
+	}
+	vals, err := storedValues(l, init, u.W)
+	if err != nil {
+		return TensorResult{}, err
+	}
+	var r TensorResult
+	if first := tied[l.WeightInit]; first != nil {
+		for k, v := range vals {
+			if math.Float64bits(v) != math.Float64bits(first.vals[k]) {
+				return TensorResult{}, fmt.Errorf("tied weight %s: element %d is %g for this layer and %g for layer %s, which read the same tensor",
+					l.WeightInit, k, v, first.vals[k], first.layer)
+			}
+		}
+		r = first.result
+		r.Layer, r.Bytes, r.DenseBytes, r.TiedWith = l.Name, 0, 0, first.layer
+	} else {
+		if r, err = e.encodeWeight(l, init, init.GetDims(), vals); err != nil {
+			return TensorResult{}, err
+		}
+		tied[l.WeightInit] = &tieWrite{layer: l.Node, vals: vals, result: r}
+	}
+	if u.B != nil {
+		if err := e.writeBias(l, n, u.B); err != nil {
+			return TensorResult{}, err
+		}
+	}
+	return r, nil
+}
+
+// tiedSource follows a tied layer's weight input back through Identity
+// and Transpose nodes, which other readers may share, to its initializer,
+// checking that the Transposes on the way match the layer's layout.
+func (e *editor) tiedSource(l *onnxio.Layer) (*pb.TensorProto, error) {
+	v := e.g.Node[l.MainIdx].Input[1]
+	transposes := 0
+	for steps := 0; v != l.WeightInit; steps++ {
+		p, ok := e.idx.Producer[v]
+		if !ok || steps > len(e.g.Node) || len(e.g.Node[p].Input) == 0 {
+			return nil, fmt.Errorf("weight of %s does not come from initializer %q: the layer is not from this model", l.Node, l.WeightInit)
+		}
+		switch e.g.Node[p].GetOpType() {
+		case "Transpose":
+			transposes++
+		case "Identity":
+		default:
+			return nil, fmt.Errorf("weight of %s does not come from initializer %q: the layer is not from this model", l.Node, l.WeightInit)
+		}
+		v = e.g.Node[p].Input[0]
+	}
+	if (transposes%2 == 1) != (l.TransposeIdx >= 0) {
+		return nil, fmt.Errorf("weight of %s passes %d Transpose nodes: the layer is not from this model", l.Node, transposes)
+	}
+	if e.idx.IsOutput[v] {
+		return nil, fmt.Errorf("weight %q is a graph output", v)
+	}
+	t := e.idx.Initializer[v]
+	if t == nil {
+		return nil, fmt.Errorf("weight %q is not an initializer", v)
+	}
+	return t, nil
+}
+
+// storedValues is w in the initializer's layout and element type,
+// checked against the layer's shape.
+func storedValues(l *onnxio.Layer, init *pb.TensorProto, w []float64) ([]float64, error) {
+	dt := init.GetDataType()
+	dims := init.GetDims()
+	want := []int64{int64(l.Out), int64(l.In)}
+	if l.WeightLayout == onnxio.LayoutInOut {
+		want = []int64{int64(l.In), int64(l.Out)}
+	}
+	if len(dims) != 2 || dims[0] != want[0] || dims[1] != want[1] || dt != l.WeightType {
+		return nil, fmt.Errorf("initializer %s is %s %v, the layer expects %s %v: the layer is not from this model",
+			init.GetName(), onnxio.TypeName(dt), dims, onnxio.TypeName(l.WeightType), want)
+	}
+	if l.Alpha == 0 {
+		return nil, fmt.Errorf("Gemm alpha is 0, so no weight can be written")
+	}
+	vals := make([]float64, len(w))
+	for q, v := range w {
+		vals[l.StoredIndex(q)] = stored(dt, v, l.Alpha)
+	}
+	return vals, nil
 }
 
 // writeWeight stores W in the layer's initializer in the chosen format.
@@ -453,7 +562,10 @@ func (e *editor) encodeWeight(l *onnxio.Layer, init *pb.TensorProto, dims []int6
 	case Constant:
 		r.Bytes = int64(proto.Size(cnode))
 		e.removeInit[name] = true
-		first := e.idx.Consumers[name][0] // exclusive, so exactly one
+		// Before its first reader (a tied weight has several; the
+		// others come later in graph order, or read through nodes that
+		// do).
+		first := slices.Min(e.idx.Consumers[name])
 		e.before[first] = append(e.before[first], cnode)
 	case SparseInitializer:
 		r.Bytes = int64(proto.Size(sp))

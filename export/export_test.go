@@ -566,19 +566,6 @@ func TestSmallModels(t *testing.T) {
 		{name: "double sparse", model: twoLayerModel(8, 13, false, onnxio.Double), opt: Options{Format: SparseInitializer}},
 		{name: "value_info of a weight made a Constant", model: weightValueInfo, opt: Options{Format: Constant}, full: true},
 		{name: "value_info of a weight made a sparse initializer", model: weightValueInfo, opt: Options{Format: SparseInitializer}},
-		{
-			// Extract sees one reader of W (the Identity) and calls both
-			// layers prunable; writing W for one would change the other.
-			name: "weight shared behind an Identity", opt: Options{}, wantErr: "shared by several nodes", forceAll: true,
-			model: func() *pb.ModelProto {
-				inits := []*pb.TensorProto{onnxio.NewFloatTensor("W", onnxio.Float, []int64{4, 4}, ramp(16, 1))}
-				return smallModel(8, 13, onnxio.Float, 4, 4, []*pb.NodeProto{
-					node("id", "Identity", []string{"W"}, "Wi"),
-					node("mm1", "MatMul", []string{"x", "Wi"}, "h"),
-					node("mm2", "MatMul", []string{"h", "Wi"}, "y"),
-				}, inits, false)
-			},
-		},
 		{name: "float typed storage stays typed", model: typedModel(onnxio.Float), opt: Options{Format: Dense}, full: true, check: checkTyped},
 		{name: "float16 typed storage stays typed", model: typedModel(onnxio.Float16), opt: Options{Format: Dense}, full: true, check: checkTyped},
 		{name: "double typed storage stays typed", model: typedModel(onnxio.Double), opt: Options{Format: Dense}, full: true, check: checkTyped},

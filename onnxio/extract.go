@@ -5,7 +5,6 @@ import (
 	"github.com/ecprune/ecprune/internal/plain"
 	"slices"
 	"sort"
-	"strings"
 
 	pb "github.com/ecprune/ecprune/onnxio/onnxpb"
 )
@@ -56,6 +55,7 @@ type extractor struct {
 	sym     map[string]*symVal // integer values of shape subgraphs (shapes.go)
 	vtype   map[string]int32   // element types of values and constants
 	skip    map[int]bool       // nodes consumed by a pattern
+	shared  map[string]bool    // initializers of dense layers that other nodes read too
 	opset   int64
 	fatal   string // a finding that makes the network unusable whatever the outputs (quantized model)
 }
@@ -76,6 +76,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		sym:     map[string]*symVal{},
 		vtype:   map[string]int32{},
 		skip:    map[int]bool{},
+		shared:  map[string]bool{},
 		opset:   m.Opset(""),
 	}
 	x.net.Opset = x.opset
@@ -137,6 +138,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 	}
 	x.pruneDead()
 	x.net.Types = x.valueTypes()
+	x.tieLayers()
 	x.finishLayers()
 	x.net.AssignRoles()
 	return x.net, nil
@@ -821,11 +823,8 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		case exposed:
 			l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is also a graph output", bc.init)
 		case len(users) > 1:
-			names := make([]string, len(users))
-			for k, u := range users {
-				names[k] = nodeLabel(u, x.g.G.Node[u])
-			}
-			l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is shared by nodes %s", bc.init, strings.Join(names, ", "))
+			// A tie: tieLayers groups the readers once all are known.
+			x.shared[bc.init] = true
 		}
 	}
 	if cause, bad := x.unavail[aName]; bad {

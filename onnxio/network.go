@@ -264,6 +264,10 @@ type Layer struct {
 	BiasSide     int // bias Add: which input (0 or 1) is the bias
 	BiasShared   bool
 
+	// Tie is the group of readers of a weight other nodes read too
+	// (nil for a weight of its own): its layers are pruned as one tensor.
+	Tie *Tie
+
 	Prunable bool
 	Reason   string   // why not prunable
 	Next     []string // op types that consume the layer's output
@@ -363,7 +367,10 @@ type Network struct {
 	ConstOutputs []string
 	Ops          []Op
 	Layers       []*Layer // the dense layers, graph order (also referenced by ops)
-	Opset        int64
+	// Ties are the weights several nodes read, with their readers (their
+	// dense uses are also in Layers).
+	Ties  []*Tie
+	Opset int64
 	// Consts are the constant values OpNode ops read.
 	Consts []ConstValue
 	// Types are the element types of the values by id (0: unknown, a
@@ -422,6 +429,18 @@ func (n *Network) Clone() *Network {
 	for i := range c.Ops {
 		if c.Ops[i].Layer != nil {
 			c.Ops[i].Layer = remap[c.Ops[i].Layer]
+		}
+	}
+	if n.Ties != nil {
+		c.Ties = make([]*Tie, len(n.Ties))
+		for k, t := range n.Ties {
+			ct := *t
+			ct.Layers = make([]*Layer, len(t.Layers))
+			for u, l := range t.Layers {
+				ct.Layers[u] = remap[l]
+				remap[l].Tie = &ct
+			}
+			c.Ties[k] = &ct
 		}
 	}
 	return &c

@@ -64,11 +64,15 @@ type LayerPlan struct {
 	Predicted float64 // sum of the scores of removed weights (for ec: first-order error)
 }
 
+// A tied weight (Layer.Tie) has one LayerPlan per dense use, all with the
+// same mask mapped through StoredIndex: Plan.Removed and Plan.Total count
+// its stored elements once, each use's Removed counts its own view.
+
 // Plan is the pruning of every prunable layer.
 type Plan struct {
 	Layers  []*LayerPlan
 	Removed int
-	Total   int // prunable weights
+	Total   int // prunable weights (a tied weight's elements once)
 	// Objective names what a method matched beyond its selection (ec+'s
 	// refit), or is empty.
 	Objective string
@@ -125,6 +129,59 @@ func SelectConsuming(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Pl
 	return selectPlan(net, sc, opt, true)
 }
 
+// selUnit is what selection ranks as one tensor: a layer, or a tie group
+// (every dense use of a shared weight) whose score is the sum of its uses'
+// scores per stored element.
+type selUnit struct {
+	tie      *onnxio.Tie
+	uses     []int     // indices into sc.Layers
+	score    []float64 // a layer's scores, or the tie's in stored order
+	pruned   []bool    // the layer's mask, or the tie's in stored order
+	rows, in int       // shape of score for N:M (rows of in)
+}
+
+// selectionUnits groups sc's layers into what is selected as one tensor.
+// A tie's score of a stored element is the sum of its dense uses' scores
+// and of the scores of its non-dense uses (sc.Ties), or their mean for
+// scores that do not add up over uses (sc.TieMean).
+func selectionUnits(sc *analysis.Scores, plan *Plan) []*selUnit {
+	var units []*selUnit
+	byTie := map[*onnxio.Tie]*selUnit{}
+	for li, ls := range sc.Layers {
+		l := ls.Layer
+		if l.Tie == nil {
+			units = append(units, &selUnit{uses: []int{li}, score: ls.Score, pruned: plan.Layers[li].Pruned, rows: l.Out, in: l.In})
+			continue
+		}
+		u := byTie[l.Tie]
+		if u == nil {
+			t := l.Tie
+			u = &selUnit{tie: t, score: make([]float64, t.Size()), pruned: make([]bool, t.Size()), rows: t.Rows, in: t.Cols}
+			for _, ts := range sc.Ties {
+				if ts.Tie == t && len(ts.Score) == t.Size() {
+					copy(u.score, ts.Score)
+				}
+			}
+			byTie[t] = u
+			units = append(units, u)
+		}
+		u.uses = append(u.uses, li)
+		for q, v := range ls.Score {
+			u.score[l.StoredIndex(q)] += v
+		}
+	}
+	if sc.TieMean {
+		for _, u := range units {
+			if u.tie != nil && len(u.uses) > 1 {
+				for k := range u.score {
+					u.score[k] /= float64(len(u.uses))
+				}
+			}
+		}
+	}
+	return units
+}
+
 func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume bool) (*Plan, error) {
 	if err := opt.Validate(net); err != nil {
 		return nil, err
@@ -140,47 +197,97 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 	plan := &Plan{}
 	for _, ls := range sc.Layers {
 		plan.Layers = append(plan.Layers, &LayerPlan{Layer: ls.Layer, Pruned: make([]bool, ls.Layer.Params())})
-		plan.Total += ls.Layer.Params()
 	}
-	// Global ranking runs over the layers that are neither skipped nor
+	units := selectionUnits(sc, plan)
+	for _, u := range units {
+		plan.Total += len(u.score) // a tie's stored elements count once
+	}
+	// unitOpt says whether a unit is skipped or has a fixed sparsity: a
+	// tie is when any of its uses is named (they share the name).
+	unitOpt := func(u *selUnit) (skipped bool, s float64, isFixed bool) {
+		for _, li := range u.uses {
+			l := sc.Layers[li].Layer
+			skipped = skipped || skip[l]
+			if v, ok := fixed[l]; ok && !isFixed {
+				s, isFixed = v, true
+			}
+		}
+		return skipped, s, isFixed
+	}
+	// A unit scored on its local objective (a tie: any of its uses) has
+	// scores in other units than the rest: it meets the sparsity on its
+	// own (docs/METHOD.md, "Local objectives").
+	isLocal := func(u *selUnit) bool {
+		for _, li := range u.uses {
+			if _, local := sc.Local[sc.Layers[li].Layer]; local {
+				return true
+			}
+		}
+		return false
+	}
+	// Global ranking runs over the units that are neither skipped nor
 	// fixed nor scored on their local objective, positions numbered
 	// through them in layer order, so that ties go by layer, then by index
-	// in W.
-	var owner []int
+	// in W (a tie group's stored order).
+	var owner []*selUnit
 	var parts [][]float64
 	total := 0
-	for li, ls := range sc.Layers {
-		l := ls.Layer
-		lp := plan.Layers[li]
-		if skip[l] {
+	for _, u := range units {
+		skipped, s, isFixed := unitOpt(u)
+		if skipped {
 			continue
 		}
 		if opt.NM != nil {
-			selectNM(lp.Pruned, ls.Score, l.Out, l.In, *opt.NM)
+			selectNM(u.pruned, u.score, u.rows, u.in, *opt.NM)
 			continue
 		}
 		one := func(s float64) {
-			MarkSmallest([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
+			MarkSmallest([][]float64{u.score}, Count(s, len(u.score)), func(_, q int) { u.pruned[q] = true })
 		}
-		if s, ok := fixed[l]; ok {
+		if isFixed {
 			one(s)
 			continue
 		}
-		if _, local := sc.Local[l]; opt.Scope == Layer || local {
-			// A layer scored on its local objective has scores in
-			// other units than the rest: it meets the sparsity on
-			// its own (docs/METHOD.md, "Local objectives").
+		if opt.Scope == Layer || isLocal(u) {
 			one(opt.Sparsity)
 			continue
 		}
-		owner = append(owner, li)
-		parts = append(parts, ls.Score)
-		total += len(ls.Score)
+		owner = append(owner, u)
+		parts = append(parts, u.score)
+		total += len(u.score)
 	}
 	if total > 0 {
 		MarkSmallest(parts, Count(opt.Sparsity, total), func(b, q int) {
-			plan.Layers[owner[b]].Pruned[q] = true
+			owner[b].pruned[q] = true
 		})
+	}
+	for _, u := range units {
+		if u.tie == nil {
+			continue
+		}
+		for _, li := range u.uses {
+			l := sc.Layers[li].Layer
+			for q := range plan.Layers[li].Pruned {
+				plan.Layers[li].Pruned[q] = u.pruned[l.StoredIndex(q)]
+			}
+		}
+		for _, p := range u.pruned {
+			if p {
+				plan.Removed++
+			}
+		}
+		// The non-dense uses' part of the prediction goes with the first
+		// dense use.
+		for _, ts := range sc.Ties {
+			if ts.Tie != u.tie || len(ts.Score) != len(u.pruned) {
+				continue
+			}
+			for q, p := range u.pruned {
+				if p && !math.IsNaN(ts.Score[q]) {
+					plan.Layers[u.uses[0]].Predicted += ts.Score[q]
+				}
+			}
+		}
 	}
 	for li, ls := range sc.Layers {
 		lp := plan.Layers[li]
@@ -232,7 +339,9 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 				}
 			}
 		}
-		plan.Removed += lp.Removed
+		if l.Tie == nil {
+			plan.Removed += lp.Removed
+		}
 	}
 	return plan, nil
 }
@@ -261,14 +370,34 @@ func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
 // for evaluating the pruned model without writing it.
 func Apply(net *onnxio.Network, plan *Plan) *onnxio.Network {
 	c := net.Clone()
+	done := map[*onnxio.Tie]bool{}
 	for _, lp := range plan.Layers {
 		l := c.Layers[lp.Layer.Index]
 		l.SetWeights(lp.W)
 		if lp.B != nil {
 			l.B = append([]float64(nil), lp.B...)
 		}
+		if t := lp.Layer.Tie; t != nil && !done[t] {
+			// The tie's embedding uses read the pruned tensor too.
+			done[t] = true
+			c.PruneTieGathers(t, StoredMask(lp))
+		}
 	}
 	return c
+}
+
+// StoredMask is a tied layer's removals in its weight's stored order.
+func StoredMask(lp *LayerPlan) []bool {
+	l := lp.Layer
+	m := make([]bool, l.Params())
+	for q := range m {
+		if lp.Pruned != nil {
+			m[l.StoredIndex(q)] = lp.Pruned[q]
+		} else {
+			m[l.StoredIndex(q)] = lp.W[q] == 0
+		}
+	}
+	return m
 }
 
 // Density is the fraction of non-zero weights of a plan's layer.

@@ -61,7 +61,13 @@ func SparseGPT(net *onnxio.Network, data analysis.Data, st *analysis.Stats, budg
 		if l.B != nil {
 			b = append(b, l.B...)
 		}
-		if k > 0 {
+		if ls.Layer.Tie != nil {
+			// A tied weight keeps the budget's selection over its whole
+			// tie group, without OBS's updates, which would give its
+			// readers different weights.
+			copy(lp.Pruned, budget.Layers[li].Pruned)
+			logf("sparsegpt: layer %s: tied weight %s: the budget's selection over its uses, no OBS update", l.Name, ls.Layer.Tie.Init)
+		} else if k > 0 {
 			cols := l.In
 			if o.Bias {
 				cols++
@@ -112,7 +118,9 @@ func SparseGPT(net *onnxio.Network, data analysis.Data, st *analysis.Stats, budg
 			}
 		}
 		plan.Layers = append(plan.Layers, lp)
-		plan.Removed += lp.Removed
+		if t := ls.Layer.Tie; t == nil || t.Layers[0] == ls.Layer {
+			plan.Removed += lp.Removed // a tied weight's elements once
+		}
 		logf("sparsegpt: layer %s: removed %d of %d", l.Name, lp.Removed, l.Params())
 	}
 	return plan, nil

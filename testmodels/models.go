@@ -653,7 +653,7 @@ var catalogue = []entry{
 		x = b.op("Relu", "", b.gemm("/fc3", x, "fc2.weight", bn, 1, 1, 1))
 		b.out(b.linear("/head", "head", x, 12, 4), 4)
 		return finish(b, Case{InputShape: []int64{8}, Layers: 5, Prunable: 1,
-			Notes: "weight tying: fc3 uses fc2.weight (one initializer, two Gemms); fc2 and fc3 cannot lose neurons, fc1 cannot either (its consumer's weight is shared); only fc0 is prunable"})
+			Notes: "weight tying: fc3 uses fc2.weight (one initializer, two Gemms; its weights are pruned as one tensor); fc2 and fc3 cannot lose neurons, fc1 cannot either (its consumer's weight is tied); only fc0 is prunable"})
 	}},
 	{"weight_output_opset13", weightOutput(false)},
 	{"weight_output_direct_opset13", weightOutput(true)},

@@ -111,9 +111,6 @@ func pruneZooModel(t *testing.T, e zoo.Entry) (problems []string) {
 				fail("%s: tensor %s has %d values, want %d", w.Module, tt.Name, size, w.Out*w.In)
 				continue
 			}
-			if zoo.SharedWeightGap(e) && nnz == size {
-				continue // a shared weight, left dense (known gap)
-			}
 			if d := 2*nnz - size; d < -2 || d > 2 {
 				off = append(off, fmt.Sprintf("%s %.3f", w.Module, float64(nnz)/float64(size)))
 			}

@@ -38,33 +38,39 @@ var (
 // budgets checks that the EC scores ec and the statistics st are of net
 // and fixes the number of weights removed from each layer, k_l: what
 // prune.Select removes on the EC scores with opt. It returns the number of
-// prunable weights and the k_l.
-func budgets(net *onnxio.Network, st *analysis.Stats, ec *analysis.Scores, opt prune.Options) (int, []int, error) {
+// prunable weights, the k_l and, by layer index, the masks of the layers
+// of tied weights, which keep that selection (tie.go).
+func budgets(net *onnxio.Network, st *analysis.Stats, ec *analysis.Scores, opt prune.Options) (int, []int, map[int][]bool, error) {
 	if opt.NM != nil {
-		return 0, nil, optErr("NM", "is not supported with ec+")
+		return 0, nil, nil, optErr("NM", "is not supported with ec+")
 	}
 	if len(ec.Layers) != len(st.Layers) {
-		return 0, nil, fmt.Errorf("ec+: %d layers of EC scores for %d layers of statistics", len(ec.Layers), len(st.Layers))
+		return 0, nil, nil, fmt.Errorf("ec+: %d layers of EC scores for %d layers of statistics", len(ec.Layers), len(st.Layers))
 	}
 	for i, ls := range st.Layers {
 		if ec.Layers[i].Layer != ls.Layer {
-			return 0, nil, fmt.Errorf("ec+: EC scores and statistics disagree on layer %d", i)
+			return 0, nil, nil, fmt.Errorf("ec+: EC scores and statistics disagree on layer %d", i)
 		}
 		if ls.Op < 0 || ls.Op >= len(net.Ops) || net.Ops[ls.Op].Layer != ls.Layer {
-			return 0, nil, fmt.Errorf("ec+: statistics of layer %q do not belong to this network", ls.Layer.Name)
+			return 0, nil, nil, fmt.Errorf("ec+: statistics of layer %q do not belong to this network", ls.Layer.Name)
 		}
 	}
 	budget, err := prune.Select(net, ec, opt)
 	if err != nil {
-		return 0, nil, fmt.Errorf("ec+: budgets: %w", err)
+		return 0, nil, nil, fmt.Errorf("ec+: budgets: %w", err)
 	}
-	// Only the counts are needed: the budget plan's masks and weights (and
-	// the scores, if the caller lets them go) are garbage from here on.
+	// Only the counts (and the tied layers' masks) are needed: the budget
+	// plan's other masks and weights (and the scores, if the caller lets
+	// them go) are garbage from here on.
 	ks := make([]int, len(budget.Layers))
+	tied := map[int][]bool{}
 	for li, lp := range budget.Layers {
 		ks[li] = lp.Removed
+		if lp.Layer.Tie != nil {
+			tied[li] = lp.Pruned
+		}
 	}
-	return budget.Total, ks, nil
+	return budget.Total, ks, tied, nil
 }
 
 // memLimit is the size in bytes each of ec+'s caches may take on net:

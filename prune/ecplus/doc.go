@@ -22,6 +22,8 @@
 //     Gauss-Newton matrices and their products.
 //   - store.go: the float64/float32 store of per-sample values;
 //     progress.go: the reports to Options.Progress.
+//   - tie.go: layers of tied weights (onnxio.Tie), which keep the one-shot
+//     selection over their tie and get only the bias correction.
 //
 // The linear solvers are in prune/internal/solve.
 //

@@ -129,7 +129,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	if err := eo.validate(); err != nil {
 		return nil, err
 	}
-	total, ks, err := budgets(net, st, ec, opt)
+	total, ks, tieMasks, err := budgets(net, st, ec, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +156,15 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	}
 	plan := &prune.Plan{Total: total}
 	e.prog.start(PhaseSelection, selectionSteps(ks, eo.Rounds))
+	gathersDone := map[*onnxio.Tie]bool{}
 	for li, ls := range st.Layers {
 		k := ks[li]
-		res, err := e.pruneLayer(cur, li, k)
+		var res *ecpLayerResult
+		if mask, tied := tieMasks[li]; tied {
+			res, err = e.pruneTied(cur, li, mask, gathersDone)
+		} else {
+			res, err = e.pruneLayer(cur, li, k)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
 		}
@@ -188,7 +194,9 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 				lp.BiasShift[i] -= ls.Layer.B[i]
 			}
 		}
-		plan.Removed += lp.Removed
+		if t := ls.Layer.Tie; t == nil || t.Layers[0] == ls.Layer {
+			plan.Removed += lp.Removed // a tied weight's elements once
+		}
 	}
 	return plan, nil
 }

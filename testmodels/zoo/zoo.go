@@ -270,19 +270,3 @@ func RunORT(modelPath, input string, x Array) (map[string]ort.Tensor, error) {
 	}
 	return ort.Run(modelPath, map[string]ort.Tensor{input: {Shape: shape, Data: x.Data}})
 }
-
-// sharedWeightGap are the zoo models whose dense layers read a weight
-// another node reads too: a tied embedding and output head, a Linear
-// applied twice, and nn.TransformerEncoder exports whose identical
-// initial layers the exporter merged into shared initializers. ecprune
-// does not prune shared weights yet (issue 14, tied weights): it leaves
-// them dense and says why.
-var sharedWeightGap = map[string]bool{
-	"transformer_post_op11": true, "transformer_post_op13": true, "transformer_post_op17": true,
-	"transformer_pre_op11": true, "transformer_pre_op13": true, "transformer_pre_op17": true,
-	"tied_lm_last_op13": true, "mlp_shared_op13": true,
-}
-
-// SharedWeightGap reports whether a model is one whose shared weights
-// ecprune leaves dense.
-func SharedWeightGap(e Entry) bool { return sharedWeightGap[e.Name] }

@@ -175,19 +175,32 @@ func checkModel(t *testing.T, e zoo.Entry) (problems []string) {
 			missing = append(missing, w.Module)
 		}
 	}
-	if zoo.SharedWeightGap(e) && len(missing) > 0 {
-		// The known gap: what is missing must be exactly the shared
-		// weights, left dense with that reason.
-		for _, l := range net.Layers {
-			if !l.Prunable && !strings.Contains(l.Reason, "shared") {
-				fail("layer %s not prunable for another reason: %s", l.Name, l.Reason)
-			}
+	for _, tie := range net.Ties {
+		// A tied weight is found once, with all its readers, and pruned
+		// as one tensor.
+		t.Logf("tie %s: %d dense uses, %d embedding uses", tie.Init, len(tie.Layers), len(tie.Gathers))
+		if len(tie.Others) > 0 {
+			fail("tie %s: readers whose change is not measured: %s", tie.Init, strings.Join(tie.Others, ", "))
 		}
-		t.Logf("shared weights left dense (known gap): %s", strings.Join(missing, ", "))
-		return problems
 	}
-	if len(prunable) != e.Linear || len(missing) > 0 {
-		fail("discovery: %d prunable dense layers (of %d found), want %d", len(prunable), len(net.Layers), e.Linear)
+	// Modules whose weight tensor an earlier module's shares (the
+	// exporter merged identical layers) are one prunable tensor.
+	want := e.Linear
+	seen := map[string]bool{}
+	for _, w := range e.Weights {
+		merged := false
+		for _, tt := range w.Tensors {
+			merged = merged || (tt.Dense() && seen[tt.Name])
+		}
+		for _, tt := range w.Tensors {
+			seen[tt.Name] = seen[tt.Name] || tt.Dense()
+		}
+		if merged {
+			want--
+		}
+	}
+	if len(prunable) != want || len(missing) > 0 {
+		fail("discovery: %d prunable dense weights (of %d layers found), want %d", len(prunable), len(net.Layers), want)
 		if len(missing) > 0 {
 			t.Logf("not found as prunable: %s", strings.Join(missing, ", "))
 			for _, l := range net.Layers {
