@@ -277,25 +277,73 @@ func diagDeriv(op *onnxio.Op, x, y *Tensor) ([]float64, error) {
 
 // binaryFactors returns the partial derivatives of y = a op b with respect
 // to the broadcast operands at each output element: as slices, or as the
-// constants ca, cb when the slices are nil (Add, Sub).
+// constants ca, cb when the slices are nil (Add, Sub, and a one-element
+// factor). A slice may be an operand's own data (Mul by a tensor of the
+// output's layout): callers only read it.
 func binaryFactors(kind onnxio.OpKind, a, b, y *Tensor) (ga, gb []float64, ca, cb float64) {
+	return binaryFactorsFor(kind, a, b, y, true, true)
+}
+
+// binaryFactorsFor is binaryFactors computing only the factors asked for
+// (the others are nil and 0): reverse mode needs none for a constant
+// operand, and building a factor costs a pass over the output.
+func binaryFactorsFor(kind onnxio.OpKind, a, b, y *Tensor, needA, needB bool) (ga, gb []float64, ca, cb float64) {
 	switch kind {
 	case onnxio.OpAdd:
 		return nil, nil, 1, 1
 	case onnxio.OpSub:
 		return nil, nil, 1, -1
 	}
-	ia, ib := bcastIndex(y.Shape, a.Shape), bcastIndex(y.Shape, b.Shape)
-	ga, gb = make([]float64, len(y.Data)), make([]float64, len(y.Data))
-	for k := range ga {
-		bv := b.Data[bcAt(ib, k)]
-		if kind == onnxio.OpMul {
-			ga[k], gb[k] = bv, a.Data[bcAt(ia, k)]
-		} else { // Div: d(a/b) = da/b - (a/b) db/b
-			ga[k], gb[k] = 1/bv, -y.Data[k]/bv
+	n := len(y.Data)
+	if kind == onnxio.OpMul {
+		if needA {
+			ga, ca = broadcastFactor(b, y.Shape, n)
+		}
+		if needB {
+			gb, cb = broadcastFactor(a, y.Shape, n)
+		}
+		return ga, gb, ca, cb
+	}
+	// Div: d(a/b) = da/b - (a/b) db/b.
+	if needA && len(b.Data) == 1 {
+		ca = 1 / b.Data[0]
+		needA = false
+	}
+	if !needA && !needB {
+		return nil, nil, ca, 0
+	}
+	ib := bcastIndex(y.Shape, b.Shape)
+	if needA {
+		ga = make([]float64, n)
+		for k := range ga {
+			ga[k] = 1 / b.Data[bcAt(ib, k)]
 		}
 	}
-	return ga, gb, 0, 0
+	if needB {
+		gb = make([]float64, n)
+		for k := range gb {
+			gb[k] = -y.Data[k] / b.Data[bcAt(ib, k)]
+		}
+	}
+	return ga, gb, ca, 0
+}
+
+// broadcastFactor is t read at each of n output elements of the given
+// shape: t's own data when it has the output's layout, the constant c (and
+// a nil slice) when t has one element, else a broadcast copy.
+func broadcastFactor(t *Tensor, shape []int, n int) ([]float64, float64) {
+	switch len(t.Data) {
+	case n:
+		return t.Data, 0
+	case 1:
+		return nil, t.Data[0]
+	}
+	idx := bcastIndex(shape, t.Shape)
+	f := make([]float64, n)
+	for k := range f {
+		f[k] = t.Data[idx[k]]
+	}
+	return f, 0
 }
 
 // binaryJVP sets dy = ga*da + gb*db over P directions; ta or tb nil is a
@@ -446,7 +494,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		if err != nil {
 			return err
 		}
-		ga, gb, ca, cb := binaryFactors(op.Kind, a.t, b.t, y)
+		ga, gb, ca, cb := binaryFactorsFor(op.Kind, a.t, b.t, y, a.id >= 0 && rel[a.id], b.id >= 0 && rel[b.id])
 		n := len(y.Data)
 		for _, s := range []struct {
 			o operand
@@ -459,7 +507,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 			dst := acc(s.o.id)
 			idx := bcastIndex(y.Shape, s.o.t.Shape)
 			m := s.o.t.Len()
-			for q := 0; q < p; q++ {
+			eachDirection(p, n, func(q int) {
 				src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
 				switch {
 				case idx == nil && s.g == nil:
@@ -479,7 +527,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 						d[idx[k]] += s.g[k] * v
 					}
 				}
-			}
+			})
 		}
 		return nil
 	}
@@ -515,14 +563,32 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		}
 		dst := acc(in)
 		n := len(d)
-		for off := 0; off < len(dst); off += n {
-			o, s := dst[off:off+n], g.Data[off:off+n]
+		eachDirection(len(dst)/max(n, 1), n, func(q int) {
+			o, s := dst[q*n:(q+1)*n], g.Data[q*n:(q+1)*n]
 			for k, dk := range d {
 				o[k] += dk * s[k]
 			}
-		}
+		})
 	}
 	return nil
+}
+
+// eachDirection calls f(q) for the p tangent directions q, on GOMAXPROCS
+// goroutines when the p x n elements are enough to be worth it. Each
+// direction must write only its own part of the output, so the result is
+// the same whatever the split.
+func eachDirection(p, n int, f func(q int)) {
+	if p < 2 || p*n < 1<<16 {
+		for q := 0; q < p; q++ {
+			f(q)
+		}
+		return
+	}
+	parallelAbove(p, 2, func(lo, hi int) {
+		for q := lo; q < hi; q++ {
+			f(q)
+		}
+	})
 }
 
 // vjp32 is the reverse pass of probe estimates in float32: the same

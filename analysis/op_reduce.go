@@ -17,7 +17,7 @@ import (
 func init() {
 	for _, t := range []string{"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
 		"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"} {
-		register(t, &Kernel{Forward: reduceForward, Prepare: reducePrepare, JVP: reduceJVP, VJP: reduceVJP})
+		register(t, &Kernel{Forward: reduceForward, Prepare: reducePrepare, JVP: reduceJVP, VJP: reduceVJP, ConcurrentVJP: true})
 	}
 }
 

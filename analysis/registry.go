@@ -42,6 +42,10 @@ type Kernel struct {
 	// VJP adds the pull-back of the output cotangent g (one direction) to
 	// gin[k] for every k with gin[k] != nil.
 	VJP func(op *onnxio.Op, in []*Tensor, out *Tensor, st any, g *Tensor, gin []*Tensor) error
+	// ConcurrentVJP says VJP may run for several directions at once: it
+	// only reads st and the inputs, and writes only its gin. Reverse mode
+	// then spreads the directions of a large op over the cores.
+	ConcurrentVJP bool
 }
 
 var kernels = map[string]*Kernel{}
@@ -263,17 +267,24 @@ func nodeVJP(op *onnxio.Op, vals []*Tensor, g *Tensor, p int, acc func(id int) [
 			dst[kk] = acc(op.In[s])
 		}
 	}
-	gin := make([]*Tensor, len(in))
-	for q := 0; q < p; q++ {
+	one := func(q int) error {
+		gin := make([]*Tensor, len(in))
 		for kk := range in {
-			gin[kk] = nil
 			if dst[kk] != nil {
 				m := in[kk].Len()
 				gin[kk] = &Tensor{Shape: in[kk].Shape, Data: dst[kk][q*m : (q+1)*m]}
 			}
 		}
 		gq := &Tensor{Shape: y.Shape, Data: g.Data[q*n : (q+1)*n]}
-		if err := k.VJP(op, in, y, st, gq, gin); err != nil {
+		return k.VJP(op, in, y, st, gq, gin)
+	}
+	if k.ConcurrentVJP {
+		errs := make([]error, p)
+		eachDirection(p, n, func(q int) { errs[q] = one(q) })
+		return errors.Join(errs...)
+	}
+	for q := 0; q < p; q++ {
+		if err := one(q); err != nil {
 			return err
 		}
 	}
@@ -359,7 +370,8 @@ type gatherMap struct {
 // map from its inputs (the data inputs are read only through the map).
 func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), check func(op *onnxio.Op) error) *Kernel {
 	return &Kernel{
-		Check: check,
+		Check:         check,
+		ConcurrentVJP: true,
 		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 			m, err := mapOf(op, in)
 			if err != nil {
@@ -373,6 +385,16 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 		},
 		VJP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, g *Tensor, gin []*Tensor) error {
 			m := st.(*gatherMap)
+			if m.Src == nil && m.One >= 0 {
+				// One source (Transpose, Slice, Expand, Gather): no
+				// per-element source lookup.
+				if d := gin[m.One]; d != nil {
+					for k, v := range g.Data {
+						d.Data[m.Pos[k]] += v
+					}
+				}
+				return nil
+			}
 			for k, v := range g.Data {
 				s := m.One
 				if m.Src != nil {

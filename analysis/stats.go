@@ -619,13 +619,18 @@ func addSquares32(dst []float64, v []float32, scale float64) {
 }
 
 // addSquares adds scale * sum over the leading (direction) axis of v^2.
+// Each element adds its directions in order, so the split over
+// goroutines does not change the result.
 func addSquares(dst []float64, v *Tensor, scale float64) {
 	per := len(dst)
-	for p := 0; p < v.Len()/per; p++ {
-		for q, x := range v.Data[p*per : (p+1)*per] {
-			dst[q] += scale * x * x
+	parallelChunks(per, func(lo, hi int) {
+		d := dst[lo:hi]
+		for p := 0; p < v.Len()/per; p++ {
+			for q, x := range v.Data[p*per+lo : p*per+hi] {
+				d[q] += scale * x * x
+			}
 		}
-	}
+	})
 }
 
 // lossCotangents returns dL_n/dz for each prunable layer, [rows, Out],

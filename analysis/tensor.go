@@ -129,11 +129,26 @@ func bcastIndex(out, in []int) []int {
 		s *= in[j]
 	}
 	idx := make([]int, n)
+	if n == 0 {
+		return idx
+	}
+	// One row of the last axis at a time, then the odometer over the
+	// other axes.
+	last, ls := out[r-1], stride[r-1]
 	cnt := make([]int, r)
 	off := 0
-	for k := range idx {
-		idx[k] = off
-		for ax := r - 1; ax >= 0; ax-- {
+	for k := 0; k < n; k += last {
+		row := idx[k : k+last]
+		if ls == 0 {
+			for i := range row {
+				row[i] = off
+			}
+		} else {
+			for i := range row {
+				row[i] = off + i*ls
+			}
+		}
+		for ax := r - 2; ax >= 0; ax-- {
 			cnt[ax]++
 			off += stride[ax]
 			if cnt[ax] < out[ax] {
