@@ -33,6 +33,10 @@ type UnitGroup struct {
 	Path   []int
 	Units  int    // the producer's Out (= the consumer's In)
 	Reason string // why the units are not removable ("" when they are)
+	// Heads, for an attention block, says how the consumer's input units
+	// form heads (removed Units/Heads at a time) and where they come
+	// from; Producer is then the first q/k/v projection and Path empty.
+	Heads *HeadInfo
 }
 
 // Removable reports whether the group's units can be removed.
@@ -255,7 +259,9 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		h := g.Units
 		gs := &UnitGroupStats{Group: g,
 			V0: make([]float64, h), V1: make([]float64, h), V2: make([]float64, h), A1: make([]float64, h), A2: make([]float64, h)}
-		if pairs {
+		if pairs || g.Heads != nil {
+			// A head's importance is the error of its units removed
+			// together: the sum of their block of the pair matrix.
 			gs.PP, gs.PQ, gs.PR = make([]float64, h*h), make([]float64, h*h), make([]float64, h*h)
 		}
 		st.Groups = append(st.Groups, gs)
@@ -286,7 +292,7 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		mode, err := unitCotangents(net, tr, want, opt, b.Start, n, rng, func(res map[int]*Tensor, scale float64) {
 			for i, w := range want {
 				addSquares(v[i], res[w], scale)
-				if pairs {
+				if st.Groups[i].PP != nil {
 					st.Groups[i].addPairs(tr.Values[w].Data, res[w], scale)
 				}
 			}
@@ -431,6 +437,10 @@ type UnitGroupScores struct {
 	Group *UnitGroup
 	Score []float64 // Units
 	Const []float64 // Units: the value a removed unit is replaced by
+	// Block, for head groups, is the score of each head (its units
+	// removed together), on the scale of Score summed over the head's
+	// units; nil for other groups.
+	Block []float64
 }
 
 // ScoreUnits scores every unit of the statistics' groups with a unit
@@ -489,6 +499,9 @@ func ScoreUnits(st *UnitStats, method string, compensate bool, seed uint64) (*Un
 			case "random":
 				s.Score[j] = rng.Float64()
 			}
+		}
+		if g.Heads != nil {
+			s.Block = headScores(st, gs, method, rng)
 		}
 		sc.Groups = append(sc.Groups, s)
 	}
@@ -568,11 +581,18 @@ func (gs *UnitGroupStats) Pairs(n int) []float64 {
 		return nil
 	}
 	h := gs.Group.Units
-	// D(a - m) = D(a - c) - G diag(delta), delta = m - c.
 	delta := make([]float64, h)
 	for j := range delta {
 		delta[j] = gs.A1[j] / float64(gs.Rows)
 	}
+	return gs.pairsAround(n, delta)
+}
+
+// pairsAround is Pairs with unit j replaced by c_j + delta_j (c the
+// shift) instead of its mean.
+func (gs *UnitGroupStats) pairsAround(n int, delta []float64) []float64 {
+	h := gs.Group.Units
+	// D(a - m) = D(a - c) - G diag(delta), delta = m - c.
 	m := make([]float64, h*h)
 	for j := 0; j < h; j++ {
 		for k := 0; k < h; k++ {

@@ -30,6 +30,8 @@ type unitGroupReport struct {
 	Units     int     `json:"units"`
 	Kept      int     `json:"kept"`
 	Predicted float64 `json:"predicted_error"`
+	Heads     int     `json:"heads,omitempty"` // attention heads: units go Units/Heads at a time
+	KeptHeads int     `json:"kept_heads,omitempty"`
 }
 
 type unitPruneReport struct {
@@ -93,14 +95,15 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 	net := j.ld.net
 	r := &unitPruneReport{Model: in, Output: f.output, Granularity: "neuron", Method: method, Sparsity: f.sparsity,
 		Scope: f.scope, Objective: f.af.objective, Seed: f.af.seed}
-	var groups []*analysis.UnitGroup
-	for _, g := range analysis.UnitGroups(net) {
-		if g.Removable() {
-			groups = append(groups, g)
-		} else {
-			r.Fixed = append(r.Fixed, g.Name()+": "+g.Reason)
-		}
+	probe, err := firstSamples(j, 2)
+	if err != nil {
+		return err
 	}
+	groups, fixed, err := analysis.RemovableGroups(net, probe)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	r.Fixed = fixed
 	if len(groups) == 0 {
 		return &onnxio.BadInputError{File: in, Msg: "no layer has removable units (" + strings.Join(r.Fixed, "; ") + ")"}
 	}
@@ -139,8 +142,13 @@ func runPruneUnits(e *env, f *pruneFlags, in string) error {
 		if c.ConsumerB != nil && g.Consumer.B == nil && !f.addBias {
 			return usagef("layer %s has no bias and --add-bias=false: cannot compensate the removed units", g.Consumer.Name)
 		}
-		cuts = append(cuts, export.UnitCut{Producer: g.Producer, Consumer: g.Consumer, Units: g.Units, Keep: c.Keep, ConsumerB: c.ConsumerB, ConsumerW: c.ConsumerW})
-		r.Groups = append(r.Groups, unitGroupReport{Layer: g.Name(), Consumer: g.Consumer.Name, Units: g.Units, Kept: len(c.Keep), Predicted: c.Predicted})
+		cut := export.UnitCutFor(net, g, c.Keep, c.ConsumerB, c.ConsumerW)
+		cuts = append(cuts, cut)
+		gr := unitGroupReport{Layer: g.Name(), Consumer: g.Consumer.Name, Units: g.Units, Kept: len(c.Keep), Predicted: c.Predicted}
+		if cut.Heads != nil {
+			gr.Heads, gr.KeptHeads = cut.Heads.Heads, len(cut.Heads.KeepHeads)
+		}
+		r.Groups = append(r.Groups, gr)
 	}
 	meta, _ := json.Marshal(map[string]any{
 		"version": version, "granularity": "neuron", "method": method, "sparsity": f.sparsity, "scope": f.scope,
@@ -215,6 +223,22 @@ func floatParams(m *onnxio.Model) int64 {
 	return n
 }
 
+// firstSamples is the first n calibration samples, to probe the shapes
+// attention heads flow through.
+func firstSamples(j *job, n int) ([]*analysis.Tensor, error) {
+	var probe []*analysis.Tensor
+	err := sourceData{Src: j.src}.Each(n, func(b analysis.Batch) error {
+		for _, t := range b.Inputs {
+			probe = append(probe, t.Clone())
+		}
+		return errOneSample
+	})
+	if err != nil && !errors.Is(err, errOneSample) {
+		return nil, err
+	}
+	return probe, nil
+}
+
 // errOneSample stops the data stream after its first sample.
 var errOneSample = errors.New("one sample")
 
@@ -256,7 +280,11 @@ func printUnitReport(w io.Writer, r *unitPruneReport) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "units of\tinto\tkept\tpredicted error")
 	for _, g := range r.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d of %d\t%.4g\n", g.Layer, g.Consumer, g.Kept, g.Units, g.Predicted)
+		kept := fmt.Sprintf("%d of %d", g.Kept, g.Units)
+		if g.Heads > 0 {
+			kept += fmt.Sprintf(" (%d of %d heads)", g.KeptHeads, g.Heads)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.4g\n", g.Layer, g.Consumer, kept, g.Predicted)
 	}
 	tw.Flush()
 	for _, s := range r.Fixed {
