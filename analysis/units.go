@@ -291,9 +291,14 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		}
 		mode, err := unitCotangents(net, tr, want, opt, b.Start, n, rng, func(res map[int]*Tensor, scale float64) {
 			for i, w := range want {
+				gs := st.Groups[i]
+				if positions(tr.Values[w], n, gs.Group.Units) > 1 {
+					gs.addSampleSums(tr.Values[w].Data, res[w], scale, n)
+					continue
+				}
 				addSquares(v[i], res[w], scale)
-				if st.Groups[i].PP != nil {
-					st.Groups[i].addPairs(tr.Values[w].Data, res[w], scale)
+				if gs.PP != nil {
+					gs.addPairs(tr.Values[w].Data, res[w], scale)
 				}
 			}
 		})
@@ -307,7 +312,12 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 			}
 		}
 		for gi, gs := range st.Groups {
-			gs.accumulate(tr.Values[gs.Group.Value].Data, v[gi])
+			a := tr.Values[gs.Group.Value]
+			if positions(a, n, gs.Group.Units) > 1 {
+				gs.accumulate(a.Data, nil) // the derivative sums are per sample
+				continue
+			}
+			gs.accumulate(a.Data, v[gi])
 		}
 		st.N += n
 		if opt.Progress != nil {
@@ -324,22 +334,75 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 	return st, nil
 }
 
+// accumulate adds a batch's activation sums, and with v (the summed
+// squared cotangents of each element) the derivative sums of values with
+// one row per sample.
 func (gs *UnitGroupStats) accumulate(a, v []float64) {
 	h := gs.Group.Units
 	if gs.Shift == nil {
 		gs.Shift = ColumnMeans(a, h)
 	}
 	for r := 0; r < len(a)/h; r++ {
-		row, vr := a[r*h:(r+1)*h], v[r*h:(r+1)*h]
+		row := a[r*h : (r+1)*h]
 		for j, x := range row {
 			d := x - gs.Shift[j]
 			gs.A1[j] += d
 			gs.A2[j] += d * d
-			gs.V0[j] += vr[j]
-			gs.V1[j] += vr[j] * d
-			gs.V2[j] += vr[j] * d * d
+			if v != nil {
+				vr := v[r*h : (r+1)*h]
+				gs.V0[j] += vr[j]
+				gs.V1[j] += vr[j] * d
+				gs.V2[j] += vr[j] * d * d
+			}
 		}
 		gs.Rows++
+	}
+}
+
+// positions is how many rows of units a sample has in value a ([N, T,
+// units] values have T).
+func positions(a *Tensor, n, units int) int { return a.Len() / (n * units) }
+
+// addSampleSums adds one chunk of directions for a value with several
+// positions (rows) per sample. A removed unit moves at every position of
+// a sample at once, so its first-order output change in direction p is
+// sum over the sample's rows r of g_p(r) (c + delta - a(r)), g = dy_p/da:
+// the sums G1 = sum_r g and GA = sum_r g (a - c) per sample and direction
+// replace the per-row g and g (a - c) of one-row values in V0, V1, V2 (and
+// in the pair sums), which makes the importance exact to first order
+// where per-row sums would drop the cross-position terms.
+func (gs *UnitGroupStats) addSampleSums(a []float64, cot *Tensor, scale float64, n int) {
+	h := gs.Group.Units
+	if gs.Shift == nil {
+		gs.Shift = ColumnMeans(a, h)
+	}
+	per := len(a) / n
+	sq := math.Sqrt(scale)
+	g1 := make([]float64, n*h)
+	ga := make([]float64, n*h)
+	for p := 0; p < cot.Len()/len(a); p++ {
+		clear(g1)
+		clear(ga)
+		for q, x := range cot.Data[p*len(a) : (p+1)*len(a)] {
+			if x == 0 {
+				continue
+			}
+			k := (q/per)*h + q%h
+			g := sq * x
+			g1[k] += g
+			ga[k] += g * (a[q] - gs.Shift[q%h])
+		}
+		for k := range g1 {
+			j := k % h
+			gs.V0[j] += g1[k] * g1[k]
+			gs.V1[j] += ga[k] * g1[k]
+			gs.V2[j] += ga[k] * ga[k]
+		}
+		if gs.PP != nil {
+			matmul(true, false, h, h, n, ga, ga, gs.PP, 1)
+			matmul(true, false, h, h, n, ga, g1, gs.PQ, 1)
+			matmul(true, false, h, h, n, g1, g1, gs.PR, 1)
+		}
 	}
 }
 
