@@ -298,13 +298,17 @@ func printUnitReport(w io.Writer, r *unitPruneReport) {
 }
 
 // unitInfo says whether a layer's output units can be removed by
-// --granularity neuron, and into which layer they feed, or why not.
+// --granularity neuron, and into which layer they feed, or why not; for
+// an attention block (Heads > 0), whether its heads can.
 type unitInfo struct {
-	Layer     string `json:"layer"`
-	Units     int    `json:"units"`
-	Removable bool   `json:"removable"`
-	Consumer  string `json:"consumer,omitempty"`
-	Reason    string `json:"reason,omitempty"`
+	Layer       string   `json:"layer"`
+	Units       int      `json:"units"`
+	Removable   bool     `json:"removable"`
+	Consumer    string   `json:"consumer,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+	Heads       int      `json:"heads,omitempty"`
+	HeadDim     int      `json:"head_dim,omitempty"`
+	Projections []string `json:"projections,omitempty"`
 }
 
 func inspectUnits(net *onnxio.Network) []unitInfo {
@@ -313,6 +317,20 @@ func inspectUnits(net *onnxio.Network) []unitInfo {
 		u := unitInfo{Layer: g.Name(), Units: g.Units, Removable: g.Removable(), Reason: g.Reason}
 		if g.Consumer != nil {
 			u.Consumer = g.Consumer.Name
+		}
+		out = append(out, u)
+	}
+	heads, err := analysis.HeadGroups(net, analysis.ProbeInputs(net))
+	if err != nil {
+		return out // shapes could not be probed: no heads listed
+	}
+	for _, g := range heads {
+		u := unitInfo{Layer: g.Name(), Units: g.Units, Removable: g.Removable(), Reason: g.Reason}
+		if g.Heads != nil {
+			u.Consumer, u.Heads, u.HeadDim = g.Consumer.Name, g.Heads.Heads, g.Block()
+			for _, l := range g.Heads.Producers {
+				u.Projections = append(u.Projections, l.Name)
+			}
 		}
 		out = append(out, u)
 	}
@@ -325,11 +343,28 @@ func printUnits(w io.Writer, units []unitInfo) {
 	}
 	fmt.Fprintln(w, "\noutput units (prune --granularity neuron):")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	var attn []unitInfo
 	for _, u := range units {
-		if u.Removable {
+		switch {
+		case u.Heads > 0 || u.Removable == false && strings.HasPrefix(u.Reason, "heads: "):
+			attn = append(attn, u)
+		case u.Removable:
 			fmt.Fprintf(tw, "%s\t%d units\tremovable (into %s)\n", u.Layer, u.Units, u.Consumer)
-		} else {
+		default:
 			fmt.Fprintf(tw, "%s\t%d units\tnot removable: %s\n", u.Layer, u.Units, u.Reason)
+		}
+	}
+	tw.Flush()
+	if len(attn) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nattention heads (removed head_dim units at a time):")
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, u := range attn {
+		if u.Removable {
+			fmt.Fprintf(tw, "%s\t%d heads of %d\tremovable (rows of %s, columns of %s)\n", u.Layer, u.Heads, u.HeadDim, strings.Join(u.Projections, ", "), u.Consumer)
+		} else {
+			fmt.Fprintf(tw, "%s\t\tnot removable: %s\n", u.Layer, strings.TrimPrefix(u.Reason, "heads: "))
 		}
 	}
 	tw.Flush()
