@@ -211,6 +211,9 @@ type UnitGroupStats struct {
 	// directions p, with G = dy_p/da and D = G (a - c) elementwise:
 	// PP = sum D^T D, PQ = sum D^T G, PR = sum G^T G (see Pairs).
 	PP, PQ, PR []float64
+	// seqFirst: the value's rows are position-major (row t*N + n, as in
+	// sequence-first [T, N, C] attention), not sample-major.
+	seqFirst bool
 }
 
 // UnitStats are the statistics of every removable group.
@@ -276,6 +279,11 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		tr, err := Run(net, b.Inputs)
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
+		}
+		if b.Start == 0 {
+			if err := detectRowOrder(net, b.Inputs, st.Groups); err != nil {
+				return err
+			}
 		}
 		for _, gs := range st.Groups {
 			for _, k := range gs.Group.Path {
@@ -359,6 +367,56 @@ func (gs *UnitGroupStats) accumulate(a, v []float64) {
 	}
 }
 
+// detectRowOrder finds, for groups whose values have several rows per
+// sample, whether the rows are sample-major or position-major: the first
+// two samples are run as they are and with the second replaced by the
+// first, and the rows that change are the second sample's.
+func detectRowOrder(net *onnxio.Network, inputs []*Tensor, groups []*UnitGroupStats) error {
+	if len(inputs) == 0 || inputs[0].Shape[0] < 2 {
+		return nil
+	}
+	two := make([]*Tensor, len(inputs))
+	same := make([]*Tensor, len(inputs))
+	for i, x := range inputs {
+		two[i] = x.Batch(0, 2).Clone()
+		same[i] = two[i].Clone()
+		per := same[i].Len() / 2
+		copy(same[i].Data[per:], same[i].Data[:per])
+	}
+	var tr2, tr1 *Trace
+	for _, gs := range groups {
+		h := gs.Group.Units
+		if tr2 == nil {
+			var err error
+			if tr2, err = Run(net, two); err != nil {
+				return fmt.Errorf("probing the row order: %w", err)
+			}
+			if tr1, err = Run(net, same); err != nil {
+				return fmt.Errorf("probing the row order: %w", err)
+			}
+		}
+		a2, a1 := tr2.Values[gs.Group.Value].Data, tr1.Values[gs.Group.Value].Data
+		rows := len(a2) / h
+		if rows <= 2 || rows%2 != 0 {
+			continue
+		}
+		// Which rows differ: sample-major puts sample 1 in the second half,
+		// position-major in the odd rows.
+		sm, pm := true, true
+		for r := 0; r < rows; r++ {
+			differs := !slices.Equal(a2[r*h:(r+1)*h], a1[r*h:(r+1)*h])
+			if differs && r < rows/2 {
+				sm = false
+			}
+			if differs && r%2 == 0 {
+				pm = false
+			}
+		}
+		gs.seqFirst = pm && !sm
+	}
+	return nil
+}
+
 // positions is how many rows of units a sample has in value a ([N, T,
 // units] values have T).
 func positions(a *Tensor, n, units int) int { return a.Len() / (n * units) }
@@ -388,6 +446,9 @@ func (gs *UnitGroupStats) addSampleSums(a []float64, cot *Tensor, scale float64,
 				continue
 			}
 			k := (q/per)*h + q%h
+			if gs.seqFirst {
+				k = ((q/h)%n)*h + q%h
+			}
 			g := sq * x
 			g1[k] += g
 			ga[k] += g * (a[q] - gs.Shift[q%h])

@@ -635,9 +635,6 @@ func (t *headTrial) resolve(op *onnxio.Op, pos, v, k int, minusOne bool) string 
 		t.addSite(ShapeSite{Node: op.Node, Input: pos, Data: data, Elems: []int{k}})
 		return ""
 	}
-	if t.fromRegionShape(v, map[int]bool{}) {
-		return ""
-	}
 	p := t.hf.producer[v]
 	if p >= 0 {
 		c := &t.hf.net.Ops[p]
@@ -655,6 +652,11 @@ func (t *headTrial) resolve(op *onnxio.Op, pos, v, k int, minusOne bool) string 
 				off += n
 			}
 		}
+	}
+	// Only now: a Concat's other pieces may come from the region's shapes
+	// while the one that holds the head count does not.
+	if t.fromRegionShape(v, map[int]bool{}) {
+		return ""
 	}
 	if minusOne && t.hf.tr.Values[v].Len() == 1 {
 		t.addSite(ShapeSite{Node: op.Node, Input: pos, Data: []int64{int64(t.hf.tr.Values[v].Data[0])}, Elems: []int{0}, MinusOne: true})

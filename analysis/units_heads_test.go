@@ -24,6 +24,8 @@ func headModel(t *testing.T, name string) (*onnxio.Network, []int) {
 			t.Skip("ECPRUNE_SHARED is not set")
 		}
 		path = filepath.Join(d, "models", name)
+	case strings.HasPrefix(name, "mha_"):
+		path = filepath.Join("..", "testdata", "heads", name)
 	case strings.HasSuffix(name, ".onnx"):
 		path = filepath.Join("..", "testdata", "zoo", name)
 	default:
@@ -75,6 +77,7 @@ func TestHeadGroups(t *testing.T) {
 		{"vit_linear_op13.onnx", 2, 4, 8, 2, ""},
 		{"vit_conv_op17.onnx", 2, 4, 8, 2, ""},
 		{"transformer_post_op13.onnx", 2, 0, 0, 0, "cannot be rewritten"}, // layers share weights
+		{"mha_post_op13.onnx", 2, 4, 4, 4, ""}, // nn.MultiheadAttention: q, k, v each reshaped to [T, N*H, D], merged to [T*N, C]
 		{"mnist_vit.onnx", 2, 4, 16, 2, ""},
 	}
 	for _, c := range cases {
@@ -126,7 +129,7 @@ func TestHeadGroups(t *testing.T) {
 // the removal with compensation) is logged next to it: the first-order
 // prediction against the real change.
 func TestHeadImportanceFirstOrder(t *testing.T) {
-	for _, name := range []string{"attention_vit_opset13", "split_qkv_opset13", "vit_linear_op13.onnx", "mnist_vit.onnx"} {
+	for _, name := range []string{"attention_vit_opset13", "split_qkv_opset13", "vit_linear_op13.onnx", "mha_post_op13.onnx", "mnist_vit.onnx"} {
 		t.Run(name, func(t *testing.T) {
 			net, shape := headModel(t, name)
 			n := 12

@@ -32,6 +32,8 @@ func headModelPath(t *testing.T, name string) string {
 		return filepath.Join(d, "models", name)
 	case "vit_linear_op13.onnx", "vit_conv_op17.onnx":
 		return filepath.Join("..", "testdata", "zoo", name)
+	case "mha_post_op13.onnx":
+		return filepath.Join("..", "testdata", "heads", name)
 	}
 	c, ok := testmodels.ByName(name)
 	if !ok {
@@ -57,7 +59,7 @@ func TestHeadCuts(t *testing.T) {
 	if ortErr != nil && testmodels.InCI() {
 		t.Fatalf("ONNX Runtime: %v", ortErr)
 	}
-	for _, name := range []string{"attention_vit_opset13", "split_qkv_opset13", "split_qkv_opset18", "vit_linear_op13.onnx", "vit_conv_op17.onnx", "mnist_vit.onnx"} {
+	for _, name := range []string{"attention_vit_opset13", "split_qkv_opset13", "split_qkv_opset18", "vit_linear_op13.onnx", "vit_conv_op17.onnx", "mha_post_op13.onnx", "mnist_vit.onnx"} {
 		t.Run(name, func(t *testing.T) {
 			path := headModelPath(t, name)
 			src, net := load(t, path)
