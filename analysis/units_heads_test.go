@@ -77,7 +77,7 @@ func TestHeadGroups(t *testing.T) {
 		{"vit_linear_op13.onnx", 2, 4, 8, 2, ""},
 		{"vit_conv_op17.onnx", 2, 4, 8, 2, ""},
 		{"transformer_post_op13.onnx", 2, 0, 0, 0, "cannot be rewritten"}, // layers share weights
-		{"mha_post_op13.onnx", 2, 4, 4, 4, ""}, // nn.MultiheadAttention: q, k, v each reshaped to [T, N*H, D], merged to [T*N, C]
+		{"mha_post_op13.onnx", 2, 4, 4, 4, ""},                            // nn.MultiheadAttention: q, k, v each reshaped to [T, N*H, D], merged to [T*N, C]
 		{"mnist_vit.onnx", 2, 4, 16, 2, ""},
 	}
 	for _, c := range cases {
