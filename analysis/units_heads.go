@@ -546,8 +546,14 @@ func (t *headTrial) elementwise(op *onnxio.Op, outS []int) (digit, string) {
 			return digit{}, why
 		}
 	}
+	if !set {
+		return digit{}, fmt.Sprintf("%s (node %s) reads the heads' values other than as data", op, op.Node)
+	}
 	if op.Const != nil {
 		others = append(others, op.Const.Shape)
+	}
+	if op.Kind == onnxio.OpNode && op.Type == "Where" && op.Slots[0] >= 0 {
+		others = append(others, t.shape(op.In[op.Slots[0]])) // the condition
 	}
 	for _, s := range others {
 		if k := d.axis - (R - len(s)); k >= 0 && k < len(s) && s[k] != 1 {

@@ -11,7 +11,7 @@
 # every attention block loses S of its units, so heads go too), as
 # METHOD-layer. Tables go to stdout and to bench/out/structured/tables.md.
 #
-#   [MODELS="vit transformer"] bash bench/structured.sh [SHARED]
+#   [MODELS="vit transformer"] [METHODS="ec+ magnitude wanda"] bash bench/structured.sh [SHARED]
 #
 # SHARED holds models/ and data/ (default ../shared). Needs ONNX Runtime
 # (scripts/setup-deps.sh installs it into .ci/ort), node, and python3 with
@@ -42,7 +42,7 @@ case " $models " in *" transformer "*)
 esac
 
 sparsities="0.3 0.5"
-methods="ec+ ec magnitude wanda random"
+methods=${METHODS:-ec+ ec magnitude wanda random}
 for name in $models; do
 	model=$out/mnist_$name.onnx
 	attention=
@@ -61,6 +61,7 @@ for name in $models; do
 		if [ -n "$attention" ]; then
 			# Every block loses S of its units: heads go as well as FFN units.
 			for m in ec+ magnitude wanda; do
+				case " $methods " in *" $m "*) ;; *) continue ;; esac
 				"$out/ecprune" prune "$model" -o "$dir/${m}-layer_s$s.onnx" --calib "$data/calib_x.npy" --labels "$data/calib_y.npy" \
 					--granularity neuron --sparsity "$s" --scope layer --method "$m" --report "$dir/${m}-layer_s$s.json" -q --progress never >/dev/null
 			done
