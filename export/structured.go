@@ -69,12 +69,13 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 		order = append(order, l)
 		return ed
 	}
+	var replacedShapes []string // shape inputs of head cuts, whose old producers may be dead
 	for _, c := range cuts {
 		if len(c.Keep) == c.Units && c.ConsumerB == nil {
 			continue // nothing removed: every tensor stays as it is
 		}
 		if c.Heads != nil {
-			if err := e.cutHeads(c, edit); err != nil {
+			if err := e.cutHeads(c, edit, &replacedShapes); err != nil {
 				return nil, fmt.Errorf("export: heads of %s: %w", c.Consumer.Name, err)
 			}
 			continue
@@ -117,6 +118,7 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 		}
 	}
 	e.finish()
+	dropDeadShapes(out.Proto.GetGraph(), replacedShapes)
 	if opt.Metadata != "" {
 		setMetadata(out.Proto, MetadataKey, opt.Metadata)
 	}
@@ -125,7 +127,7 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 
 // cutHeads records the edits of a head cut: the projections' rows, the
 // output projection's columns and bias, the shape constants.
-func (e *editor) cutHeads(c UnitCut, edit func(*onnxio.Layer) *unitEdit) error {
+func (e *editor) cutHeads(c UnitCut, edit func(*onnxio.Layer) *unitEdit, replaced *[]string) error {
 	if c.Consumer == nil {
 		return fmt.Errorf("a head cut has no output projection")
 	}
@@ -161,9 +163,11 @@ func (e *editor) cutHeads(c UnitCut, edit func(*onnxio.Layer) *unitEdit) error {
 		return fmt.Errorf("output projection %s is cut twice", c.Consumer.Name)
 	}
 	q.cols, q.b, q.w = c.Keep, c.ConsumerB, c.ConsumerW
-	if err := e.applyShapeEdits(c.Heads.Shapes); err != nil {
+	r, err := e.applyShapeEdits(c.Heads.Shapes)
+	if err != nil {
 		return err
 	}
+	*replaced = append(*replaced, r...)
 	e.dropDeclared(c.Heads.Values)
 	return nil
 }

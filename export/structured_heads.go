@@ -75,8 +75,10 @@ func (c UnitCut) checkHeads() error {
 	return nil
 }
 
-// applyShapeEdits writes the new shape constants of a head cut.
-func (e *editor) applyShapeEdits(edits []ShapeEdit) error {
+// applyShapeEdits writes the new shape constants of a head cut and
+// returns the names of the inputs they replaced.
+func (e *editor) applyShapeEdits(edits []ShapeEdit) ([]string, error) {
+	var replaced []string
 	for _, s := range edits {
 		ni := -1
 		for i := range e.g.Node {
@@ -86,11 +88,11 @@ func (e *editor) applyShapeEdits(edits []ShapeEdit) error {
 			}
 		}
 		if ni < 0 {
-			return fmt.Errorf("no node %s", s.Node)
+			return nil, fmt.Errorf("no node %s", s.Node)
 		}
 		n := e.g.Node[ni]
 		if s.Input < 0 || s.Input >= len(n.Input) || n.Input[s.Input] == "" {
-			return fmt.Errorf("node %s has no input %d", s.Node, s.Input)
+			return nil, fmt.Errorf("node %s has no input %d", s.Node, s.Input)
 		}
 		raw := make([]byte, 0, 8*len(s.Data))
 		for _, x := range s.Data {
@@ -102,8 +104,9 @@ func (e *editor) applyShapeEdits(edits []ShapeEdit) error {
 		e.addInit(t)
 		n.Input[s.Input] = t.GetName()
 		e.redirected[old] = true
+		replaced = append(replaced, old)
 	}
-	return nil
+	return replaced, nil
 }
 
 // dropDeclared removes the declared shapes of values whose head axis
@@ -151,4 +154,69 @@ func UnitCutFor(net *onnxio.Network, g *analysis.UnitGroup, keep []int, consumer
 	}
 	c.Heads = hc
 	return c
+}
+
+// dropDeadShapes removes what replacing shape inputs left unread: the
+// nodes that computed or held the old values (a Constant, an Unsqueeze of
+// a computed size, and what only they read), followed back from the
+// replaced names, and the initializers only those nodes read. Nodes and
+// initializers that were already unread in the source are left alone.
+func dropDeadShapes(g *pb.GraphProto, replaced []string) {
+	dead := map[int]bool{}
+	var inits []string
+	for len(replaced) > 0 {
+		idx := onnxio.NewGraph(g)
+		live := func(v string) bool {
+			for _, c := range idx.Consumers[v] {
+				if !dead[c] {
+					return true
+				}
+			}
+			return idx.IsOutput[v]
+		}
+		var next []string
+		for _, v := range replaced {
+			p, ok := idx.Producer[v]
+			if !ok {
+				if idx.Initializer[v] != nil && !live(v) {
+					inits = append(inits, v)
+				}
+				continue
+			}
+			if dead[p] || slices.ContainsFunc(g.Node[p].Output, func(o string) bool { return o != "" && live(o) }) {
+				continue
+			}
+			dead[p] = true
+			next = append(next, g.Node[p].Input...)
+		}
+		replaced = next
+	}
+	if len(dead) == 0 && len(inits) == 0 {
+		return
+	}
+	nodes := g.Node[:0:0]
+	for i, n := range g.Node {
+		if !dead[i] {
+			nodes = append(nodes, n)
+		}
+	}
+	g.Node = nodes
+	idx := onnxio.NewGraph(g)
+	keep := func(name string) bool {
+		return !slices.Contains(inits, name) || len(idx.Consumers[name]) > 0 || idx.IsOutput[name]
+	}
+	ts := g.Initializer[:0:0]
+	for _, t := range g.Initializer {
+		if keep(t.GetName()) {
+			ts = append(ts, t)
+		}
+	}
+	g.Initializer = ts
+	ins := g.Input[:0:0]
+	for _, v := range g.Input {
+		if keep(v.GetName()) {
+			ins = append(ins, v)
+		}
+	}
+	g.Input = ins
 }
