@@ -8,10 +8,17 @@
 #
 #   bash .ci/fuzz.sh            # every target, 60 s each
 #   FUZZTIME=10s bash .ci/fuzz.sh
+#   FUZZTIME=10m FUZZPARALLEL=1 bash .ci/fuzz.sh   # the recorded one-hour run
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fuzztime="${FUZZTIME:-60s}"
+# One worker per target leaves the other core to the rest of the machine;
+# unset, go test uses every core.
+parallel=()
+if [[ -n "${FUZZPARALLEL:-}" ]]; then
+	parallel=(-parallel "$FUZZPARALLEL")
+fi
 
 mapfile -t targets < <(
 	git ls-files '*_test.go' |
@@ -27,5 +34,5 @@ fi
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	echo "== fuzz $name in $pkg for $fuzztime"
-	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "${parallel[@]}" "$pkg"
 done

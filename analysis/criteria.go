@@ -22,6 +22,10 @@ type LayerScores struct {
 type Scores struct {
 	Method string
 	Layers []*LayerScores
+	// Local are the layers whose scores are in the units of their local
+	// objective (local.go), with the reason; selection ranks each of them
+	// on its own. Nil when every layer's scores are output-level.
+	Local map[*onnxio.Layer]string
 }
 
 // Criterion scores weights from the calibration statistics. Criteria are
@@ -62,6 +66,7 @@ func (c funcCriterion) Score(st *Stats, seed uint64) (*Scores, error) {
 		s, d := c.score(ls, st.N, k, seed)
 		out.Layers = append(out.Layers, &LayerScores{Layer: ls.Layer, Score: s, Delta: d})
 	}
+	out.Local = localScores(c.name, st)
 	return out, nil
 }
 

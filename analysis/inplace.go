@@ -49,5 +49,6 @@ func ScoreConsuming(c Criterion, st *Stats, seed uint64) (*Scores, error) {
 		s.Score, s.Delta = fc.inPlace(ls, st.N)
 		out.Layers = append(out.Layers, s)
 	}
+	out.Local = localScores(fc.name, st)
 	return out, nil
 }

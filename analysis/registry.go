@@ -34,7 +34,10 @@ type Kernel struct {
 	Prepare func(op *onnxio.Op, in []*Tensor, out *Tensor) (any, error)
 	// JVP returns the output's tangent for one direction, given the
 	// inputs' tangents tin (nil where zero), or nil when it is zero. A nil
-	// JVP means the op has no derivative (comparisons, argmax, shapes).
+	// JVP means the op has no derivative (comparisons, argmax, shapes):
+	// the differentiator passes nothing through it, and a layer all of
+	// whose paths to the outputs cross such ops is analysed with its
+	// local objective (local.go).
 	JVP func(op *onnxio.Op, in []*Tensor, out *Tensor, st any, tin []*Tensor) (*Tensor, error)
 	// VJP adds the pull-back of the output cotangent g (one direction) to
 	// gin[k] for every k with gin[k] != nil.
@@ -175,7 +178,9 @@ func nodeJVP(op *onnxio.Op, vals, tan []*Tensor, p int) (*Tensor, error) {
 		return nil, err
 	}
 	if k.JVP == nil {
-		return nil, fmt.Errorf("op %s has no derivative", op.Type)
+		// No derivative: a zero tangent. Layers whose every path to
+		// the outputs ends here use their local objective (local.go).
+		return nil, nil
 	}
 	in, err := nodeInputs(op, vals)
 	if err != nil {
@@ -244,7 +249,7 @@ func nodeVJP(op *onnxio.Op, vals []*Tensor, g *Tensor, p int, acc func(id int) [
 		return nil
 	}
 	if k.VJP == nil {
-		return fmt.Errorf("op %s has no derivative", op.Type)
+		return nil // no derivative: nothing flows back (see nodeJVP)
 	}
 	y := vals[op.Out]
 	n := y.Len()

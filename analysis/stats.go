@@ -138,6 +138,10 @@ type Stats struct {
 	Mode      Derivatives // how g was computed
 	Objective Objective
 	Passes    int // batches processed (to show statistics are computed once)
+	// Local are the layers analysed with their local objective (g = 1:
+	// their own output's change), each with the reason: the ops without
+	// a derivative on every path to the outputs (local.go).
+	Local map[*onnxio.Layer]string
 
 	rng *rand.Rand // probe signs, continuing across batches
 	// w32 holds the layers' float32 weights (their own, or copies of
@@ -183,6 +187,7 @@ func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, 
 			g[i] = make([]float64, d.Len())
 			addSquares(g[i], d, 1)
 		}
+		fillLocal(net, st, g)
 		return g, nil
 	}
 	if opt.MaxTangent <= 0 {
@@ -191,7 +196,12 @@ func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, 
 	if st.rng == nil {
 		st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
 	}
-	return gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng)
+	g, err := gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng)
+	if err != nil {
+		return nil, err
+	}
+	fillLocal(net, st, g)
+	return g, nil
 }
 
 // LayerStatsFor finds the statistics of a layer.
@@ -278,6 +288,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 	if len(st.Layers) == 0 {
 		return nil, fmt.Errorf("no prunable layers")
 	}
+	logLocal(st.local(net), logf)
 	st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
 	var inPlace []bool
 	if opt.Observe == nil {
@@ -331,6 +342,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng); err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
+		fillLocal(net, st, g)
 		if !opt.Grad {
 			dz = nil
 		}
@@ -451,10 +463,13 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 	for i, ls := range st.Layers {
 		want[i] = net.Ops[ls.Op].Out
 	}
+	// Local layers get g = 1 from fillLocal: no derivatives for them.
+	global, wantGlobal := globalLayers(st, st.local(net), want)
 	outs := tr.Outputs()
 	switch {
+	case len(global) == 0:
 	case st.Mode.Kind == DerivForward:
-		for i := range st.Layers {
+		for _, i := range global {
 			z := tr.Values[want[i]]
 			posTotal := z.Len() / n // positions x Out per sample
 			chunk := max(1, opt.MaxTangent/max(1, n*maxWidth(tr)))
@@ -507,8 +522,8 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 					signs[o] = c
 				}
 				kept := append([][]float32(nil), signs...)
-				if res, ok := vjp32(net, tr, signs, p1-p0, want); ok {
-					for i := range st.Layers {
+				if res, ok := vjp32(net, tr, signs, p1-p0, wantGlobal); ok {
+					for _, i := range global {
 						addSquares32(g[i], res[want[i]], 1/float64(probes))
 					}
 					for _, r := range res {
@@ -555,7 +570,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			if probes > 0 {
 				mm = matmul32 // the estimate's noise dwarfs float32 rounding
 			}
-			res, err := vjp(net, tr, cot, want, mm)
+			res, err := vjp(net, tr, cot, wantGlobal, mm)
 			if err != nil {
 				return nil, err
 			}
@@ -563,7 +578,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			if probes > 0 {
 				scale = 1 / float64(probes)
 			}
-			for i := range st.Layers {
+			for _, i := range global {
 				addSquares(g[i], res[want[i]], scale)
 			}
 		}

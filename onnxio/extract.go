@@ -137,6 +137,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 	x.pruneDead()
 	x.net.Types = x.valueTypes()
 	x.finishLayers()
+	x.net.AssignRoles()
 	return x.net, nil
 }
 

@@ -267,6 +267,7 @@ type Layer struct {
 	Prunable bool
 	Reason   string   // why not prunable
 	Next     []string // op types that consume the layer's output
+	Role     Role     // what the layer does in the model (roles.go)
 }
 
 // Params is the number of weights (biases excluded, as for sparsity).

@@ -36,12 +36,22 @@ type Options struct {
 	Compensate bool
 }
 
-// OptionError is a bad option value; the CLI reports it as bad usage.
-type OptionError struct{ Msg string }
+// OptionError is a bad option value: Field names the option (a field of
+// Options, UnitOptions or ecplus.Options) and Msg what is wrong with it,
+// so that a front end can name the option its own way (the CLI names its
+// flags). Error is "Field Msg".
+type OptionError struct{ Field, Msg string }
 
-func (e *OptionError) Error() string { return e.Msg }
+func (e *OptionError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + " " + e.Msg
+}
 
-func optErr(format string, args ...any) error { return &OptionError{Msg: fmt.Sprintf(format, args...)} }
+func optErr(field, format string, args ...any) error {
+	return &OptionError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
 
 // LayerPlan is the outcome for one layer.
 type LayerPlan struct {
@@ -67,29 +77,29 @@ type Plan struct {
 // Validate checks option values, naming what is wrong.
 func (o Options) Validate(net *onnxio.Network) error {
 	if o.NM == nil && (o.Sparsity < 0 || o.Sparsity >= 1 || math.IsNaN(o.Sparsity)) {
-		return optErr("--sparsity %g is outside [0, 1)", o.Sparsity)
+		return optErr("Sparsity", "%g is outside [0, 1)", o.Sparsity)
 	}
 	if o.Scope != Global && o.Scope != Layer && o.Scope != "" {
-		return optErr("--scope %q: want global or layer", o.Scope)
+		return optErr("Scope", "%q: want global or layer", o.Scope)
 	}
 	if o.NM != nil && (o.NM.N < 0 || o.NM.M <= 0 || o.NM.N > o.NM.M) {
-		return optErr("--nm %d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
+		return optErr("NM", "%d:%d: want 0 <= N <= M, M > 0", o.NM.N, o.NM.M)
 	}
 	for _, s := range o.Skip {
 		if net.LayerByName(s) == nil {
-			return optErr("--skip %s: no such layer (see ecprune inspect)", s)
+			return optErr("Skip", "%s: no such layer", s)
 		}
 	}
 	for name, s := range o.LayerSparsity {
 		l := net.LayerByName(name)
 		if l == nil {
-			return optErr("--layer-sparsity %s: no such layer (see ecprune inspect)", name)
+			return optErr("LayerSparsity", "%s: no such layer", name)
 		}
 		if !l.Prunable {
-			return optErr("--layer-sparsity %s: layer is not prunable: %s", name, l.Reason)
+			return optErr("LayerSparsity", "%s: layer is not prunable: %s", name, l.Reason)
 		}
 		if s < 0 || s >= 1 || math.IsNaN(s) {
-			return optErr("--layer-sparsity %s=%g is outside [0, 1)", name, s)
+			return optErr("LayerSparsity", "%s=%g is outside [0, 1)", name, s)
 		}
 	}
 	return nil
@@ -133,8 +143,9 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		plan.Total += ls.Layer.Params()
 	}
 	// Global ranking runs over the layers that are neither skipped nor
-	// fixed, positions numbered through them in layer order, so that ties
-	// go by layer, then by index in W.
+	// fixed nor scored on their local objective, positions numbered
+	// through them in layer order, so that ties go by layer, then by index
+	// in W.
 	var owner []int
 	var parts [][]float64
 	total := 0
@@ -149,13 +160,16 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 			continue
 		}
 		one := func(s float64) {
-			markSmallestParts([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
+			MarkSmallest([][]float64{ls.Score}, Count(s, len(ls.Score)), func(_, q int) { lp.Pruned[q] = true })
 		}
 		if s, ok := fixed[l]; ok {
 			one(s)
 			continue
 		}
-		if opt.Scope == Layer {
+		if _, local := sc.Local[l]; opt.Scope == Layer || local {
+			// A layer scored on its local objective has scores in
+			// other units than the rest: it meets the sparsity on
+			// its own (docs/METHOD.md, "Local objectives").
 			one(opt.Sparsity)
 			continue
 		}
@@ -164,7 +178,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 		total += len(ls.Score)
 	}
 	if total > 0 {
-		markSmallestParts(parts, Count(opt.Sparsity, total), func(b, q int) {
+		MarkSmallest(parts, Count(opt.Sparsity, total), func(b, q int) {
 			plan.Layers[owner[b]].Pruned[q] = true
 		})
 	}
@@ -234,7 +248,7 @@ func selectNM(pruned []bool, score []float64, out, in int, nm NM) {
 				idx = append(idx, i*in+j)
 			}
 			sort.Slice(idx, func(a, b int) bool {
-				return cmpScored(scored{score[idx[a]], idx[a]}, scored{score[idx[b]], idx[b]}) < 0
+				return CompareScored(Scored{score[idx[a]], idx[a]}, Scored{score[idx[b]], idx[b]}) < 0
 			})
 			for _, q := range idx[:max(0, len(idx)-nm.N)] {
 				pruned[q] = true

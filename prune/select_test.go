@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"testing"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -28,7 +29,7 @@ func awkward(rng *rand.Rand, n int) []float64 {
 }
 
 // TestMarkSmallestPartsAgainstSmallest: the radix select marks exactly the
-// k first of (score, position) pairs in cmpScored order, as found by the
+// k first of (score, position) pairs in CompareScored order, as found by the
 // quickselect ec+ uses and by a full sort, for every k on small inputs and
 // random k on larger ones, across parts of different sizes.
 func TestMarkSmallestPartsAgainstSmallest(t *testing.T) {
@@ -63,15 +64,15 @@ func TestMarkSmallestPartsAgainstSmallest(t *testing.T) {
 		} else {
 			ks = []int{0, 1, n / 2, n - 1, n, rng.IntN(n + 1)}
 		}
-		sorted := make([]scored, n)
+		sorted := make([]Scored, n)
 		for q, v := range flat {
-			sorted[q] = scored{v, q}
+			sorted[q] = Scored{v, q}
 		}
-		slices.SortFunc(sorted, cmpScored)
+		slices.SortFunc(sorted, CompareScored)
 		for _, k := range ks {
 			got := make([]bool, n)
 			var last = -1
-			markSmallestParts(parts, k, func(b, q int) {
+			MarkSmallest(parts, k, func(b, q int) {
 				pos := q
 				for _, p := range parts[:b] {
 					pos += len(p)
@@ -84,17 +85,17 @@ func TestMarkSmallestPartsAgainstSmallest(t *testing.T) {
 			})
 			want := make([]bool, n)
 			for _, c := range sorted[:max(0, min(k, n))] {
-				want[c.q] = true
+				want[c.Pos] = true
 			}
-			cs := make([]scored, n)
+			cs := make([]Scored, n)
 			for q, v := range flat {
-				cs[q] = scored{v, q}
+				cs[q] = Scored{v, q}
 			}
 			if k > 0 && k < n {
-				smallest(cs, k)
+				Smallest(cs, k)
 				quick := make([]bool, n)
 				for _, c := range cs[:k] {
-					quick[c.q] = true
+					quick[c.Pos] = true
 				}
 				if !slices.Equal(quick, want) {
 					t.Fatalf("trial %d: the quickselect and the sort disagree", trial)
@@ -107,12 +108,12 @@ func TestMarkSmallestPartsAgainstSmallest(t *testing.T) {
 	}
 }
 
-// TestOrderKey: the keys order scores as cmpScored does.
+// TestOrderKey: the keys order scores as CompareScored does.
 func TestOrderKey(t *testing.T) {
 	vals := []float64{math.Inf(-1), -1e300, -1, -5e-324, 0, math.Copysign(0, -1), 5e-324, 1, math.Nextafter(1, 2), 1e300, math.Inf(1), math.NaN(), -math.NaN()}
 	for _, a := range vals {
 		for _, b := range vals {
-			want := cmpScored(scored{a, 0}, scored{b, 0})
+			want := CompareScored(Scored{a, 0}, Scored{b, 0})
 			ka, kb := orderKey(a), orderKey(b)
 			got := 0
 			if ka < kb {
@@ -121,7 +122,7 @@ func TestOrderKey(t *testing.T) {
 				got = 1
 			}
 			if got != want {
-				t.Errorf("order of %v, %v: keys say %d, cmpScored %d", a, b, got, want)
+				t.Errorf("order of %v, %v: keys say %d, CompareScored %d", a, b, got, want)
 			}
 		}
 	}
@@ -194,6 +195,38 @@ func TestSelectConsumingSamePlan(t *testing.T) {
 					t.Fatal("Select spent its scores")
 				}
 			}
+		}
+	}
+}
+
+// TestSmallest compares the selection with a full sort, on data with many
+// equal scores (broken by index) and NaNs.
+func TestSmallest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for trial := 0; trial < 300; trial++ {
+		n := rng.IntN(200)
+		cs := make([]Scored, n)
+		for q := range cs {
+			v := float64(rng.IntN(1 + trial%20))
+			if rng.IntN(50) == 0 {
+				v = math.NaN()
+			}
+			cs[q] = Scored{v, q}
+		}
+		rng.Shuffle(n, func(a, b int) { cs[a], cs[b] = cs[b], cs[a] })
+		k := rng.IntN(n + 1)
+		want := append([]Scored(nil), cs...)
+		sort.Slice(want, func(a, b int) bool { return CompareScored(want[a], want[b]) < 0 })
+		Smallest(cs, k)
+		got := append([]Scored(nil), cs[:k]...)
+		sort.Slice(got, func(a, b int) bool { return CompareScored(got[a], got[b]) < 0 })
+		for q := range got {
+			if got[q].Pos != want[q].Pos {
+				t.Fatalf("trial %d (n %d, k %d): element %d is %v, want %v", trial, n, k, q, got[q], want[q])
+			}
+		}
+		if len(cs) != n {
+			t.Fatal("length changed")
 		}
 	}
 }

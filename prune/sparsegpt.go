@@ -11,6 +11,7 @@ import (
 
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // SparseGPTOptions are the knobs of the SparseGPT baseline.
@@ -44,7 +45,7 @@ func SparseGPT(net *onnxio.Network, data analysis.Data, st *analysis.Stats, budg
 		return nil, errors.New("sparsegpt: missing network, data, statistics or budgets")
 	}
 	if o.BlockSize < 1 || o.PercDamp < 0 || math.IsNaN(o.PercDamp) {
-		return nil, optErr("sparsegpt: block size %d and damping %g: want a block of at least 1 and a damping >= 0", o.BlockSize, o.PercDamp)
+		return nil, optErr("", "SparseGPTOptions: BlockSize %d and PercDamp %g: want BlockSize >= 1 and PercDamp >= 0", o.BlockSize, o.PercDamp)
 	}
 	if len(budget.Layers) != len(st.Layers) {
 		return nil, fmt.Errorf("sparsegpt: %d layer budgets for %d layers", len(budget.Layers), len(st.Layers))
@@ -127,7 +128,7 @@ func inputGram(net *onnxio.Network, data analysis.Data, op, in int, bias bool) (
 	h := make([]float64, cols*cols)
 	pre := prefixTo(net, op, net.Ops[op].In[0])
 	var aug []float64
-	err := data.Each(ecpBatch, func(b analysis.Batch) error {
+	err := data.Each(passBatch, func(b analysis.Batch) error {
 		n, err := batchLen(b)
 		if err != nil {
 			return err
@@ -146,7 +147,7 @@ func inputGram(net *onnxio.Network, data analysis.Data, op, in int, bias bool) (
 				x[r*cols+in] = 1
 			}
 		}
-		gemmTN(rows, cols, cols, x, x, h)
+		solve.AddTN(rows, cols, cols, x, x, h)
 		return nil
 	})
 	return h, err
@@ -206,7 +207,7 @@ func sparseGPTLayer(w []float64, out, cols, prunable int, h []float64, k int, pe
 					score[i*pc+j] = v * v / (d * d)
 				}
 			}
-			markSmallestParts([][]float64{score}, kb, func(_, q int) {
+			MarkSmallest([][]float64{score}, kb, func(_, q int) {
 				pruned[(q/pc)*prunable+i1+q%pc] = true
 			})
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // obsBruteForce is the SparseGPT rule written out with explicit inverses:
@@ -65,7 +67,7 @@ func obsBruteForce(w []float64, out, cols, prunable int, h []float64, k int, per
 				cs = append(cs, cand{w[i*cols+j] * w[i*cols+j] / d, i*(end-i1) + j - i1})
 			}
 		}
-		// Selection by (score, position), as markSmallestParts does.
+		// Selection by (score, position), as MarkSmallest does.
 		for a := 0; a < kb; a++ {
 			best := -1
 			for b, c := range cs {
@@ -127,7 +129,7 @@ func TestSparseGPTLayerIsOBS(t *testing.T) {
 				}
 			}
 			h := make([]float64, cols*cols)
-			gemmTN(tc.n, cols, cols, x, x, h)
+			solve.AddTN(tc.n, cols, cols, x, x, h)
 			w := randSlice(rng, tc.out*cols)
 			want, wantMask := obsBruteForce(w, tc.out, cols, tc.in, h, tc.k, 0.01, tc.block)
 			got := append([]float64(nil), w...)

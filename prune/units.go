@@ -52,14 +52,14 @@ type UnitPlan struct {
 // validate checks option values, naming what is wrong.
 func (o UnitOptions) validate(net *onnxio.Network) error {
 	if o.Sparsity < 0 || o.Sparsity >= 1 || math.IsNaN(o.Sparsity) {
-		return optErr("--sparsity %g is outside [0, 1)", o.Sparsity)
+		return optErr("Sparsity", "%g is outside [0, 1)", o.Sparsity)
 	}
 	if o.Scope != Global && o.Scope != Layer && o.Scope != "" {
-		return optErr("--scope %q: want global or layer", o.Scope)
+		return optErr("Scope", "%q: want global or layer", o.Scope)
 	}
 	for _, s := range o.Skip {
 		if net.LayerByName(s) == nil {
-			return optErr("--skip %s: no such layer (see ecprune inspect)", s)
+			return optErr("Skip", "%s: no such layer", s)
 		}
 	}
 	return nil

@@ -25,7 +25,7 @@ func SequentialUnits(net *onnxio.Network, groups []*analysis.UnitGroup, data ana
 		return nil, nil, err
 	}
 	if rounds < 1 {
-		return nil, nil, optErr("--ecplus-rounds %d: want at least 1", rounds)
+		return nil, nil, optErr("Rounds", "%d: want at least 1", rounds)
 	}
 	work := net.Clone()
 	wg := make([]*analysis.UnitGroup, len(groups))

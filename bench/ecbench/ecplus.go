@@ -12,6 +12,7 @@ import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/analysis/calib"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 )
 
 // ecplusResult is what `ecbench ecplus` prints (one JSON line): the
@@ -43,7 +44,7 @@ func cmdECPlus(args []string) error {
 	task := fs.String("task", "regression", "classification or regression (how ec+ refits)")
 	cpuprof := fs.String("cpuprofile", "", "write a CPU profile from the first ec+ run on")
 	verbose := fs.Bool("v", false, "ec+'s log lines on stderr")
-	refit := fs.Int("refit", 2, "ec+'s refit steps (--ecplus-refit)")
+	refit := fs.Int("refit", ecplus.DefaultOptions().RefitSteps, "ec+'s refit steps (--ecplus-refit)")
 	reps := fs.Int("reps", 3, "timed runs of each (ec, then ec+, alternating), at least; medians are reported")
 	minSec := fs.Float64("min-seconds", 2, "keep alternating until this much time is spent (at most 200 runs): a few milliseconds per run need many runs for a steady median")
 	warmup := fs.Bool("warmup", true, "run the analysis once untimed first")
@@ -103,7 +104,7 @@ func cmdECPlus(args []string) error {
 			defer pprof.StopCPUProfile()
 		}
 		t = time.Now()
-		prep := prune.NewECPlusPrep(net, data, tk)
+		prep := ecplus.NewPrep(net, data, tk)
 		so := sopt
 		so.Observe = prep.Observe
 		var err error
@@ -115,8 +116,9 @@ func cmdECPlus(args []string) error {
 			return err
 		}
 		ts := time.Now()
-		eo := prune.ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: *refit, Prep: prep}
-		if plan, err = prune.ECPlus(net, data, st, sc, prune.Options{Sparsity: *sparsity}, eo, tk, logf); err != nil {
+		eo := ecplus.DefaultOptions()
+		eo.RefitSteps, eo.Prep = *refit, prep
+		if plan, err = ecplus.Prune(net, data, st, sc, prune.Options{Sparsity: *sparsity}, eo, tk, logf); err != nil {
 			return err
 		}
 		tPluses = append(tPluses, time.Since(t).Seconds())

@@ -226,7 +226,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitCode(err)
-	msg := oneLine(err.Error())
+	msg := oneLine(cliMessage(err))
 	line := msg
 	if code == exitBad && errors.As(err, new(*usageError)) {
 		// One line, so that scripts can rely on it: the hint goes on it.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -40,6 +41,8 @@ type layerInfo struct {
 	NonZeros int      `json:"nonzeros"`
 	Prunable bool     `json:"prunable"`
 	Reason   string   `json:"reason,omitempty"`
+	Role     string   `json:"role"`     // from the graph's structure (onnxio.Role)
+	Analysis string   `json:"analysis"` // analysis.Treatment: output-level, local objective or not prunable
 }
 
 type inspectResult struct {
@@ -103,12 +106,13 @@ func inspectModel(ld *loaded) *inspectResult {
 		}
 		r.Metadata[kv.GetKey()] = kv.GetValue()
 	}
+	local := analysis.LocalObjectives(ld.net)
 	for _, l := range ld.net.Layers {
 		nz := l.NonZeros()
 		r.Layers = append(r.Layers, layerInfo{
 			Name: l.Name, Node: l.Node, Pattern: l.Pattern, Out: l.Out, In: l.In, Layout: l.WeightLayout.String(),
 			Type: onnxio.TypeName(l.WeightType), Bias: l.B != nil, Next: l.Next, Params: l.Params(), NonZeros: nz,
-			Prunable: l.Prunable, Reason: l.Reason,
+			Prunable: l.Prunable, Reason: l.Reason, Role: l.Role.String(), Analysis: analysis.Treatment(l, local),
 		})
 		r.Params += l.Params()
 		r.NonZeros += nz
@@ -150,17 +154,14 @@ func printInspect(w io.Writer, r *inspectResult) {
 		fmt.Fprintf(w, "not analysable: %s\n", r.Reason)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tlayer\tpattern\tW (out x in)\tbias\tfollowed by\tparams\tprunable")
+	fmt.Fprintln(tw, "#\tlayer\trole\tpattern\tW (out x in)\tbias\tfollowed by\tparams\tanalysis")
 	for i, l := range r.Layers {
-		pr := "yes"
-		if !l.Prunable {
-			pr = "no: " + l.Reason
-		}
+		pr := l.Analysis
 		bias := "no"
 		if l.Bias {
 			bias = "yes"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%dx%d %s\t%s\t%s\t%d\t%s\n", i, l.Name, l.Pattern, l.Out, l.In, l.Type, bias, strings.Join(l.Next, ","), l.Params, pr)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%dx%d %s\t%s\t%s\t%d\t%s\n", i, l.Name, l.Role, l.Pattern, l.Out, l.In, l.Type, bias, strings.Join(l.Next, ","), l.Params, pr)
 	}
 	tw.Flush()
 	printUnits(w, r.Units)

@@ -151,6 +151,7 @@ type layerReport struct {
 	TensorBytes   int64   `json:"tensor_bytes"`
 	BiasShiftNorm float64 `json:"bias_shift_norm"`
 	Predicted     float64 `json:"predicted_error"`
+	Local         string  `json:"local_objective,omitempty"` // why the layer is analysed on its own output (analysis.LocalObjectives)
 }
 
 type qualityPair struct {
@@ -337,6 +338,9 @@ func (j *job) pruneOne(f *pruneFlags, opt prune.Options, format export.Format, o
 	for k, lr := range layers {
 		if k < len(results) {
 			lr.Format, lr.TensorBytes = string(results[k].Format), results[k].Bytes
+		}
+		if j.stats != nil {
+			lr.Local = j.stats.Local[plan.Layers[k].Layer]
 		}
 		r.Layers = append(r.Layers, lr)
 	}
@@ -527,6 +531,11 @@ func printPruneReport(w io.Writer, r *pruneReport) {
 		fmt.Fprintf(tw, "%s\t%dx%d\t%.3f\t%s\t%s\t%.4g\n", l.Name, l.Out, l.In, l.Density, l.Format, humanBytes(l.TensorBytes), l.BiasShiftNorm)
 	}
 	tw.Flush()
+	for _, l := range r.Layers {
+		if l.Local != "" {
+			fmt.Fprintf(w, "%s: analysed with its local objective (its own output's change): %s\n", l.Name, l.Local)
+		}
+	}
 	fmt.Fprintln(w)
 	printQuality(w, "calibration", r.Calibration)
 	if r.HoldoutQ != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/ecprune/ecprune/export"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/ecplus"
 )
 
 // analysisFlags are the flags shared by prune and sweep: the data, the
@@ -30,7 +31,7 @@ type analysisFlags struct {
 	seed        uint64
 	exactBudget time.Duration
 	force       bool
-	ecplus      prune.ECPlusOptions
+	ecplus      ecplus.Options
 	// noStats: the job needs the model, data and labels but not the
 	// weight-level statistics (structured pruning collects its own).
 	noStats bool
@@ -49,7 +50,7 @@ func (f *analysisFlags) register(fs *pflag.FlagSet) {
 	fs.Uint64Var(&f.seed, "seed", 0, "seed for random, probes and anything else random")
 	fs.DurationVar(&f.exactBudget, "exact-budget", 10*time.Minute, "largest estimated run time the exact method accepts")
 	fs.BoolVar(&f.force, "force", false, "run exact whatever its estimated time, and accept degenerate calibration data (fewer than 2 samples, all samples equal, every importance zero)")
-	f.ecplus.RegisterFlags(fs)
+	registerECPlusFlags(fs, &f.ecplus)
 }
 
 // job is a model with its calibration data and statistics, computed once
@@ -65,7 +66,7 @@ type job struct {
 	hlabels  *analysis.Labels // of hold
 	stats    *analysis.Stats
 	scores   map[string]*analysis.Scores
-	prep     *prune.ECPlusPrep // what the statistics pass kept for ec+, or nil
+	prep     *ecplus.Prep // what the statistics pass kept for ec+, or nil
 	statTime time.Duration
 	// oneShot: the job scores one method once and writes one model (the
 	// prune command), so scoring may consume the statistics' per-weight
@@ -76,7 +77,7 @@ type job struct {
 	keepScores bool // --scores: the scores are written after the model
 }
 
-func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool) (*job, error) {
+func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, withECPlus bool) (*job, error) {
 	if len(af.calib) == 0 {
 		return nil, usagef("--calib is required")
 	}
@@ -163,9 +164,9 @@ func (e *env) newJob(modelPath string, af *analysisFlags, needGrad, ecplus bool)
 		return j, nil
 	}
 	var observe func(*analysis.Stats, analysis.Batch, *analysis.Trace, [][]float64) error
-	if ecplus {
+	if withECPlus {
 		// ec+ keeps per-sample values of this pass instead of its own.
-		j.prep = prune.NewECPlusPrep(ld.net, sourceData{Src: j.src}, j.ecplusTask())
+		j.prep = ecplus.NewPrep(ld.net, sourceData{Src: j.src}, j.ecplusTask())
 		observe = j.prep.Observe
 	}
 	t := time.Now()
@@ -284,7 +285,10 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 			// them, nothing holds them (4 F on a large model).
 			delete(j.scores, "ec")
 		}
-		return prune.ECPlus(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.ecplusTask(), j.e.debugf)
+		var finish func()
+		eo.Progress, finish = j.e.ecplusProgress()
+		defer finish()
+		return ecplus.Prune(j.ld.net, sourceData{Src: j.src}, j.stats, ecs, opt, eo, j.ecplusTask(), j.e.debugf)
 	}
 	if method == "sparsegpt" || method == "sparsegpt+bias" {
 		if opt.NM != nil {
@@ -315,11 +319,11 @@ func (j *job) plan(method string, opt prune.Options) (*prune.Plan, error) {
 	return prune.Select(j.ld.net, sc, opt)
 }
 
-// ecplusTask is the task ec+ matches: prune.TaskAuto (recognised from the
+// ecplusTask is the task ec+ matches: ecplus.TaskAuto (recognised from the
 // model) when neither labels nor --task name one.
 func (j *job) ecplusTask() analysis.Task {
 	if j.labels == nil && j.af.task == "" {
-		return prune.TaskAuto
+		return ecplus.TaskAuto
 	}
 	return j.task
 }

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 import (
 	"os"
@@ -9,6 +9,7 @@ import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/analysis/calib"
 	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune"
 )
 
 // Benchmarks of ec+'s cost against the one-shot EC analysis it starts
@@ -78,7 +79,7 @@ func BenchmarkECPlus(b *testing.B) {
 				task = analysis.TaskClassification
 			}
 			for b.Loop() {
-				prep := NewECPlusPrep(net, data, task)
+				prep := NewPrep(net, data, task)
 				st, err := analysis.Collect(net, data, analysis.StatsOptions{Observe: prep.Observe})
 				if err != nil {
 					b.Fatal(err)
@@ -87,8 +88,8 @@ func BenchmarkECPlus(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				eo := ECPlusOptions{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Prep: prep}
-				if _, err := ECPlus(net, data, st, sc, Options{Sparsity: 0.9}, eo, task, nil); err != nil {
+				eo := Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Prep: prep}
+				if _, err := Prune(net, data, st, sc, prune.Options{Sparsity: 0.9}, eo, task, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 import (
 	"math/rand/v2"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // reconFixture is one layer's resident data: centred inputs ac, residuals
@@ -76,7 +78,7 @@ func TestReconstructIsLeastSquares(t *testing.T) {
 			rng := rand.New(rand.NewPCG(9, uint64(tc.in*tc.rows)))
 			f := newReconFixture(rng, tc.out, tc.in, tc.rows, tc.per, tc.deadCol)
 			got := f.clone()
-			e := &ecp{eo: ECPlusOptions{Recon: ReconOn, ReconDamp: tc.damp}}
+			e := &ecp{eo: Options{Recon: ReconOn, ReconDamp: tc.damp}}
 			changed, _ := e.reconstruct(got.rd, got.w, got.b, got.pruned, got.shift, tc.out, tc.in, tc.per)
 			if !changed {
 				t.Fatal("not reconstructed")
@@ -159,8 +161,8 @@ func TestReconstructAuto(t *testing.T) {
 			}
 		}
 		on, auto := f.clone(), f.clone()
-		(&ecp{eo: ECPlusOptions{Recon: ReconOn, ReconDamp: 0.01}}).reconstruct(on.rd, on.w, on.b, on.pruned, on.shift, 3, 4, 1)
-		changed, why := (&ecp{eo: ECPlusOptions{Recon: ReconAuto, ReconDamp: 0.01}}).reconstruct(auto.rd, auto.w, auto.b, auto.pruned, auto.shift, 3, 4, 1)
+		(&ecp{eo: Options{Recon: ReconOn, ReconDamp: 0.01}}).reconstruct(on.rd, on.w, on.b, on.pruned, on.shift, 3, 4, 1)
+		changed, why := (&ecp{eo: Options{Recon: ReconAuto, ReconDamp: 0.01}}).reconstruct(auto.rd, auto.w, auto.b, auto.pruned, auto.shift, 3, 4, 1)
 		want := f
 		if changed {
 			want = on
@@ -189,12 +191,10 @@ func TestReconCG(t *testing.T) {
 	reconGram(f.rd.ac, f.rd.e, f.rd.rows, f.in, f.out, all, gram, c)
 	lambda := reconLambda(gram, f.in, 0.01)
 	want := make([]float64, f.out*m)
-	if how := reconSolve(gram, c, f.out, f.in, f.pruned, lambda, want); how != "Cholesky per row" {
+	if how := solve.Masked(gram, c, f.out, f.in, f.pruned, lambda, want, maskedOptions()); how != "Cholesky per row" {
 		t.Fatalf("small layer solved by %s", how)
 	}
-	defer func(it int, tol float64) { reconCGIter, reconCGTol = it, tol }(reconCGIter, reconCGTol)
-	reconCGIter, reconCGTol = 500, 1e-12
 	got := make([]float64, f.out*m)
-	reconCG(gram, c, f.out, f.in, f.pruned, lambda, got)
+	solve.MaskedCG(gram, c, f.out, f.in, f.pruned, lambda, got, 500, 1e-12)
 	checkClose(t, "converged", got, want, 1e-7, 1e-9)
 }

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 import (
 	"errors"
@@ -6,20 +6,21 @@ import (
 	"math"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune"
 )
 
-// ECPlusOptions are the knobs of ec+ (issue 7's recipe).
-type ECPlusOptions struct {
+// Options are the knobs of ec+. The zero value is not usable (Rounds must
+// be at least 1): start from DefaultOptions.
+type Options struct {
 	Lambda     float64 // g_i(n) += Lambda * mean_n g_i(n)
 	C          float64 // weight of the residual-cancelling credit
 	Rounds     int     // greedy rounds per layer
-	RefitSteps int     // Levenberg-Marquardt steps on all biases
+	RefitSteps int     // Levenberg-Marquardt steps on all biases (0: no refit)
 	// Recon is where the kept weights are refitted by least squares:
-	// ReconAuto (decided per layer on held-out samples), ReconOn, ReconOff.
+	// ReconAuto (decided per layer on held-out samples; also ""), ReconOn,
+	// ReconOff.
 	Recon string
 	// ReconDamp is the reconstruction's damping relative to the mean
 	// diagonal of the inputs' Gram matrix.
@@ -29,83 +30,71 @@ type ECPlusOptions struct {
 	// does not depend on whether Prep kept the statistics pass's g.
 	Seed uint64
 	// Prep, if set, holds what the statistics pass kept for ec+.
-	Prep *ECPlusPrep
+	Prep *Prep
+	// Progress, if set, is told how far each phase that takes a while
+	// is: PhaseDense (samples), PhaseSelection (greedy rounds, counting a
+	// layer's first pass as one) and PhaseRefit (Levenberg-Marquardt
+	// steps), in that order, each from done 0 up to done == total. It is
+	// called from the goroutine running Prune and does not change the
+	// result.
+	Progress func(phase string, done, total int)
 }
 
-// RegisterFlags adds ec+'s flags with their defaults.
-func (o *ECPlusOptions) RegisterFlags(fs *pflag.FlagSet) {
-	fs.Float64Var(&o.Lambda, "ecplus-lambda", 1, "ec+: g_i(n) += lambda * mean_n g_i(n)")
-	fs.Float64Var(&o.C, "ecplus-c", 0.5, "ec+: weight of the credit for removals that cancel upstream residuals")
-	fs.IntVar(&o.Rounds, "ecplus-rounds", 4, "ec+: greedy rounds per layer")
-	fs.IntVar(&o.RefitSteps, "ecplus-refit", 2, "ec+: Levenberg-Marquardt steps of the final bias refit (0: none)")
-	fs.StringVar(&o.Recon, "ecplus-recon", ReconAuto, "ec+: least-squares reconstruction of the kept weights: auto (where it lowers the error on held-out calibration samples), on, off")
-	fs.Float64Var(&o.ReconDamp, "ecplus-recon-damp", 0.01, "ec+: reconstruction damping, relative to the mean diagonal of the inputs' Gram matrix")
+// Phases Options.Progress reports.
+const (
+	PhaseDense     = "ec+ dense model" // the pass over the original network (skipped with a Prep)
+	PhaseSelection = "ec+ selection"
+	PhaseRefit     = "ec+ refit"
+)
+
+// DefaultOptions is the recommended setting, the one measured in
+// docs/ecplus-results.md and the CLI's defaults.
+func DefaultOptions() Options {
+	return Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}
 }
 
-func (o ECPlusOptions) validate() error {
+// validate checks the values, naming the field that is wrong.
+func (o Options) validate() error {
 	switch {
 	case math.IsNaN(o.Lambda) || math.IsInf(o.Lambda, 0) || o.Lambda < 0:
 		// A negative lambda could make weights negative and the
 		// weighted variances meaningless.
-		return optErr("--ecplus-lambda %g: want a finite value >= 0", o.Lambda)
+		return optErr("Lambda", "%g: want a finite value >= 0", o.Lambda)
 	case math.IsNaN(o.C) || math.IsInf(o.C, 0):
-		return optErr("--ecplus-c %g: want a finite value", o.C)
+		return optErr("C", "%g: want a finite value", o.C)
 	case o.Rounds < 1:
-		return optErr("--ecplus-rounds %d: want at least 1", o.Rounds)
+		return optErr("Rounds", "%d: want at least 1", o.Rounds)
 	case o.RefitSteps < 0:
-		return optErr("--ecplus-refit %d: want 0 or more", o.RefitSteps)
+		return optErr("RefitSteps", "%d: want 0 or more", o.RefitSteps)
 	case o.Recon != "" && o.Recon != ReconAuto && o.Recon != ReconOn && o.Recon != ReconOff:
-		return optErr("--ecplus-recon %q: want auto, on or off", o.Recon)
+		return optErr("Recon", "%q: want auto, on or off", o.Recon)
 	case math.IsNaN(o.ReconDamp) || math.IsInf(o.ReconDamp, 0) || o.ReconDamp < 0:
-		return optErr("--ecplus-recon-damp %g: want a finite value >= 0", o.ReconDamp)
+		return optErr("ReconDamp", "%g: want a finite value >= 0", o.ReconDamp)
 	}
 	return nil
 }
 
-// Memory and cost thresholds of ec+, in float64 values. Variables so that
-// tests can force the streaming and matrix-free paths on small networks.
-var (
-	// ecpMemLimit bounds each in-memory cache: the original network's g
-	// and pre-activations of all layers, one layer's per-sample a', e and
-	// g (resident mode), the refit's targets and traces.
-	ecpMemLimit = 1 << 25
-	// ecpPerParam raises that bound to this many float64 values per
-	// prunable weight: a model of tens of millions of weights already
-	// holds them as float64, and its caches must fit for ec+ to cost a
-	// few analyses rather than one per layer (tests set it to 0).
-	ecpPerParam = 2
-	// ecpJacLimit is the recipe's N*K*B bound above which the refit is
-	// solved matrix-free instead of assembling the Gauss-Newton matrix.
-	ecpJacLimit = 5e7
-	// ecpGather bounds N*K*B for gathering the whole Jacobian before its
-	// Gram product (else the product is accumulated batch by batch).
-	ecpGather = 1 << 23
-	// ecpMaxDense bounds B, the number of biases, for the assembled
-	// B x B Gauss-Newton matrix and its Cholesky factor.
-	ecpMaxDense = 4096
+// Recon modes of Options.Recon.
+const (
+	ReconAuto = "auto" // decided per layer on held-out samples
+	ReconOn   = "on"   // every layer
+	ReconOff  = "off"  // none
 )
 
-// memLimit is the size in bytes each of ec+'s caches may take on net:
-// ecpMemLimit float64 values, or ecpPerParam per prunable weight if more.
-func memLimit(net *onnxio.Network) int {
-	params := 0
-	for _, l := range net.Layers {
-		if l.Prunable {
-			params += l.Params()
-		}
-	}
-	return 8 * max(ecpMemLimit, ecpPerParam*params)
-}
+// TaskAuto is the task of a model whose task neither labels nor the
+// caller name: ec+ recognises a classifier from the graph and its calibration
+// outputs (see looksLikeLogits) and treats anything else as a regression.
+const TaskAuto analysis.Task = ""
 
 // ecpBatch is the number of calibration samples per batch (a variable
 // so that tests can cover several batches with few samples).
 var ecpBatch = 256
 
-// ECPlus is sequential, error-aware EC with a Gauss-Newton bias refit.
+// Prune is ec+: sequential, error-aware EC with a Gauss-Newton bias refit.
 //
 //  1. Budgets: prune.Select on the one-shot EC scores ec fixes k_l, the
-//     number of weights removed from each layer (so --scope, --skip and
-//     --layer-sparsity keep their meaning).
+//     number of weights removed from each layer (so opt's Scope, Skip and
+//     LayerSparsity keep their meaning; NM is not supported).
 //  2. Layer by layer in graph order, on the network whose earlier layers
 //     are already pruned and corrected, remove k_l weights in eo.Rounds
 //     greedy rounds by the cost w^2 Var_g(a') - 2c w Cov_g(e, a'), e being
@@ -127,7 +116,7 @@ var ecpBatch = 256
 // keep their weights but get the bias correction and the refit.
 // LayerPlan.Predicted is the sum of the removal costs over the
 // calibration rows, per row.
-func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, opt Options, eo ECPlusOptions, task analysis.Task, logf func(string, ...any)) (*Plan, error) {
+func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, opt prune.Options, eo Options, task analysis.Task, logf func(string, ...any)) (*prune.Plan, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -137,30 +126,9 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	if err := eo.validate(); err != nil {
 		return nil, err
 	}
-	if opt.NM != nil {
-		return nil, optErr("--nm is not supported with ec+")
-	}
-	if len(ec.Layers) != len(st.Layers) {
-		return nil, fmt.Errorf("ec+: %d layers of EC scores for %d layers of statistics", len(ec.Layers), len(st.Layers))
-	}
-	for i, ls := range st.Layers {
-		if ec.Layers[i].Layer != ls.Layer {
-			return nil, fmt.Errorf("ec+: EC scores and statistics disagree on layer %d", i)
-		}
-		if ls.Op < 0 || ls.Op >= len(net.Ops) || net.Ops[ls.Op].Layer != ls.Layer {
-			return nil, fmt.Errorf("ec+: statistics of layer %q do not belong to this network", ls.Layer.Name)
-		}
-	}
-	budget, err := Select(net, ec, opt)
+	total, ks, err := budgets(net, st, ec, opt)
 	if err != nil {
-		return nil, fmt.Errorf("ec+: budgets: %w", err)
-	}
-	// Only the counts are needed: the budget plan's masks and weights (and
-	// the scores, if the caller lets them go) are garbage from here on.
-	total := budget.Total
-	ks := make([]int, len(budget.Layers))
-	for li, lp := range budget.Layers {
-		ks[li] = lp.Removed
+		return nil, err
 	}
 
 	e, err := newECP(net, data, st, eo, task, logf)
@@ -171,24 +139,28 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 	if eo.Prep.take(e) {
 		logf("ec+: g of the original network kept from the statistics pass")
 	} else {
+		e.prog.start(PhaseDense, data.Len())
 		if err := e.origPass(); err != nil {
 			return nil, fmt.Errorf("ec+: original network: %w", err)
 		}
+		e.prog.end()
 		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
 	cur := net.Clone()
 	for _, l := range cur.Layers {
 		l.Own64() // ec+ removes weights of its copy in place, in float64
 	}
-	plan := &Plan{Total: total}
+	plan := &prune.Plan{Total: total}
+	e.prog.start(PhaseSelection, selectionSteps(ks, eo.Rounds))
 	for li, ls := range st.Layers {
 		k := ks[li]
 		res, err := e.pruneLayer(cur, li, k)
 		if err != nil {
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
 		}
-		plan.Layers = append(plan.Layers, &LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
+		plan.Layers = append(plan.Layers, &prune.LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
 	}
+	e.prog.end()
 	logf("ec+: sequential selection done at %s", time.Since(t0).Round(time.Millisecond))
 	if eo.RefitSteps > 0 {
 		if err := e.refit(cur, eo.RefitSteps); err != nil {
@@ -213,4 +185,8 @@ func ECPlus(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *ana
 		plan.Removed += lp.Removed
 	}
 	return plan, nil
+}
+
+func optErr(field, format string, args ...any) error {
+	return &prune.OptionError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }

@@ -1,4 +1,4 @@
-package prune
+package ecplus
 
 // vstore holds per-sample values of the original network (g or z0 of a
 // layer) for ec+'s later passes. z0, and g from exact derivatives, are
