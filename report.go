@@ -95,6 +95,8 @@ type UnitGroupReport struct {
 	Units     int     `json:"units"`
 	Kept      int     `json:"kept"`
 	Predicted float64 `json:"predicted_error"`
+	Heads     int     `json:"heads,omitempty"` // attention heads: units go Units/Heads at a time
+	KeptHeads int     `json:"kept_heads,omitempty"`
 }
 
 // UnitReport is what Prune did with Neuron granularity and, once the

@@ -58,14 +58,15 @@ func pruneUnits(ctx context.Context, m *Model, d Data, o Options, meth *Method) 
 	net := s.net
 	r := &UnitReport{Model: m.path, Granularity: string(Neuron), Method: meth.Name, Sparsity: o.Sparsity,
 		Scope: string(scope), Objective: string(s.opt.Objective), Seed: s.opt.Seed}
-	var groups []*analysis.UnitGroup
-	for _, g := range analysis.UnitGroups(net) {
-		if g.Removable() {
-			groups = append(groups, g)
-		} else {
-			r.Fixed = append(r.Fixed, g.Name()+": "+g.Reason)
-		}
+	probe, err := firstSamples(s.src, 2)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
+	groups, fixed, err := analysis.RemovableGroups(net, probe)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.path, err)
+	}
+	r.Fixed = fixed
 	if len(groups) == 0 {
 		return nil, &onnxio.BadInputError{File: m.path, Msg: "no layer has removable units (" + strings.Join(r.Fixed, "; ") + ")"}
 	}
@@ -100,8 +101,13 @@ func pruneUnits(ctx context.Context, m *Model, d Data, o Options, meth *Method) 
 		if c.ConsumerB != nil && g.Consumer.B == nil && o.NoNewBias {
 			return nil, s.opt.optErr("NoNewBias", "layer %s has no bias and %s: cannot compensate the removed units", g.Consumer.Name, s.opt.name("NoNewBias"))
 		}
-		cuts = append(cuts, export.UnitCut{Producer: g.Producer, Consumer: g.Consumer, Units: g.Units, Keep: c.Keep, ConsumerB: c.ConsumerB, ConsumerW: c.ConsumerW})
-		r.Groups = append(r.Groups, UnitGroupReport{Layer: g.Name(), Consumer: g.Consumer.Name, Units: g.Units, Kept: len(c.Keep), Predicted: c.Predicted})
+		cut := export.UnitCutFor(net, g, c.Keep, c.ConsumerB, c.ConsumerW)
+		cuts = append(cuts, cut)
+		gr := UnitGroupReport{Layer: g.Name(), Consumer: g.Consumer.Name, Units: g.Units, Kept: len(c.Keep), Predicted: c.Predicted}
+		if cut.Heads != nil {
+			gr.Heads, gr.KeptHeads = cut.Heads.Heads, len(cut.Heads.KeepHeads)
+		}
+		r.Groups = append(r.Groups, gr)
 	}
 	meta, _ := json.Marshal(map[string]any{
 		"version": Version, "granularity": string(Neuron), "method": meth.Name, "sparsity": o.Sparsity, "scope": string(scope),
@@ -186,6 +192,22 @@ func floatParams(m *onnxio.Model) int64 {
 	return n
 }
 
+// firstSamples is the first n calibration samples, to probe the shapes
+// attention heads flow through.
+func firstSamples(src *calib.Source, n int) ([]*analysis.Tensor, error) {
+	var probe []*analysis.Tensor
+	err := calib.Data{Src: src}.Each(n, func(b analysis.Batch) error {
+		for _, t := range b.Inputs {
+			probe = append(probe, t.Clone())
+		}
+		return errOneSample
+	})
+	if err != nil && !errors.Is(err, errOneSample) {
+		return nil, err
+	}
+	return probe, nil
+}
+
 // errOneSample stops the data stream after its first sample.
 var errOneSample = errors.New("one sample")
 
@@ -214,13 +236,17 @@ func denseMACs(net *onnxio.Network, src *calib.Source) (int64, error) {
 }
 
 // UnitInfo says whether a layer's output units can be removed (Neuron
-// granularity), and into which layer they feed, or why not.
+// granularity), and into which layer they feed, or why not; for an
+// attention block (Heads > 0), whether its heads can.
 type UnitInfo struct {
-	Layer     string `json:"layer"`
-	Units     int    `json:"units"`
-	Removable bool   `json:"removable"`
-	Consumer  string `json:"consumer,omitempty"`
-	Reason    string `json:"reason,omitempty"`
+	Layer       string   `json:"layer"`
+	Units       int      `json:"units"`
+	Removable   bool     `json:"removable"`
+	Consumer    string   `json:"consumer,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+	Heads       int      `json:"heads,omitempty"`
+	HeadDim     int      `json:"head_dim,omitempty"`
+	Projections []string `json:"projections,omitempty"`
 }
 
 // Units lists the model's groups of hidden units.
@@ -230,6 +256,20 @@ func Units(m *Model) []UnitInfo {
 		u := UnitInfo{Layer: g.Name(), Units: g.Units, Removable: g.Removable(), Reason: g.Reason}
 		if g.Consumer != nil {
 			u.Consumer = g.Consumer.Name
+		}
+		out = append(out, u)
+	}
+	heads, err := analysis.HeadGroups(m.net, analysis.ProbeInputs(m.net))
+	if err != nil {
+		return out // shapes could not be probed: no heads listed
+	}
+	for _, g := range heads {
+		u := UnitInfo{Layer: g.Name(), Units: g.Units, Removable: g.Removable(), Reason: g.Reason}
+		if g.Heads != nil {
+			u.Consumer, u.Heads, u.HeadDim = g.Consumer.Name, g.Heads.Heads, g.Block()
+			for _, l := range g.Heads.Producers {
+				u.Projections = append(u.Projections, l.Name)
+			}
 		}
 		out = append(out, u)
 	}

@@ -34,6 +34,10 @@ type UnitGroup struct {
 	Path   []int
 	Units  int    // the producer's Out (= the consumer's In)
 	Reason string // why the units are not removable ("" when they are)
+	// Heads, for an attention block, says how the consumer's input units
+	// form heads (removed Units/Heads at a time) and where they come
+	// from; Producer is then the first q/k/v projection and Path empty.
+	Heads *HeadInfo
 }
 
 // Removable reports whether the group's units can be removed.
@@ -264,6 +268,9 @@ type UnitGroupStats struct {
 	// directions p, with G = dy_p/da and D = G (a - c) elementwise:
 	// PP = sum D^T D, PQ = sum D^T G, PR = sum G^T G (see Pairs).
 	PP, PQ, PR []float64
+	// seqFirst: the value's rows are position-major (row t*N + n, as in
+	// sequence-first [T, N, C] attention), not sample-major.
+	seqFirst bool
 }
 
 // UnitStats are the statistics of every removable group.
@@ -312,7 +319,9 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		h := g.Units
 		gs := &UnitGroupStats{Group: g,
 			V0: make([]float64, h), V1: make([]float64, h), V2: make([]float64, h), A1: make([]float64, h), A2: make([]float64, h)}
-		if pairs {
+		if pairs || g.Heads != nil {
+			// A head's importance is the error of its units removed
+			// together: the sum of their block of the pair matrix.
 			gs.PP, gs.PQ, gs.PR = make([]float64, h*h), make([]float64, h*h), make([]float64, h*h)
 		}
 		st.Groups = append(st.Groups, gs)
@@ -328,6 +337,11 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
+		if b.Start == 0 {
+			if err := detectRowOrder(net, b.Inputs, st.Groups); err != nil {
+				return err
+			}
+		}
 		for _, gs := range st.Groups {
 			for _, k := range gs.Group.Path {
 				if net.Ops[k].Kind == onnxio.OpBatchNorm && tr.Values[net.Ops[k].In[0]].Rank() != 2 {
@@ -342,9 +356,14 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 		}
 		mode, err := unitCotangents(net, tr, want, opt, b.Start, n, rng, func(res map[int]*Tensor, scale float64) {
 			for i, w := range want {
+				gs := st.Groups[i]
+				if positions(tr.Values[w], n, gs.Group.Units) > 1 {
+					gs.addSampleSums(tr.Values[w].Data, res[w], scale, n)
+					continue
+				}
 				addSquares(v[i], res[w], scale)
-				if pairs {
-					st.Groups[i].addPairs(tr.Values[w].Data, res[w], scale)
+				if gs.PP != nil {
+					gs.addPairs(tr.Values[w].Data, res[w], scale)
 				}
 			}
 		})
@@ -358,7 +377,12 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 			}
 		}
 		for gi, gs := range st.Groups {
-			gs.accumulate(tr.Values[gs.Group.Value].Data, v[gi])
+			a := tr.Values[gs.Group.Value]
+			if positions(a, n, gs.Group.Units) > 1 {
+				gs.accumulate(a.Data, nil) // the derivative sums are per sample
+				continue
+			}
+			gs.accumulate(a.Data, v[gi])
 		}
 		st.N += n
 		if opt.Progress != nil {
@@ -375,22 +399,128 @@ func collectUnits(net *onnxio.Network, groups []*UnitGroup, data Data, opt Stats
 	return st, nil
 }
 
+// accumulate adds a batch's activation sums, and with v (the summed
+// squared cotangents of each element) the derivative sums of values with
+// one row per sample.
 func (gs *UnitGroupStats) accumulate(a, v []float64) {
 	h := gs.Group.Units
 	if gs.Shift == nil {
 		gs.Shift = ColumnMeans(a, h)
 	}
 	for r := 0; r < len(a)/h; r++ {
-		row, vr := a[r*h:(r+1)*h], v[r*h:(r+1)*h]
+		row := a[r*h : (r+1)*h]
 		for j, x := range row {
 			d := x - gs.Shift[j]
 			gs.A1[j] += d
 			gs.A2[j] += d * d
-			gs.V0[j] += vr[j]
-			gs.V1[j] += vr[j] * d
-			gs.V2[j] += vr[j] * d * d
+			if v != nil {
+				vr := v[r*h : (r+1)*h]
+				gs.V0[j] += vr[j]
+				gs.V1[j] += vr[j] * d
+				gs.V2[j] += vr[j] * d * d
+			}
 		}
 		gs.Rows++
+	}
+}
+
+// detectRowOrder finds, for groups whose values have several rows per
+// sample, whether the rows are sample-major or position-major: the first
+// two samples are run as they are and with the second replaced by the
+// first, and the rows that change are the second sample's.
+func detectRowOrder(net *onnxio.Network, inputs []*Tensor, groups []*UnitGroupStats) error {
+	if len(inputs) == 0 || inputs[0].Shape[0] < 2 {
+		return nil
+	}
+	two := make([]*Tensor, len(inputs))
+	same := make([]*Tensor, len(inputs))
+	for i, x := range inputs {
+		two[i] = x.Batch(0, 2).Clone()
+		same[i] = two[i].Clone()
+		per := same[i].Len() / 2
+		copy(same[i].Data[per:], same[i].Data[:per])
+	}
+	var tr2, tr1 *Trace
+	for _, gs := range groups {
+		h := gs.Group.Units
+		if tr2 == nil {
+			var err error
+			if tr2, err = Run(net, two); err != nil {
+				return fmt.Errorf("probing the row order: %w", err)
+			}
+			if tr1, err = Run(net, same); err != nil {
+				return fmt.Errorf("probing the row order: %w", err)
+			}
+		}
+		a2, a1 := tr2.Values[gs.Group.Value].Data, tr1.Values[gs.Group.Value].Data
+		rows := len(a2) / h
+		if rows <= 2 || rows%2 != 0 {
+			continue
+		}
+		// Which rows differ: sample-major puts sample 1 in the second half,
+		// position-major in the odd rows.
+		sm, pm := true, true
+		for r := 0; r < rows; r++ {
+			differs := !slices.Equal(a2[r*h:(r+1)*h], a1[r*h:(r+1)*h])
+			if differs && r < rows/2 {
+				sm = false
+			}
+			if differs && r%2 == 0 {
+				pm = false
+			}
+		}
+		gs.seqFirst = pm && !sm
+	}
+	return nil
+}
+
+// positions is how many rows of units a sample has in value a ([N, T,
+// units] values have T).
+func positions(a *Tensor, n, units int) int { return a.Len() / (n * units) }
+
+// addSampleSums adds one chunk of directions for a value with several
+// positions (rows) per sample. A removed unit moves at every position of
+// a sample at once, so its first-order output change in direction p is
+// sum over the sample's rows r of g_p(r) (c + delta - a(r)), g = dy_p/da:
+// the sums G1 = sum_r g and GA = sum_r g (a - c) per sample and direction
+// replace the per-row g and g (a - c) of one-row values in V0, V1, V2 (and
+// in the pair sums), which makes the importance exact to first order
+// where per-row sums would drop the cross-position terms.
+func (gs *UnitGroupStats) addSampleSums(a []float64, cot *Tensor, scale float64, n int) {
+	h := gs.Group.Units
+	if gs.Shift == nil {
+		gs.Shift = ColumnMeans(a, h)
+	}
+	per := len(a) / n
+	sq := math.Sqrt(scale)
+	g1 := make([]float64, n*h)
+	ga := make([]float64, n*h)
+	for p := 0; p < cot.Len()/len(a); p++ {
+		clear(g1)
+		clear(ga)
+		for q, x := range cot.Data[p*len(a) : (p+1)*len(a)] {
+			if x == 0 {
+				continue
+			}
+			k := (q/per)*h + q%h
+			if gs.seqFirst {
+				k = ((q/h)%n)*h + q%h
+			}
+			g := sq * x
+			g1[k] += g
+			ga[k] += g * (a[q] - gs.Shift[q%h])
+		}
+		for k := range g1 {
+			j := k % h
+			gs.V0[j] += g1[k] * g1[k]
+			gs.V1[j] += ga[k] * g1[k]
+			gs.V2[j] += ga[k] * ga[k]
+		}
+		if gs.PP != nil {
+			matmul(true, false, h, h, n, ga, ga, gs.PP, 1)
+			matmul(true, false, h, h, n, ga, g1, gs.PQ, 1)
+			matmul(true, false, h, h, n, g1, g1, gs.PR, 1)
+		}
 	}
 }
 
@@ -488,6 +618,10 @@ type UnitGroupScores struct {
 	Group *UnitGroup
 	Score []float64 // Units
 	Const []float64 // Units: the value a removed unit is replaced by
+	// Block, for head groups, is the score of each head (its units
+	// removed together), on the scale of Score summed over the head's
+	// units; nil for other groups.
+	Block []float64
 }
 
 // ScoreUnits scores every unit of the statistics' groups with a unit
@@ -546,6 +680,9 @@ func ScoreUnits(st *UnitStats, method string, compensate bool, seed uint64) (*Un
 			case "random":
 				s.Score[j] = rng.Float64()
 			}
+		}
+		if g.Heads != nil {
+			s.Block = headScores(st, gs, method, rng)
 		}
 		sc.Groups = append(sc.Groups, s)
 	}
@@ -625,11 +762,18 @@ func (gs *UnitGroupStats) Pairs(n int) []float64 {
 		return nil
 	}
 	h := gs.Group.Units
-	// D(a - m) = D(a - c) - G diag(delta), delta = m - c.
 	delta := make([]float64, h)
 	for j := range delta {
 		delta[j] = gs.A1[j] / float64(gs.Rows)
 	}
+	return gs.pairsAround(n, delta)
+}
+
+// pairsAround is Pairs with unit j replaced by c_j + delta_j (c the
+// shift) instead of its mean.
+func (gs *UnitGroupStats) pairsAround(n int, delta []float64) []float64 {
+	h := gs.Group.Units
+	// D(a - m) = D(a - c) - G diag(delta), delta = m - c.
 	m := make([]float64, h*h)
 	for j := 0; j < h; j++ {
 		for k := 0; k < h; k++ {

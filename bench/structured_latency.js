@@ -20,9 +20,11 @@ async function main() {
     const meta = s.inputNames[0];
     sessions.push({ m, s, name: meta });
   }
-  // Input: [batch, 784] (or [batch, 1, 784]) from a fixed sequence.
+  // Input: [batch, 784] ([batch, 1, 784] for the MatMul MLP, [batch, 1,
+  // 28, 28] for the ViT) from a fixed sequence.
   const feeds = sessions.map(({ s, name, m }) => {
-    const dims = m.includes("matmul") ? [batch, 1, 784] : [batch, 784];
+    let dims = m.includes("matmul") ? [batch, 1, 784] : [batch, 784];
+    if (m.includes("vit")) dims = [batch, 1, 28, 28];
     const data = new Float32Array(batch * 784);
     for (let i = 0; i < data.length; i++) data[i] = ((i * 0.61803398875) % 1);
     return { [name]: new ort.Tensor("float32", data, dims) };

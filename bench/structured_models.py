@@ -1,10 +1,12 @@
-"""Trains the MLPs that bench/structured.sh prunes to hidden units: a wide
-tanh MLP (784-1024-1024-10), a deep tanh MLP (784-256x6-10) and a
-BatchNorm MLP (784-512-BN-ReLU-512-BN-ReLU-10), on the MNIST training
-split, and exports them like the bundled models (torch.onnx, opset 13,
-dynamic batch, input `input`, output `output`).
+"""Trains the models that bench/structured.sh prunes to hidden units and
+heads: a wide tanh MLP (784-1024-1024-10), a deep tanh MLP
+(784-256x6-10), a BatchNorm MLP (784-512-BN-ReLU-512-BN-ReLU-10) and a
+post-norm transformer encoder (nn.TransformerEncoder, 2 layers, d=32, 4
+heads, FFN 64, the 28 image rows as tokens, mean pooled), on the MNIST
+training split, and exports them like the bundled models (torch.onnx,
+opset 13, dynamic batch, input `input` [N,784], output `output`).
 
-    python3 bench/structured_models.py DATA_DIR OUT_DIR
+    python3 bench/structured_models.py DATA_DIR OUT_DIR [KIND...]
 """
 import sys
 
@@ -25,15 +27,36 @@ def mlp(kind):
     if kind == "bn":
         return nn.Sequential(nn.Linear(784, 512), nn.BatchNorm1d(512), nn.ReLU(),
                              nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 10))
+    if kind == "transformer":
+        return RowTransformer()
     raise ValueError(kind)
 
 
-def main(data, out):
+class RowTransformer(nn.Module):
+    """The 28 rows of an MNIST digit as tokens through a post-norm
+    nn.TransformerEncoder (nn.MultiheadAttention's fused in-projection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(28, 32)
+        self.pos = nn.Parameter(torch.zeros(28, 1, 32))
+        layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        t = self.embed(x.reshape(-1, 28, 28).transpose(0, 1)) + self.pos
+        return self.head(self.encoder(t).mean(0))
+
+
+def main(data, out, kinds):
     torch.manual_seed(0)
     torch.set_num_threads(1)
     x = torch.from_numpy(np.load(f"{data}/train_x.npy"))
     y = torch.from_numpy(np.load(f"{data}/train_y.npy")).long()
-    for kind in ["wide_tanh", "deep_tanh", "bn"]:
+    for kind in kinds:
+        if kind == "transformer":
+            torch.manual_seed(0)  # the MLPs' weights do not depend on it
         net = mlp(kind)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         for epoch in range(6):
@@ -51,4 +74,4 @@ def main(data, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:] or ["wide_tanh", "deep_tanh", "bn"])

@@ -27,6 +27,9 @@ type UnitCut struct {
 	// ConsumerW is the consumer's new effective weights (Out x In, the
 	// removed columns ignored), or nil to keep its kept columns as stored.
 	ConsumerW []float64
+	// Heads, when set, makes the cut the removal of attention heads
+	// (Producer is then ignored: the projections are in Heads).
+	Heads *HeadCut
 }
 
 // unitEdit is what happens to one layer: rows and columns kept (nil: all)
@@ -67,9 +70,16 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 		order = append(order, l)
 		return ed
 	}
+	var replacedShapes []string // shape inputs of head cuts, whose old producers may be dead
 	for _, c := range cuts {
 		if len(c.Keep) == c.Units && c.ConsumerB == nil {
 			continue // nothing removed: every tensor stays as it is
+		}
+		if c.Heads != nil {
+			if err := e.cutHeads(c, edit, &replacedShapes); err != nil {
+				return nil, fmt.Errorf("export: heads of %s: %w", c.Consumer.Name, err)
+			}
+			continue
 		}
 		if c.Producer == nil || c.Consumer == nil {
 			return nil, fmt.Errorf("export: a unit cut has no producer or consumer")
@@ -109,10 +119,58 @@ func ApplyUnits(m *onnxio.Model, cuts []UnitCut, opt Options) (*onnxio.Model, er
 		}
 	}
 	e.finish()
+	dropDeadShapes(out.Proto.GetGraph(), replacedShapes)
 	if opt.Metadata != "" {
 		setMetadata(out.Proto, MetadataKey, opt.Metadata)
 	}
 	return &out, nil
+}
+
+// cutHeads records the edits of a head cut: the projections' rows, the
+// output projection's columns and bias, the shape constants.
+func (e *editor) cutHeads(c UnitCut, edit func(*onnxio.Layer) *unitEdit, replaced *[]string) error {
+	if c.Consumer == nil {
+		return fmt.Errorf("a head cut has no output projection")
+	}
+	if c.Units != c.Consumer.In {
+		return fmt.Errorf("%d units into a %dx%d layer", c.Units, c.Consumer.Out, c.Consumer.In)
+	}
+	if err := c.checkHeads(); err != nil {
+		return err
+	}
+	if len(c.Keep) == 0 || !slices.IsSorted(c.Keep) || c.Keep[len(c.Keep)-1] >= c.Units {
+		return fmt.Errorf("kept units are not ascending indices below %d", c.Units)
+	}
+	for _, v := range []struct {
+		name string
+		vals []float64
+		n    int
+	}{{"consumer bias", c.ConsumerB, c.Consumer.Out}, {"consumer weights", c.ConsumerW, c.Consumer.Out * c.Consumer.In}} {
+		if v.vals != nil {
+			if err := checkValues(v.name, v.vals, v.n); err != nil {
+				return err
+			}
+		}
+	}
+	for i, l := range c.Heads.Producers {
+		p := edit(l)
+		if p.rows != nil {
+			return fmt.Errorf("projection %s is cut twice", l.Name)
+		}
+		p.rows = c.Heads.headRows(i)
+	}
+	q := edit(c.Consumer)
+	if q.cols != nil {
+		return fmt.Errorf("output projection %s is cut twice", c.Consumer.Name)
+	}
+	q.cols, q.b, q.w = c.Keep, c.ConsumerB, c.ConsumerW
+	r, err := e.applyShapeEdits(c.Heads.Shapes)
+	if err != nil {
+		return err
+	}
+	*replaced = append(*replaced, r...)
+	e.dropDeclared(c.Heads.Values)
+	return nil
 }
 
 // producerOutput is the value holding a layer's z = W a + b.

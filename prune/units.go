@@ -65,18 +65,49 @@ func (o UnitOptions) validate(net *onnxio.Network) error {
 	return nil
 }
 
-// unitRef is a candidate unit in the ranking: its group (in graph order)
-// and index.
+// unitRef is a candidate in the ranking: a unit, or a head (a block of
+// size units removed together), of a group (in graph order). key ranks
+// it: the score per unit removed.
 type unitRef struct {
 	group, unit int
 	score       float64
+	size        int
+}
+
+func (u unitRef) key() float64 { return u.score / float64(u.size) }
+
+// candidates are a group's removal candidates: its units, or its heads
+// for an attention group, all but the best-ranked one (a layer is never
+// removed whole).
+func candidates(gi int, gs *analysis.UnitGroupScores) []unitRef {
+	g := gs.Group
+	var all []unitRef
+	if g.Heads != nil {
+		for b, s := range gs.Block {
+			all = append(all, unitRef{gi, b, s, g.Block()})
+		}
+	} else {
+		for j, s := range gs.Score {
+			all = append(all, unitRef{gi, j, s, 1})
+		}
+	}
+	best := 0
+	for j := range all {
+		if cmpUnit(all[j], all[best]) > 0 {
+			best = j
+		}
+	}
+	return append(all[:best:best], all[best+1:]...)
 }
 
 // SelectUnits removes the k = floor(s*U + 0.5) lowest-scoring of the U
 // removable units (globally, or per group with Scope Layer), never the
 // last unit of a layer: each group's highest-scoring unit is not a
-// candidate, so k is capped at U minus the number of groups. Ties go by
-// group order, then unit index; NaN scores rank last.
+// candidate, so k is capped at U minus the number of groups. A head
+// counts as its units and ranks by its score per unit; heads are taken
+// while they fit in k, so the count can fall short of k by less than a
+// head when the last candidates are heads. Ties go by group order, then
+// unit index; NaN scores rank last.
 func SelectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions) (*UnitPlan, error) {
 	if err := opt.validate(net); err != nil {
 		return nil, err
@@ -96,6 +127,7 @@ func selectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions, 
 	var global []unitRef
 	globalUnits := 0
 	removed := make([][]bool, len(sc.Groups))
+	pred := make([]float64, len(sc.Groups))
 	for gi, gs := range sc.Groups {
 		g := gs.Group
 		removed[gi] = make([]bool, g.Units)
@@ -103,18 +135,7 @@ func selectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions, 
 			continue
 		}
 		plan.Total += g.Units
-		best := 0
-		for j := range gs.Score {
-			if cmpUnit(unitRef{gi, j, gs.Score[j]}, unitRef{gi, best, gs.Score[best]}) > 0 {
-				best = j
-			}
-		}
-		var cand []unitRef
-		for j, s := range gs.Score {
-			if j != best {
-				cand = append(cand, unitRef{gi, j, s})
-			}
-		}
+		cand := candidates(gi, gs)
 		if opt.Scope == Layer {
 			pool = append(pool, takeSmallest(cand, partOf(part, Count(opt.Sparsity, g.Units))))
 			continue
@@ -127,18 +148,20 @@ func selectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions, 
 	}
 	for _, p := range pool {
 		for _, u := range p {
-			removed[u.group][u.unit] = true
+			for _, j := range sc.Groups[u.group].Group.BlockUnits(u.unit) {
+				removed[u.group][j] = true
+			}
+			if !math.IsNaN(u.score) {
+				pred[u.group] += u.score
+			}
 		}
 	}
 	for gi, gs := range sc.Groups {
 		g := gs.Group
-		cut := &UnitCut{Group: g}
+		cut := &UnitCut{Group: g, Predicted: pred[gi]}
 		for j, r := range removed[gi] {
 			if r {
 				cut.Removed = append(cut.Removed, j)
-				if !math.IsNaN(gs.Score[j]) {
-					cut.Predicted += gs.Score[j]
-				}
 			} else {
 				cut.Keep = append(cut.Keep, j)
 			}
@@ -160,23 +183,34 @@ func partOf(part float64, k int) int {
 	return int(math.Floor(part*float64(k) + 0.5))
 }
 
-// takeSmallest returns the k lowest-ranked candidates (fewer if there are
-// fewer), in CompareScored's order of (score, position).
+// takeSmallest returns the lowest-ranked candidates, in cmpUnit's order,
+// whose sizes add up to at most k: a candidate that does not fit in what
+// is left is passed over for smaller ones.
 func takeSmallest(c []unitRef, k int) []unitRef {
 	slices.SortFunc(c, cmpUnit)
-	return c[:max(0, min(k, len(c)))]
+	var out []unitRef
+	n := 0
+	for _, u := range c {
+		if n+u.size <= k {
+			out = append(out, u)
+			n += u.size
+		}
+	}
+	return out
 }
 
-// cmpUnit orders units by score (NaN last), then group, then index.
+// cmpUnit orders candidates by score per unit (NaN last), then group,
+// then index.
 func cmpUnit(a, b unitRef) int {
-	an, bn := math.IsNaN(a.score), math.IsNaN(b.score)
+	ak, bk := a.key(), b.key()
+	an, bn := math.IsNaN(ak), math.IsNaN(bk)
 	switch {
 	case an && !bn:
 		return 1
 	case bn && !an:
 		return -1
-	case !an && a.score != b.score:
-		return cmp.Compare(a.score, b.score)
+	case !an && ak != bk:
+		return cmp.Compare(ak, bk)
 	case a.group != b.group:
 		return cmp.Compare(a.group, b.group)
 	}

@@ -37,13 +37,13 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 	var global []int
 	globalUnits := 0
 	for gi, s := range st.Groups {
-		h := s.Group.Units
-		g := &pairGroup{m: s.Pairs(st.N), cross: make([]float64, h), removed: make([]bool, h), kept: h, add: make([]float64, h)}
+		g := newPairGroup(s.Group, s.Pairs(st.N))
+		h := len(g.removed)
 		gs[gi] = g
 		if gone != nil {
 			for j, r := range gone[gi] {
-				if r {
-					g.remove(j, h)
+				if r && !g.removed[s.Group.BlockOf(j)] {
+					g.remove(s.Group.BlockOf(j), h)
 				}
 			}
 		}
@@ -52,11 +52,11 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 		}
 		if opt.Scope == Layer {
 			pools = append(pools, []int{gi})
-			counts = append(counts, partOf(part, Count(opt.Sparsity, h)))
+			counts = append(counts, partOf(part, Count(opt.Sparsity, s.Group.Units)))
 			continue
 		}
 		global = append(global, gi)
-		globalUnits += h
+		globalUnits += s.Group.Units
 	}
 	if len(global) > 0 {
 		pools = append(pools, global)
@@ -65,13 +65,13 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 	for pi, pool := range pools {
 		done := 0
 		for _, gi := range pool {
-			done += len(gs[gi].removed) - gs[gi].kept
+			done += (len(gs[gi].removed) - gs[gi].kept) * gs[gi].size
 		}
-		for ; done < counts[pi]; done++ {
-			bg, bj, best := -1, -1, math.Inf(1)
+		for done < counts[pi] {
+			bg, bj, best, bestCost := -1, -1, math.Inf(1), 0.0
 			for _, gi := range pool {
 				g := gs[gi]
-				if g.kept <= 1 {
+				if g.kept <= 1 || done+g.size > counts[pi] {
 					continue
 				}
 				h := len(g.removed)
@@ -79,28 +79,36 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 					if r {
 						continue
 					}
-					// NaN costs (a unit never reaching the output) rank last.
+					// Ranked by cost per unit removed (a head is size
+					// units); NaN costs (a unit never reaching the output)
+					// rank last.
 					c := g.m[j*h+j] + 2*g.cross[j]
-					if bj < 0 || c < best || math.IsNaN(best) && !math.IsNaN(c) {
-						bg, bj, best = gi, j, c
+					k := c / float64(g.size)
+					if bj < 0 || k < best || math.IsNaN(best) && !math.IsNaN(k) {
+						bg, bj, best, bestCost = gi, j, k, c
 					}
 				}
 			}
 			if bj < 0 {
-				break // every group is down to one unit
+				break // every group is down to one unit, or no head fits
 			}
-			gs[bg].add[bj] = best
+			gs[bg].add[bj] = bestCost
 			gs[bg].remove(bj, len(gs[bg].removed))
+			done += gs[bg].size
 		}
 	}
 	plan := &UnitPlan{}
 	for gi, s := range sc.Groups {
 		g := st.Groups[gi].Group
 		cut := &UnitCut{Group: g}
-		for j, r := range gs[gi].removed {
+		for b, r := range gs[gi].removed {
 			if r {
+				cut.Predicted += gs[gi].add[b]
+			}
+		}
+		for j := 0; j < g.Units; j++ {
+			if gs[gi].removed[g.BlockOf(j)] {
 				cut.Removed = append(cut.Removed, j)
-				cut.Predicted += gs[gi].add[j]
 			} else {
 				cut.Keep = append(cut.Keep, j)
 			}
@@ -117,13 +125,32 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 	return plan
 }
 
-// pairGroup is one group's state in the greedy selection.
+// pairGroup is one group's state in the greedy selection, over its
+// blocks (units, or heads of size units each).
 type pairGroup struct {
-	m       []float64 // Units x Units
-	cross   []float64 // sum over removed k of M_jk
+	m       []float64 // Blocks x Blocks: M summed over the blocks' units
+	cross   []float64 // sum over removed blocks c of M_bc
 	removed []bool
 	kept    int
-	add     []float64 // cost paid when each unit went
+	size    int       // units per block
+	add     []float64 // cost paid when each block went
+}
+
+// newPairGroup sums the pair matrix m of group g's units into blocks.
+func newPairGroup(g *analysis.UnitGroup, m []float64) *pairGroup {
+	nb, h := g.Blocks(), g.Units
+	p := &pairGroup{cross: make([]float64, nb), removed: make([]bool, nb), kept: nb, size: g.Block(), add: make([]float64, nb)}
+	if g.Heads == nil {
+		p.m = m
+		return p
+	}
+	p.m = make([]float64, nb*nb)
+	for j := 0; j < h; j++ {
+		for k := 0; k < h; k++ {
+			p.m[g.BlockOf(j)*nb+g.BlockOf(k)] += m[j*h+k]
+		}
+	}
+	return p
 }
 
 // remove takes unit j out and updates the cross sums.

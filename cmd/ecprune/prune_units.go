@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/ecprune/ecprune"
@@ -22,7 +23,11 @@ func printUnitReport(w io.Writer, r *unitPruneReport) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "units of\tinto\tkept\tpredicted error")
 	for _, g := range r.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d of %d\t%.4g\n", g.Layer, g.Consumer, g.Kept, g.Units, g.Predicted)
+		kept := fmt.Sprintf("%d of %d", g.Kept, g.Units)
+		if g.Heads > 0 {
+			kept += fmt.Sprintf(" (%d of %d heads)", g.KeptHeads, g.Heads)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.4g\n", g.Layer, g.Consumer, kept, g.Predicted)
 	}
 	tw.Flush()
 	for _, s := range r.Fixed {
@@ -45,11 +50,28 @@ func printUnits(w io.Writer, units []unitInfo) {
 	}
 	fmt.Fprintln(w, "\noutput units (prune --granularity neuron):")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	var attn []unitInfo
 	for _, u := range units {
-		if u.Removable {
+		switch {
+		case u.Heads > 0 || !u.Removable && strings.HasPrefix(u.Reason, "heads: "):
+			attn = append(attn, u)
+		case u.Removable:
 			fmt.Fprintf(tw, "%s\t%d units\tremovable (into %s)\n", u.Layer, u.Units, u.Consumer)
-		} else {
+		default:
 			fmt.Fprintf(tw, "%s\t%d units\tnot removable: %s\n", u.Layer, u.Units, u.Reason)
+		}
+	}
+	tw.Flush()
+	if len(attn) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nattention heads (removed head_dim units at a time):")
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, u := range attn {
+		if u.Removable {
+			fmt.Fprintf(tw, "%s\t%d heads of %d\tremovable (rows of %s, columns of %s)\n", u.Layer, u.Heads, u.HeadDim, strings.Join(u.Projections, ", "), u.Consumer)
+		} else {
+			fmt.Fprintf(tw, "%s\t\tnot removable: %s\n", u.Layer, strings.TrimPrefix(u.Reason, "heads: "))
 		}
 	}
 	tw.Flush()

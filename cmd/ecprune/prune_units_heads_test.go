@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/testmodels/ort"
+)
+
+// TestPruneNeuronsViT: prune --granularity neuron on the bundled ViT with
+// --scope layer removes half of every block's FFN units and half of its
+// attention heads; the report counts heads, the file shrinks, ONNX
+// Runtime runs it with ecprune's outputs, and the default method's
+// calibration loss is below the magnitude and Wanda-style baselines'.
+func TestPruneNeuronsViT(t *testing.T) {
+	vit := filepath.Join(sharedDir(t), "models", "mnist_vit.onnx")
+	dir := t.TempDir()
+	prune := func(method string, extra ...string) unitPruneReport {
+		t.Helper()
+		args := append([]string{"prune", vit, "-o", filepath.Join(dir, method+".onnx"), "--calib", data("mnist_calib_x.npy"),
+			"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", "0.5", "--method", method, "--json", "-q"}, extra...)
+		code, stdout, stderr := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", method, code, stderr)
+		}
+		var r unitPruneReport
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := prune("ec+", "--scope", "layer")
+	if a.Removable != 384 || a.Removed != 192 {
+		t.Errorf("removed %d of %d units, want 192 of 384 (2 FFNs of 128, 2 attention blocks of 4 heads of 16)", a.Removed, a.Removable)
+	}
+	heads := 0
+	for _, g := range a.Groups {
+		if g.Heads > 0 {
+			heads++
+			if g.Heads != 4 || g.KeptHeads != 2 || g.Kept != 32 || g.Units != 64 {
+				t.Errorf("%s: kept %d of %d heads, %d of %d units", g.Layer, g.KeptHeads, g.Heads, g.Kept, g.Units)
+			}
+		}
+	}
+	if heads != 2 {
+		t.Errorf("%d attention blocks in the report, want 2", heads)
+	}
+	if !(a.After.Bytes < a.Before.Bytes && a.After.Params < a.Before.Params && a.After.MACs < a.Before.MACs) {
+		t.Errorf("before %+v after %+v", a.Before, a.After)
+	}
+	for _, base := range []string{"magnitude", "wanda"} {
+		b := prune(base, "--scope", "layer")
+		if *a.Calibration.Pruned.Loss >= *b.Calibration.Pruned.Loss {
+			t.Errorf("ec+ loss %v, %s %v", *a.Calibration.Pruned.Loss, base, *b.Calibration.Pruned.Loss)
+		}
+	}
+	if err := ort.Init(); err != nil {
+		t.Skipf("ONNX Runtime: %v", err)
+	}
+	out := filepath.Join(dir, "ec+.onnx")
+	net, b, res := ortRun(t, out, data("mnist_calib_x.npy"), 64)
+	x := analysis.NewTensor(b.Shapes[0], b.Inputs[0])
+	tr, err := analysis.Run(net, []*analysis.Tensor{x})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res[net.Values[net.Outputs[0]].Name].Data
+	for q, want := range tr.Outputs()[0].Data {
+		if math.Abs(got[q]-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			t.Fatalf("output %d: ONNX Runtime %v, ecprune %v", q, got[q], want)
+		}
+	}
+}
