@@ -287,10 +287,14 @@ func (hf *headFinder) group(ci int, prods []int) *UnitGroup {
 	for _, p := range prods {
 		if l := hf.net.Ops[p].Layer; !l.Prunable {
 			return fail(fmt.Sprintf("the projection %s cannot be rewritten: %s", l.Name, l.Reason))
+		} else if l.Tie != nil {
+			return fail(fmt.Sprintf("the projection %s cannot be rewritten: its weight %s is tied to other readers, which would lose the heads too", l.Name, l.Tie.Init))
 		}
 	}
 	if !cons.Prunable {
 		return fail(fmt.Sprintf("the output projection %s cannot be rewritten: %s", cons.Name, cons.Reason))
+	} else if cons.Tie != nil {
+		return fail(fmt.Sprintf("the output projection %s cannot be rewritten: its weight %s is tied to other readers, which would lose the heads too", cons.Name, cons.Tie.Init))
 	}
 	var best *headTrial
 	for h := cons.In / 2; h >= 2; h-- {
