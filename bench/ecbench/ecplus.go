@@ -18,7 +18,7 @@ import (
 // ecplusResult is what `ecbench ecplus` prints (one JSON line): the
 // one-shot ec analysis and the whole of ec+ (the same analysis keeping
 // what ec+ reuses, then its selection and refit), timed in one process
-// on the same data, and their ratio (issue 7: at most 5).
+// on the same data, and their ratio (the bound: at most 5).
 type ecplusResult struct {
 	Model     string  `json:"model"`
 	Samples   int     `json:"samples"`

@@ -79,7 +79,7 @@ func cmdRun(args []string) error {
 	only := fs.String("only", "a,b,c,p", "workloads to run (p: the bundled PDE model, in the ec+ table only)")
 	verbose := fs.Bool("v", false, "print every command")
 	results := fs.String("o", "bench/out/results.md", "also write the tables here")
-	ecplus := fs.Bool("ecplus", true, "also time ec+ against the ec analysis (issue 7's cost bound)")
+	ecplus := fs.Bool("ecplus", true, "also time ec+ against the ec analysis (the cost bound)")
 	ecplusOnly := fs.Bool("ecplus-only", false, "only the ec+ table")
 	fs.Parse(args)
 
@@ -344,7 +344,7 @@ func cmdRun(args []string) error {
 // ecplusTable times ec+ (its statistics pass included) against the
 // one-shot ec analysis, alternating in one `ecbench ecplus` process
 // (after an untimed warm-up analysis; medians of the runs), so that the
-// ratio compares like with like on a loaded machine; issue 7 asks for at
+// ratio compares like with like on a loaded machine; the bound is at
 // most 5.
 func (r *runner) ecplusTable(impls []impl, wl map[string]*workload, only string, repeats int) error {
 	fmt.Fprintf(r.out, "\n## ec+ against the one-shot ec analysis (90%% global, ecprune's defaults; ec+ includes its own statistics pass)\n\n")

@@ -1,4 +1,4 @@
-// Package zoo lists the model zoo of issue 14: small PyTorch exports of
+// Package zoo lists the model zoo: small PyTorch exports of
 // the architectures whose dense layers ecprune must prune (CNNs with
 // pooling and BatchNorm, MobileNetV3, residual blocks, nn.TransformerEncoder,
 // ViTs, ResMLP, MLP-Mixer, LSTM and GRU heads, einsum, tied weights, MLPs,
