@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ecprune/ecprune"
+	"github.com/ecprune/ecprune/internal/plain"
 	"github.com/ecprune/ecprune/onnxio"
 )
 
@@ -137,7 +138,7 @@ func shapeString(s []int64) string {
 }
 
 func printInspect(w io.Writer, r *inspectResult) {
-	fmt.Fprintf(w, "%s: %s on disk, ir_version %d, opsets %v, producer %q\n", r.File, humanBytes(r.Bytes), r.IRVersion, r.Opsets, r.Producer)
+	fmt.Fprintf(w, "%s: %s on disk, ir_version %d, opsets %s, producer %q\n", r.File, humanBytes(r.Bytes), r.IRVersion, plain.Opsets(r.Opsets), r.Producer)
 	fmt.Fprintf(w, "%d nodes, %d initializers", r.NodeCount, r.InitCount)
 	if r.SparseInit > 0 {
 		fmt.Fprintf(w, ", %d sparse initializers", r.SparseInit)
