@@ -278,7 +278,7 @@ func copyModel(m *onnxio.Model, out string, st *onnxio.Stage) error {
 		}
 		return st.Commit()
 	}
-	if sameFile(out, m.Path) {
+	if onnxio.SameFile(out, m.Path) {
 		return &onnxio.BadInputError{File: out, Msg: "would overwrite the input model; choose another output file name"}
 	}
 	b, err := os.ReadFile(m.Path)
@@ -294,7 +294,7 @@ func copyModel(m *onnxio.Model, out string, st *onnxio.Stage) error {
 			return &onnxio.BadInputError{File: m.Path, Msg: "external data: " + err.Error()}
 		}
 		target := filepath.Join(filepath.Dir(out), loc)
-		if sameFile(target, filepath.Join(m.Dir, loc)) {
+		if onnxio.SameFile(target, filepath.Join(m.Dir, loc)) {
 			return &onnxio.BadInputError{File: out, Msg: "would overwrite external data file " + target + " of the input model " + m.Path + "; write to another folder"}
 		}
 		if err := st.MkdirAll(filepath.Dir(target)); err != nil {
@@ -305,25 +305,6 @@ func copyModel(m *onnxio.Model, out string, st *onnxio.Stage) error {
 		}
 	}
 	return nil
-}
-
-// sameFile reports whether a and b name the same file: the same cleaned
-// absolute path, or the same existing file through another name.
-func sameFile(a, b string) bool {
-	aa, err1 := filepath.Abs(a)
-	bb, err2 := filepath.Abs(b)
-	if err1 == nil && err2 == nil && aa == bb {
-		return true
-	}
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	if err != nil {
-		return false
-	}
-	return os.SameFile(sa, sb)
 }
 
 // planLayerReports gives each layer's counts of a plan (its format and

@@ -62,7 +62,7 @@ func SaveStaged(m *onnxio.Model, out string, threshold int64, st *onnxio.Stage) 
 	}
 	for _, t := range targets {
 		for _, p := range protected {
-			if sameFile(t, p) {
+			if onnxio.SameFile(t, p) {
 				what := "the input model"
 				if p != m.Path {
 					what = "external data file " + p + " of the input model " + m.Path
@@ -106,24 +106,4 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// sameFile reports whether a and b name the same file: the same cleaned
-// absolute path (even if it does not exist yet) or, for existing files,
-// the same inode through another name or link.
-func sameFile(a, b string) bool {
-	aa, err1 := filepath.Abs(a)
-	bb, err2 := filepath.Abs(b)
-	if err1 == nil && err2 == nil && aa == bb {
-		return true
-	}
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	if err != nil {
-		return false
-	}
-	return os.SameFile(sa, sb)
 }

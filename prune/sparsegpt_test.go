@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ecprune/ecprune/internal/tol"
+
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/ecprune/ecprune/prune/internal/solve"
@@ -130,7 +132,7 @@ func TestSparseGPTLayerIsOBS(t *testing.T) {
 			}
 			h := make([]float64, cols*cols)
 			solve.AddTN(tc.n, cols, cols, x, x, h)
-			w := randSlice(rng, tc.out*cols)
+			w := tol.Normal(rng, tc.out*cols)
 			want, wantMask := obsBruteForce(w, tc.out, cols, tc.in, h, tc.k, 0.01, tc.block)
 			got := append([]float64(nil), w...)
 			mask := make([]bool, tc.out*tc.in)
@@ -152,7 +154,7 @@ func TestSparseGPTLayerIsOBS(t *testing.T) {
 			if removed != tc.k {
 				t.Errorf("removed %d, want %d", removed, tc.k)
 			}
-			checkClose(t, "weights", got, want, 1e-9, 1e-9)
+			tol.CheckClose(t, "weights", got, want, 1e-9, 1e-9)
 		})
 	}
 }

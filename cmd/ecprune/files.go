@@ -35,12 +35,12 @@ func checkFiles(inputs, outputs []fileRef) error {
 			return err
 		}
 		for _, in := range inputs {
-			if sameFile(o.path, in.path) {
+			if onnxio.SameFile(o.path, in.path) {
 				return &onnxio.BadInputError{File: o.path, Msg: o.what + " is " + describe(in) + ", which this run reads: refusing to overwrite it (choose another file name)"}
 			}
 		}
 		for _, p := range outputs[:i] {
-			if sameFile(o.path, p.path) {
+			if onnxio.SameFile(o.path, p.path) {
 				return &onnxio.BadInputError{File: o.path, Msg: o.what + " and " + p.what + " name the same file: choose two file names"}
 			}
 		}
@@ -78,38 +78,6 @@ func checkOutput(o fileRef) error {
 	tmp.Close()
 	os.Remove(tmp.Name())
 	return nil
-}
-
-// sameFile reports whether a and b are the same file: the same real path
-// (links resolved; for a file that does not exist yet, its folder's real
-// path and its name) or, for existing files, the same inode.
-func sameFile(a, b string) bool {
-	if realPath(a) == realPath(b) {
-		return true
-	}
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	return err == nil && os.SameFile(sa, sb)
-}
-
-func realPath(p string) string {
-	if r, err := filepath.EvalSymlinks(p); err == nil {
-		if a, err := filepath.Abs(r); err == nil {
-			return a
-		}
-	}
-	dir, base := filepath.Split(p)
-	if dir == "" {
-		dir = "."
-	}
-	if r, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = r
-	}
-	a, _ := filepath.Abs(filepath.Join(dir, base))
-	return a
 }
 
 // checkModelFiles checks the outputs against what a loaded model reads

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ecprune/ecprune/internal/tol"
+
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/ecprune/ecprune/prune/internal/solve"
@@ -21,7 +23,7 @@ type reconFixture struct {
 
 func newReconFixture(rng *rand.Rand, out, in, rows, per int, deadCol bool) *reconFixture {
 	f := &reconFixture{rd: newResident(rows, out, in), out: out, in: in, per: per}
-	f.shift = randSlice(rng, in)
+	f.shift = tol.Normal(rng, in)
 	for j := 0; j < in; j++ {
 		for r := 0; r < rows; r++ {
 			if !(deadCol && j == 1) {
@@ -33,8 +35,8 @@ func newReconFixture(rng *rand.Rand, out, in, rows, per int, deadCol bool) *reco
 		f.rd.e[q] = rng.NormFloat64()
 		f.rd.g[q] = rng.Float64() + 0.1
 	}
-	f.w = randSlice(rng, out*in)
-	f.b = randSlice(rng, out)
+	f.w = tol.Normal(rng, out*in)
+	f.b = tol.Normal(rng, out)
 	f.pruned = make([]bool, out*in)
 	for q := range f.pruned {
 		if rng.IntN(3) == 0 {
@@ -129,12 +131,12 @@ func TestReconstructIsLeastSquares(t *testing.T) {
 				for p, j := range keep {
 					want[j] = theta.AtVec(p)
 				}
-				checkClose(t, "row weights", got.w[i*in:(i+1)*in], want, 1e-8, 1e-9)
-				checkClose(t, "bias", got.b[i:i+1], []float64{theta.AtVec(k)}, 1e-8, 1e-9)
+				tol.CheckClose(t, "row weights", got.w[i*in:(i+1)*in], want, 1e-8, 1e-9)
+				tol.CheckClose(t, "bias", got.b[i:i+1], []float64{theta.AtVec(k)}, 1e-8, 1e-9)
 				var fit mat.VecDense
 				fit.MulVec(x, &theta)
 				fit.SubVec(&fit, z0)
-				checkClose(t, "residual", got.rd.e[i*n:(i+1)*n], fit.RawVector().Data, 1e-8, 1e-9)
+				tol.CheckClose(t, "residual", got.rd.e[i*n:(i+1)*n], fit.RawVector().Data, 1e-8, 1e-9)
 			}
 		})
 	}
@@ -169,9 +171,9 @@ func TestReconstructAuto(t *testing.T) {
 		} else if seed%2 == 0 {
 			t.Errorf("seed %d: an explainable residual was not reconstructed: %s", seed, why)
 		}
-		checkClose(t, "weights", auto.w, want.w, 1e-9, 1e-12)
-		checkClose(t, "bias", auto.b, want.b, 1e-9, 1e-12)
-		checkClose(t, "residual", auto.rd.e, want.rd.e, 1e-9, 1e-12)
+		tol.CheckClose(t, "weights", auto.w, want.w, 1e-9, 1e-12)
+		tol.CheckClose(t, "bias", auto.b, want.b, 1e-9, 1e-12)
+		tol.CheckClose(t, "residual", auto.rd.e, want.rd.e, 1e-9, 1e-12)
 	}
 }
 
@@ -200,5 +202,5 @@ func TestReconCG(t *testing.T) {
 	if !slices.Equal(gram, before) {
 		t.Error("the Gram matrix changed")
 	}
-	checkClose(t, "converged", got, want, 1e-7, 1e-9)
+	tol.CheckClose(t, "converged", got, want, 1e-7, 1e-9)
 }

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ecprune/ecprune/internal/tol"
+
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -68,7 +70,7 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 				t.Fatal(err)
 			}
 			g := lin.(*solve.Dense).Matrix()
-			if f0, err := r.objective(false); err != nil || !near(f, f0, 1e-12, 0) {
+			if f0, err := r.objective(false); err != nil || !tol.Near(f, f0, 1e-12, 0) {
 				t.Errorf("objective from the linearisation %g, directly %g (%v)", f, f0, err)
 			}
 			// Lanczos on the assembled matrix (used above ecpCholeskyMax
@@ -84,14 +86,14 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkClose(t, fmt.Sprintf("Lanczos step at damping %g", mu), xk, xc, 1e-4, 1e-9)
+				tol.CheckClose(t, fmt.Sprintf("Lanczos step at damping %g", mu), xk, xc, 1e-4, 1e-9)
 			}
 			_, gradFree, ff, err := r.linearizeFree()
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkClose(t, "matrix-free gradient", gradFree, grad, 1e-12, 1e-15)
-			if !near(ff, f, 1e-12, 0) {
+			tol.CheckClose(t, "matrix-free gradient", gradFree, grad, 1e-12, 1e-15)
+			if !tol.Near(ff, f, 1e-12, 0) {
 				t.Errorf("objective from the matrix-free linearisation %g, want %g", ff, f)
 			}
 			th := r.get()
@@ -145,7 +147,7 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 				}
 			}
 			r.set(th)
-			checkClose(t, "gradient", grad, fdGrad, 1e-5, 1e-9)
+			tol.CheckClose(t, "gradient", grad, fdGrad, 1e-5, 1e-9)
 			// G over all samples, and over the first batch alone (the
 			// matrix-free refit's curvature samples when there are more).
 			want := make([]float64, nb*nb)
@@ -193,7 +195,7 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 				}
 				return u
 			}
-			checkClose(t, "Gauss-Newton matrix", upper(g), upper(want), 1e-5, 1e-8)
+			tol.CheckClose(t, "Gauss-Newton matrix", upper(g), upper(want), 1e-5, 1e-8)
 
 			// Matrix-free products and CG.
 			full := mat.NewSymDense(nb, append([]float64(nil), g...))
@@ -207,7 +209,7 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 			}
 			wantGv := mat.NewVecDense(nb, nil)
 			wantGv.MulVec(full, mat.NewVecDense(nb, v))
-			checkClose(t, "G v", gv, wantGv.RawVector().Data, 1e-9, 1e-12)
+			tol.CheckClose(t, "G v", gv, wantGv.RawVector().Data, 1e-9, 1e-12)
 
 			// One Lanczos basis serves every damping: each solution is
 			// the direct one's, to the 1e-6 relative residual it stops at
@@ -242,7 +244,7 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 				if math.Sqrt(rn) > 2e-6*math.Sqrt(gn) {
 					t.Errorf("damping %g: residual %g, gradient %g", mu, math.Sqrt(rn), math.Sqrt(gn))
 				}
-				checkClose(t, fmt.Sprintf("solution at damping %g", mu), x, xs.RawVector().Data, 1e-3, 1e-9)
+				tol.CheckClose(t, fmt.Sprintf("solution at damping %g", mu), x, xs.RawVector().Data, 1e-3, 1e-9)
 			}
 			if free.Basis() > nb {
 				t.Errorf("%d Lanczos vectors for %d parameters", free.Basis(), nb)
@@ -264,16 +266,16 @@ func TestECPlusRefitLinearisation(t *testing.T) {
 			}
 			wantGvSub := mat.NewVecDense(nb, nil)
 			wantGvSub.MulVec(mat.NewSymDense(nb, wantSub), mat.NewVecDense(nb, v))
-			checkClose(t, "G v on the curvature samples", gvSub, wantGvSub.RawVector().Data, 1e-5, 1e-8)
+			tol.CheckClose(t, "G v on the curvature samples", gvSub, wantGvSub.RawVector().Data, 1e-5, 1e-8)
 			// The assembled G too; the gradient and objective stay over
 			// all samples.
 			linSub, gradSub, fSub, err := r.linearizeFull()
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkClose(t, "Gauss-Newton matrix on the curvature samples", upper(linSub.(*solve.Dense).Matrix()), upper(wantSub), 1e-5, 1e-8)
-			checkClose(t, "gradient with curvature samples", gradSub, grad, 1e-12, 1e-15)
-			if !near(fSub, f, 1e-12, 0) {
+			tol.CheckClose(t, "Gauss-Newton matrix on the curvature samples", upper(linSub.(*solve.Dense).Matrix()), upper(wantSub), 1e-5, 1e-8)
+			tol.CheckClose(t, "gradient with curvature samples", gradSub, grad, 1e-12, 1e-15)
+			if !tol.Near(fSub, f, 1e-12, 0) {
 				t.Errorf("objective with curvature samples %g, want %g", fSub, f)
 			}
 		})
@@ -327,7 +329,7 @@ func TestECPlusRefit(t *testing.T) {
 				if f0 != 0 {
 					t.Fatalf("objective %g at zero sparsity, want 0", f0)
 				}
-				checkClose(t, "biases", th1, th0, 0, 0)
+				tol.CheckClose(t, "biases", th1, th0, 0, 0)
 				return
 			}
 			if !(f1 < f0) {

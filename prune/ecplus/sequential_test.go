@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/internal/tol"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
 )
@@ -78,7 +79,7 @@ func TestECPlusCost(t *testing.T) {
 				}
 			}
 			got := s.costs(new([]float64), cur.Layers[1].W, tc.c)
-			checkClose(t, "cost", got, want, 1e-6, 1e-10)
+			tol.CheckClose(t, "cost", got, want, 1e-6, 1e-10)
 			if tc.dead {
 				for j := 0; j < l.In; j++ {
 					if got[2*l.In+j] != 0 {
@@ -164,11 +165,11 @@ func TestECPlusFirstPass(t *testing.T) {
 				for q := range v1 {
 					v1[q], v2[q] = fast.variance(q), slow.variance(q)
 				}
-				checkClose(t, "variance", v1, v2, 1e-9, 1e-12)
-				checkClose(t, "S0", fast.s0, slow.s0, 1e-12, 0)
-				checkClose(t, "sum g e", fast.se, make([]float64, l.Out), 0, 0)
-				checkClose(t, "e", rd.e, ref.e, 0, 0)
-				checkClose(t, "g", rd.g, ref.g, 0, 0)
+				tol.CheckClose(t, "variance", v1, v2, 1e-9, 1e-12)
+				tol.CheckClose(t, "S0", fast.s0, slow.s0, 1e-12, 0)
+				tol.CheckClose(t, "sum g e", fast.se, make([]float64, l.Out), 0, 0)
+				tol.CheckClose(t, "e", rd.e, ref.e, 0, 0)
+				tol.CheckClose(t, "g", rd.g, ref.g, 0, 0)
 			}
 			// Once a layer changes, the ones after it are no longer clean.
 			cur.Layers[0].W[3] = 0
@@ -233,9 +234,9 @@ func TestECPlusResidualUpdate(t *testing.T) {
 			s.resetResidual()
 			rd.addResidual(s, true)
 			fresh, rf := layerSums(t, e, cur, li)
-			checkClose(t, "e", rd.e, rf.e, rel, abs)
-			checkClose(t, "sum g e", s.se, fresh.se, 100*rel, abs)
-			checkClose(t, "sum g e a", s.sea, fresh.sea, 100*rel, abs)
+			tol.CheckClose(t, "e", rd.e, rf.e, rel, abs)
+			tol.CheckClose(t, "sum g e", s.se, fresh.se, 100*rel, abs)
+			tol.CheckClose(t, "sum g e a", s.sea, fresh.sea, 100*rel, abs)
 
 			// Restricted to some rows and columns, sea is the same there
 			// and zero elsewhere.
@@ -254,8 +255,8 @@ func TestECPlusResidualUpdate(t *testing.T) {
 					want[i*l.In+j] = s.sea[i*l.In+j]
 				}
 			}
-			checkClose(t, "sum g e a on a subset", part.sea, want, 100*rel, abs)
-			checkClose(t, "sum g e (subset pass)", part.se, s.se, 0, 0)
+			tol.CheckClose(t, "sum g e a on a subset", part.sea, want, 100*rel, abs)
+			tol.CheckClose(t, "sum g e (subset pass)", part.se, s.se, 0, 0)
 		})
 	}
 }
@@ -358,8 +359,8 @@ func TestECPlusLayer(t *testing.T) {
 				if residentLayer == nil {
 					t.Fatal("the resident case did not run")
 				}
-				checkClose(t, "W resident vs streamed", l.W, residentLayer.W, 0, 0)
-				checkClose(t, "B resident vs streamed", l.B, residentLayer.B, 1e-9, 1e-12)
+				tol.CheckClose(t, "W resident vs streamed", l.W, residentLayer.W, 0, 0)
+				tol.CheckClose(t, "B resident vs streamed", l.B, residentLayer.B, 1e-9, 1e-12)
 			}
 		})
 	}

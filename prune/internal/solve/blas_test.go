@@ -3,6 +3,8 @@ package solve
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ecprune/ecprune/internal/tol"
 )
 
 // TestGram compares the Gram product with a direct one, whole matrix.
@@ -10,8 +12,8 @@ func TestGram(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	for _, n := range []int{1, 3, 63, 64, 65, 130} {
 		for _, rows := range []int{0, 1, 7, 100} {
-			a := randSlice(rng, rows*n)
-			c := randSlice(rng, n*n)
+			a := tol.Normal(rng, rows*n)
+			c := tol.Normal(rng, n*n)
 			want := append([]float64(nil), c...)
 			for i := 0; i < n; i++ {
 				for j := 0; j < n; j++ {
@@ -24,7 +26,7 @@ func TestGram(t *testing.T) {
 			}
 			Gram(0.5, a, rows, n, c)
 			for q := range c {
-				if !near(c[q], want[q], 1e-12, 1e-12) {
+				if !tol.Near(c[q], want[q], 1e-12, 1e-12) {
 					t.Fatalf("n %d rows %d: c[%d,%d] = %g, want %g", n, rows, q/n, q%n, c[q], want[q])
 				}
 			}

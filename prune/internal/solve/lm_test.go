@@ -1,9 +1,9 @@
 package solve
 
 import (
-	"math"
-	"math/rand/v2"
 	"testing"
+
+	"github.com/ecprune/ecprune/internal/tol"
 )
 
 // TestDenseSolve: the damped system is solved exactly when it is
@@ -22,7 +22,7 @@ func TestDenseSolve(t *testing.T) {
 			v += g[i*3+j] * x[j]
 		}
 		v += mu * g[i*3+i] * x[i]
-		if !near(v, -grad[i], 1e-12, 1e-12) {
+		if !tol.Near(v, -grad[i], 1e-12, 1e-12) {
 			t.Errorf("row %d: %g, want %g", i, v, -grad[i])
 		}
 	}
@@ -32,29 +32,5 @@ func TestDenseSolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkClose(t, "diagonal fallback", x, []float64{-1.0 / 11, -2.0 / 11}, 1e-12, 0)
-}
-
-func near(got, want, rel, abs float64) bool {
-	return math.Abs(got-want) <= rel*math.Abs(want)+abs
-}
-
-func checkClose(t *testing.T, what string, got, want []float64, rel, abs float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-	}
-	for q := range got {
-		if !near(got[q], want[q], rel, abs) {
-			t.Fatalf("%s[%d] = %.17g, want %.17g", what, q, got[q], want[q])
-		}
-	}
-}
-
-func randSlice(rng *rand.Rand, n int) []float64 {
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = rng.NormFloat64()
-	}
-	return v
+	tol.CheckClose(t, "diagonal fallback", x, []float64{-1.0 / 11, -2.0 / 11}, 1e-12, 0)
 }
