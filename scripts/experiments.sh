@@ -42,5 +42,5 @@ run() { # NAME MODEL DATA METHODS
 		} | tee -a "$out/tables.md"
 	done
 }
-run mnist "$shared/models/mnist_mlp_gemm.onnx" "$shared/data/mnist" ec+,ec,ec-nocomp,wanda,magnitude,taylor,gradient,random
-run pde "$shared/models/pde_mlp.onnx" "$shared/data/pde" ec+,ec,exact,ec-nocomp,wanda,magnitude,taylor,gradient,random
+run mnist "$shared/models/mnist_mlp_gemm.onnx" "$shared/data/mnist" ec+,sparsegpt,sparsegpt+bias,ec,ec-nocomp,wanda,magnitude,taylor,gradient,random
+run pde "$shared/models/pde_mlp.onnx" "$shared/data/pde" ec+,sparsegpt,sparsegpt+bias,ec,exact,ec-nocomp,wanda,magnitude,taylor,gradient,random
