@@ -11,41 +11,37 @@ import (
 	"github.com/ecprune/ecprune/prune"
 )
 
-// Budget refinement. One-shot EC's global ranking prices every weight by
-// the output error of removing it alone; summed over a layer, that is a
-// first-order estimate of what the layer's removals cost together. Where
-// the estimate is far too low (many small weights of a wide layer whose
-// removals add up, well past the first-order range), the global threshold
-// empties the layer. The refinement measures instead what each layer's
-// removals actually cost once ec+ has selected them sequentially and
-// reconstructed the layer, and gives budget to the layers whose true cost
-// grows faster than EC predicted.
+// Budget refinement (Options.Budgets = BudgetsRefined; experimental, not
+// the default: docs/METHOD.md has the measurements). One-shot EC's global
+// ranking prices every weight by the output error of removing it alone,
+// so it equalises EC's first-order marginal costs across layers. Where
+// that estimate is far from what a layer's removals cost once ec+ has
+// selected them sequentially and reconstructed the layer, the global
+// threshold can nearly empty a layer. The refinement measures that cost
+// and moves budget away from the layers whose removals cost more than EC
+// predicted.
 //
-// Model: layer l's true cost of removing its k cheapest weights is
-// rho_l times EC's estimate, sum of those k one-shot scores. Then the
-// marginal costs are rho_l times the one-shot scores, and equal marginal
-// costs across layers (the allocation that minimises the summed cost for
-// the total) are the global ranking of rho_l * score. rho_l is measured
-// at the one-shot budget by a probe: ec+'s selection and reconstruction of
-// that layer alone, on the original network (one greedy round, no refit),
-// on the first quarter of the calibration samples (at least one batch),
-// whose cost is a fraction of the real pass. The layer's measured cost is
-// its output-weighted error after the best bias shift,
-// sum_i sum_n g_i(n) (e_i(n) - mean_g e_i)^2 / N with the original
-// network's g, in the units of EC's scores. Each layer is probed on the
-// original input, not on its pruned upstream: there the reconstruction
-// also cancels error the upstream brought, which is not what the layer's
-// own removals cost (it can make the difference negative).
+// Model: near its budget k_l, layer l's true marginal cost is rho_l times
+// EC's (the one-shot scores ranked there), so equal true marginal costs
+// across layers are the global ranking of rho_l * score. rho_l comes from
+// a probe: ec+'s sequential selection and reconstruction (one greedy
+// round, no refit) on the first quarter of the calibration samples (at
+// least one batch), each layer pruned at k_l - k_l/probeStep and at k_l on
+// the same pruned upstream, the difference of its output-weighted errors
+// after the best bias shift, sum_i sum_n g_i(n) (e_i(n) - mean_g e_i)^2 / N
+// with the original network's g (EC's units), measured on the next batch
+// of samples, which the probe's fits did not see. The upstream's error is
+// common to both and cancels in the difference.
 
 // Budget modes of Options.Budgets.
 const (
-	BudgetsRefined = "refined" // one-shot ranking corrected by a probe (also "")
-	BudgetsOneShot = "one-shot"
+	BudgetsOneShot = "one-shot" // EC's one-shot ranking (also "")
+	BudgetsRefined = "refined"  // one-shot ranking corrected by a probe
 )
 
-// rhoSpread bounds each layer's correction to this factor either side of
-// their geometric mean: a trust region for a model fitted at one point of
-// each cost curve and on a quarter of the samples.
+// rhoSpread bounds each layer's correction factor: a trust region for a
+// model fitted at one point of each cost curve and on a quarter of the
+// samples.
 const rhoSpread = 16.0
 
 // rhoDamp is the power the measured ratios are raised to (see
@@ -61,7 +57,7 @@ const probeShare = 4
 // than two layers that lose weights in the global ranking.
 func refineBudgets(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, opt prune.Options, eo Options, task analysis.Task, ks []int, tied map[int][]bool, logf func(string, ...any)) ([]int, map[int][]bool, error) {
 	movable := movableLayers(net, ec, opt, ks)
-	if eo.Budgets == BudgetsOneShot || len(movable) < 2 {
+	if eo.Budgets != BudgetsRefined || len(movable) < 2 {
 		return ks, tied, nil
 	}
 	rho, err := probeCosts(net, data, st, ec, eo, task, ks, movable, logf)
@@ -111,9 +107,8 @@ func movableLayers(net *onnxio.Network, ec *analysis.Scores, opt prune.Options, 
 	return idx
 }
 
-// probeCosts runs the probe and returns rho_l for the movable layers
-// (keys of the map), normalised to a geometric mean of 1 and clamped to
-// rhoSpread either side.
+// probeCosts runs the probe and returns the factors of the movable
+// layers' scores (keys of the map; see normaliseRho).
 func probeCosts(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *analysis.Scores, eo Options, task analysis.Task, ks []int, movable []int, logf func(string, ...any)) (map[int]float64, error) {
 	po := eo
 	po.Rounds, po.RefitSteps, po.Prep, po.Progress = 1, 0, nil, nil
@@ -131,31 +126,52 @@ func probeCosts(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec 
 	for _, l := range cur.Layers {
 		l.Own64()
 	}
-	measured := map[int]float64{}
+	isMovable := map[int]bool{}
 	for _, li := range movable {
-		ls := st.Layers[li]
-		l := cur.Ops[ls.Op].Layer
-		w0, b0 := slices.Clone(l.W), slices.Clone(l.B)
-		if _, err := e.pruneLayer(cur, li, ks[li]); err != nil {
-			return nil, fmt.Errorf("layer %q: %w", ls.Layer.Name, err)
-		}
-		after, err := e.heldOutError(cur, li, held)
-		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", ls.Layer.Name, err)
-		}
-		measured[li] = after
-		copy(l.W, w0) // the next layer is probed on the original input
-		l.B = b0
-		e.dropLayer(li)
+		isMovable[li] = true
 	}
+	last := movable[len(movable)-1]
 	rho := map[int]float64{}
-	for _, li := range movable {
-		est := oneShotCost(ec.Layers[li].Score, ks[li])
-		rho[li] = measured[li] / est
-		logf("ec+: budget probe: layer %s: measured %.4g, EC's estimate %.4g", ec.Layers[li].Layer.Name, measured[li], est)
+	for li, ls := range st.Layers[:last+1] {
+		if !isMovable[li] {
+			if _, err := e.pruneLayer(cur, li, ks[li]); err != nil {
+				return nil, fmt.Errorf("layer %q: %w", ls.Layer.Name, err)
+			}
+			e.dropLayer(li)
+			continue
+		}
+		// The secant of the layer's cost curve below its budget: the
+		// error with k and with k - dk removals, on the same pruned
+		// upstream, whose own error cancels in the difference.
+		l := cur.Ops[ls.Op].Layer
+		k := ks[li]
+		dk := max(1, k/probeStep)
+		w0, b0 := slices.Clone(l.W), slices.Clone(l.B)
+		var errs [2]float64
+		for i, kk := range []int{k - dk, k} {
+			if i > 0 {
+				copy(l.W, w0)
+				l.B = slices.Clone(b0)
+			}
+			if _, err := e.pruneLayer(cur, li, kk); err != nil {
+				return nil, fmt.Errorf("layer %q: %w", ls.Layer.Name, err)
+			}
+			if errs[i], err = e.heldOutError(cur, li, held); err != nil {
+				return nil, fmt.Errorf("layer %q: %w", ls.Layer.Name, err)
+			}
+		}
+		e.dropLayer(li)
+		slope := (errs[1] - errs[0]) / float64(dk)
+		est := secant(ec.Layers[li].Score, k, dk)
+		rho[li] = slope / est
+		logf("ec+: budget probe: layer %s: marginal cost %.4g per weight, EC's %.4g", ls.Layer.Name, slope, est)
 	}
 	return normaliseRho(rho), nil
 }
+
+// probeStep: the probe measures the cost of a layer's last k/probeStep
+// removals.
+const probeStep = 8
 
 // normaliseRho turns the measured ratios into the factors the scores are
 // multiplied by: each ratio over their median, raised to the power
@@ -164,8 +180,8 @@ func probeCosts(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec 
 // protected; the others keep their scores and take the budget that is
 // moved, through the global threshold. The damping and the bound keep the
 // move within what one measured point per cost curve supports: the probe
-// measures each layer on the original input and on fewer samples than the
-// real pass, which reconstructs better. A ratio that is not finite and
+// runs one greedy round on fewer samples than the real pass, which
+// reconstructs better. A ratio that is not finite and
 // positive (a layer whose removals cost nothing measurable, or whose
 // estimate is zero) counts as below the median.
 func normaliseRho(rho map[int]float64) map[int]float64 {
@@ -198,16 +214,22 @@ func normaliseRho(rho map[int]float64) map[int]float64 {
 	return out
 }
 
-// oneShotCost is EC's estimate of removing k weights of a layer: the sum
-// of its k smallest scores (NaN scores count as zero).
-func oneShotCost(score []float64, k int) float64 {
+// secant is EC's estimate of the cost per weight of a layer's removals
+// from k - dk to k: the mean of its scores ranked k - dk + 1 to k (NaN
+// scores count as zero).
+func secant(score []float64, k, dk int) float64 {
 	s := 0.0
 	prune.MarkSmallest([][]float64{score}, k, func(_, q int) {
 		if v := score[q]; !math.IsNaN(v) {
 			s += v
 		}
 	})
-	return s
+	prune.MarkSmallest([][]float64{score}, k-dk, func(_, q int) {
+		if v := score[q]; !math.IsNaN(v) {
+			s -= v
+		}
+	})
+	return s / float64(dk)
 }
 
 // outputError is layer li's output-weighted error on cur against the

@@ -26,10 +26,12 @@ type Options struct {
 	// diagonal of the inputs' Gram matrix.
 	ReconDamp float64
 	// Budgets is how the global ranking's per-layer counts are set:
-	// BudgetsRefined (also "") corrects EC's one-shot ranking by the
-	// error each layer's removals actually leave, measured by a probe on
-	// a quarter of the samples (allocate.go); BudgetsOneShot keeps EC's
-	// one-shot ranking. Per-layer scope is not affected.
+	// BudgetsOneShot (also "", the default) is EC's one-shot ranking;
+	// BudgetsRefined corrects it by the error each layer's removals
+	// actually leave, measured by a probe on a quarter of the samples
+	// (allocate.go; experimental: on the measured models it is not
+	// better overall, see docs/METHOD.md). Per-layer scope is not
+	// affected.
 	Budgets string
 	// Seed is the statistics pass's seed (StatsOptions.Seed): with
 	// probes, ec+'s own passes draw the same signs, so that its result
@@ -59,7 +61,7 @@ const (
 // DefaultOptions is the recommended setting, the one measured in
 // docs/ecplus-results.md and the CLI's defaults.
 func DefaultOptions() Options {
-	return Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01, Budgets: BudgetsRefined}
+	return Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01, Budgets: BudgetsOneShot}
 }
 
 // validate checks the values, naming the field that is wrong.
