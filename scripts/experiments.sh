@@ -10,8 +10,8 @@
 #   scripts/experiments.sh [SHARED]
 #
 # SHARED holds models/ and data/ (default ../shared). Needs ONNX Runtime
-# (scripts/setup-deps.sh installs it into .ci/ort). About 20 seconds on 2
-# cores, most of it the exact baseline on the PDE model.
+# (scripts/setup-deps.sh installs it into .ci/ort). A few minutes on 2
+# cores.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
