@@ -107,7 +107,9 @@ var ecpBatch = 256
 //
 //  1. Budgets: prune.Select on the one-shot EC scores ec fixes k_l, the
 //     number of weights removed from each layer (so opt's Scope, Skip and
-//     LayerSparsity keep their meaning; NM is not supported).
+//     LayerSparsity keep their meaning; NM is not supported). With
+//     eo.Budgets = BudgetsRefined, a probe corrects the global ranking by
+//     the error each layer's removals leave (allocate.go).
 //  2. Layer by layer in graph order, on the network whose earlier layers
 //     are already pruned and corrected, remove k_l weights in eo.Rounds
 //     greedy rounds by the cost w^2 Var_g(a') - 2c w Cov_g(e, a'), e being
