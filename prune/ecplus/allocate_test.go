@@ -199,3 +199,35 @@ func TestRefinedBudgets(t *testing.T) {
 		})
 	}
 }
+
+// TestMovableLayers: only layers of the global ranking that lose weights
+// may have their budgets moved.
+func TestMovableLayers(t *testing.T) {
+	net := mlp(rand.New(rand.NewPCG(1, 1)), []int{3, 4, 4, 4, 2}, onnxio.OpRelu, -1)
+	sc := &analysis.Scores{}
+	for _, l := range net.Layers {
+		sc.Layers = append(sc.Layers, &analysis.LayerScores{Layer: l, Score: make([]float64, l.Params())})
+	}
+	local := &analysis.Scores{Layers: sc.Layers, Local: map[*onnxio.Layer]string{net.Layers[2]: "test"}}
+	cases := []struct {
+		name string
+		sc   *analysis.Scores
+		opt  prune.Options
+		ks   []int
+		want []int
+	}{
+		{"global", sc, prune.Options{Sparsity: 0.5}, []int{6, 8, 8, 4}, []int{0, 1, 2, 3}},
+		{"per layer", sc, prune.Options{Sparsity: 0.5, Scope: prune.Layer}, []int{6, 8, 8, 4}, nil},
+		{"N:M", sc, prune.Options{NM: &prune.NM{N: 2, M: 4}}, []int{6, 8, 8, 4}, nil},
+		{"skipped or untouched", sc, prune.Options{Sparsity: 0.5, Skip: []string{"W1"}}, []int{6, 0, 8, 0}, []int{0, 2}},
+		{"own sparsity", sc, prune.Options{Sparsity: 0.5, LayerSparsity: map[string]float64{"W3": 0.5}}, []int{6, 8, 8, 4}, []int{0, 1, 2}},
+		{"local scores", local, prune.Options{Sparsity: 0.5}, []int{6, 8, 8, 4}, []int{0, 1, 3}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := movableLayers(net, tc.sc, tc.opt, tc.ks); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("movable %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
