@@ -10,8 +10,8 @@
 #   scripts/experiments.sh [SHARED]
 #
 # SHARED holds models/ and data/ (default ../shared). Needs ONNX Runtime
-# (scripts/setup-deps.sh installs it into .ci/ort). About 20 seconds on 2
-# cores, most of it the exact baseline on the PDE model.
+# (scripts/setup-deps.sh installs it into .ci/ort). A few minutes on 2
+# cores.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,5 +42,5 @@ run() { # NAME MODEL DATA METHODS
 		} | tee -a "$out/tables.md"
 	done
 }
-run mnist "$shared/models/mnist_mlp_gemm.onnx" "$shared/data/mnist" ec+,ec,ec-nocomp,wanda,magnitude,taylor,gradient,random
-run pde "$shared/models/pde_mlp.onnx" "$shared/data/pde" ec+,ec,exact,ec-nocomp,wanda,magnitude,taylor,gradient,random
+run mnist "$shared/models/mnist_mlp_gemm.onnx" "$shared/data/mnist" ec+,sparsegpt,sparsegpt+bias,ec,ec-nocomp,wanda,magnitude,taylor,gradient,random
+run pde "$shared/models/pde_mlp.onnx" "$shared/data/pde" ec+,sparsegpt,sparsegpt+bias,ec,exact,ec-nocomp,wanda,magnitude,taylor,gradient,random

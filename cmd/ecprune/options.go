@@ -54,6 +54,7 @@ func registerECPlusFlags(fs *pflag.FlagSet, o *ecprune.ECPlusOptions) {
 	fs.IntVar(&o.RefitSteps, "ecplus-refit", d.RefitSteps, "ec+: Levenberg-Marquardt steps of the final bias refit (0: none)")
 	fs.StringVar(&o.Recon, "ecplus-recon", d.Recon, "ec+: least-squares reconstruction of the kept weights: auto (where it lowers the error on held-out calibration samples), on, off")
 	fs.Float64Var(&o.ReconDamp, "ecplus-recon-damp", d.ReconDamp, "ec+: reconstruction damping, relative to the mean diagonal of the inputs' Gram matrix")
+	fs.StringVar(&o.Budgets, "ecplus-budgets", d.Budgets, "ec+: per-layer counts of the global ranking: one-shot (EC's ranking) or refined (experimental: EC's ranking corrected by the error each layer's removals leave, measured on a quarter of the samples)")
 }
 
 // flagNames names the library's options by the flags that set them, so
@@ -68,7 +69,7 @@ var flagNames = map[string]string{
 	"ExternalData": "--external-data", "KeepScores": "--scores",
 	"Test": "--test", "Test.Labels": "--test-labels", "SaveDir": "--save-dir",
 	"Lambda": "--ecplus-lambda", "C": "--ecplus-c", "Rounds": "--ecplus-rounds",
-	"RefitSteps": "--ecplus-refit", "Recon": "--ecplus-recon", "ReconDamp": "--ecplus-recon-damp",
+	"RefitSteps": "--ecplus-refit", "Recon": "--ecplus-recon", "ReconDamp": "--ecplus-recon-damp", "Budgets": "--ecplus-budgets",
 }
 
 func flagName(option string) string { return flagNames[option] }

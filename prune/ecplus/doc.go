@@ -12,6 +12,8 @@
 //   - ecplus.go: Options, DefaultOptions and the entry point Prune.
 //   - budget.go: the weights each layer, row and round may lose, and the
 //     memory and cost thresholds of the caches and solvers.
+//   - allocate.go: the optional refinement of the layers' budgets by a
+//     probe that measures what their removals cost.
 //   - original.go: the pass over the original network (g and z0 for every
 //     layer) and Prep, which takes them from the statistics pass instead.
 //   - sequential.go: the layer-by-layer greedy selection; sums.go and

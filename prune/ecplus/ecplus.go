@@ -25,6 +25,14 @@ type Options struct {
 	// ReconDamp is the reconstruction's damping relative to the mean
 	// diagonal of the inputs' Gram matrix.
 	ReconDamp float64
+	// Budgets is how the global ranking's per-layer counts are set:
+	// BudgetsOneShot (also "", the default) is EC's one-shot ranking;
+	// BudgetsRefined corrects it by the error each layer's removals
+	// actually leave, measured by a probe on a quarter of the samples
+	// (allocate.go; experimental: on the measured models it is not
+	// better overall, see docs/METHOD.md). Per-layer scope is not
+	// affected.
+	Budgets string
 	// Seed is the statistics pass's seed (StatsOptions.Seed): with
 	// probes, ec+'s own passes draw the same signs, so that its result
 	// does not depend on whether Prep kept the statistics pass's g.
@@ -53,7 +61,7 @@ const (
 // DefaultOptions is the recommended setting, the one measured in
 // docs/ecplus-results.md and the CLI's defaults.
 func DefaultOptions() Options {
-	return Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}
+	return Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01, Budgets: BudgetsOneShot}
 }
 
 // validate checks the values, naming the field that is wrong.
@@ -73,6 +81,8 @@ func (o Options) validate() error {
 		return optErr("Recon", "%q: want auto, on or off", o.Recon)
 	case math.IsNaN(o.ReconDamp) || math.IsInf(o.ReconDamp, 0) || o.ReconDamp < 0:
 		return optErr("ReconDamp", "%g: want a finite value >= 0", o.ReconDamp)
+	case o.Budgets != "" && o.Budgets != BudgetsRefined && o.Budgets != BudgetsOneShot:
+		return optErr("Budgets", "%q: want refined or one-shot", o.Budgets)
 	}
 	return nil
 }
@@ -97,7 +107,9 @@ var ecpBatch = 256
 //
 //  1. Budgets: prune.Select on the one-shot EC scores ec fixes k_l, the
 //     number of weights removed from each layer (so opt's Scope, Skip and
-//     LayerSparsity keep their meaning; NM is not supported).
+//     LayerSparsity keep their meaning; NM is not supported). With
+//     eo.Budgets = BudgetsRefined, a probe corrects the global ranking by
+//     the error each layer's removals leave (allocate.go).
 //  2. Layer by layer in graph order, on the network whose earlier layers
 //     are already pruned and corrected, remove k_l weights in eo.Rounds
 //     greedy rounds by the cost w^2 Var_g(a') - 2c w Cov_g(e, a'), e being
@@ -133,12 +145,17 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
+	if ks, tieMasks, err = refineBudgets(net, data, st, ec, opt, eo, task, ks, tieMasks, logf); err != nil {
+		return nil, fmt.Errorf("ec+: %w", err)
+	}
+	logf("ec+: budgets in %s", time.Since(t0).Round(time.Millisecond))
 
 	e, err := newECP(net, data, st, eo, task, logf)
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
+	t0 = time.Now()
 	if eo.Prep.take(e) {
 		logf("ec+: g of the original network kept from the statistics pass")
 		eo.Prep, e.eo.Prep = nil, nil // see dropSelection

@@ -18,7 +18,7 @@ import (
 // names the field at fault.
 func TestDefaultOptions(t *testing.T) {
 	d := DefaultOptions()
-	if !reflect.DeepEqual(d, Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01}) {
+	if !reflect.DeepEqual(d, Options{Lambda: 1, C: 0.5, Rounds: 4, RefitSteps: 2, Recon: ReconAuto, ReconDamp: 0.01, Budgets: BudgetsOneShot}) {
 		t.Errorf("defaults %+v", d)
 	}
 	if err := d.validate(); err != nil {
@@ -35,6 +35,7 @@ func TestDefaultOptions(t *testing.T) {
 		{"RefitSteps", func(o *Options) { o.RefitSteps = -1 }},
 		{"Recon", func(o *Options) { o.Recon = "maybe" }},
 		{"ReconDamp", func(o *Options) { o.ReconDamp = -0.1 }},
+		{"Budgets", func(o *Options) { o.Budgets = "greedy" }},
 	}
 	for _, tc := range cases {
 		o := DefaultOptions()
