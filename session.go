@@ -64,6 +64,9 @@ func openSession(ctx context.Context, m *Model, d Data, a Analysis, needs sessio
 	if err := a.validateData(d); err != nil {
 		return nil, err
 	}
+	if err := prunableLayers(m); err != nil {
+		return nil, err
+	}
 	a = a.withDefaults()
 	large := false
 	if pct := analysis.GCPercent(m.net); pct < 100 {
@@ -159,6 +162,21 @@ func openSession(ctx context.Context, m *Model, d Data, a Analysis, needs sessio
 	s.ev.Log(fmt.Sprintf("statistics of %d layers over %d samples computed once in %s (%d batches, %s)", len(s.stats.Layers), s.stats.N, s.statTime.Round(time.Millisecond), s.stats.Passes, s.stats.Mode))
 	ok = true
 	return s, nil
+}
+
+// prunableLayers refuses, as bad input, a model without a prunable dense
+// layer (a CNN whose classifier is a convolution, such as SqueezeNet),
+// before any calibration data is read: there is nothing to rank.
+func prunableLayers(m *Model) error {
+	if len(m.net.Prunable()) > 0 {
+		return nil
+	}
+	msg := "no prunable dense layer: ecprune prunes Gemm and MatMul nodes with a constant weight (nn.Linear layers, einsum with a constant operand), and this model has none"
+	if len(m.net.Layers) > 0 {
+		l := m.net.Layers[0]
+		msg += fmt.Sprintf("; its %d dense layers cannot be pruned (%s: %s)", len(m.net.Layers), l.Name, l.Reason)
+	}
+	return &onnxio.BadInputError{File: m.path, Msg: msg}
 }
 
 // data is the analysis samples as analysis.Data.
