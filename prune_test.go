@@ -124,3 +124,46 @@ func TestPruneNoDenseLayer(t *testing.T) {
 		t.Errorf("got %v, want a bad-input error naming %s and saying there is no prunable dense layer", err, path)
 	}
 }
+
+// TestPruneZeroLayer: when every importance is zero because a layer's
+// weights are all zero (an untrained zero-initialised head), the refusal
+// names that layer and the model, not the data.
+func TestPruneZeroLayer(t *testing.T) {
+	m, err := Load("testdata/models/pde_mlp.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := m.Network().Prunable()
+	head := layers[len(layers)-1].WeightInit
+	found := false
+	for _, init := range m.File().Proto.GetGraph().GetInitializer() {
+		if init.GetName() == head {
+			found = true
+			if init.RawData != nil {
+				init.RawData = make([]byte, len(init.RawData))
+			}
+			for i := range init.FloatData {
+				init.FloatData[i] = 0
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no initializer %s", head)
+	}
+	b, err := proto.Marshal(m.File().Proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "zero_head.onnx")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	zm, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Prune(context.Background(), zm, Data{Inputs: []string{"testdata/data/pde_calib_x.npy"}}, Options{Method: "ec", Sparsity: 0.5, Analysis: Analysis{Limit: 50}})
+	if !IsBadInput(err) || !strings.Contains(err.Error(), head) || !strings.Contains(err.Error(), path) {
+		t.Errorf("got %v, want a bad-input error naming %s and its all-zero layer %s", err, path, head)
+	}
+}

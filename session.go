@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -220,6 +221,9 @@ func (s *session) scoresOf(m *Method) (*analysis.Scores, error) {
 		return nil, err
 	}
 	if !s.opt.Force && !m.DataFree && allZero(sc) {
+		if zero := zeroLayers(s.net); len(zero) > 0 {
+			return nil, &onnxio.BadInputError{File: s.path, Msg: fmt.Sprintf("every weight's importance (%s) is zero: the weights of %s are all zero (an untrained, zero-initialised layer, as torchvision's VisionTransformer head is?), so no other weight reaches the outputs and the pruning would be arbitrary (%s runs anyway)", m.Name, strings.Join(zero, ", "), s.opt.name("Force"))}
+		}
 		return nil, &calib.DataError{File: s.calib0, Msg: "every weight's importance (" + m.Name + ") is zero on this calibration data: the pruning would be arbitrary; check the data (" + s.opt.name("Force") + " runs anyway)"}
 	}
 	if s.oneShot {
@@ -236,6 +240,26 @@ func (s *session) baseScores(m *Method) (*analysis.Scores, error) {
 		return s.scoresOf(lookup(m.base))
 	}
 	return s.scoresOf(m)
+}
+
+// zeroLayers names the prunable layers whose weights are all zero: when
+// every importance is zero, such a layer, not the data, is the usual
+// cause.
+func zeroLayers(net *onnxio.Network) []string {
+	var names []string
+	for _, l := range net.Prunable() {
+		zero := true
+		for q := range l.Out * l.In {
+			if l.At(q) != 0 {
+				zero = false
+				break
+			}
+		}
+		if zero {
+			names = append(names, l.Name)
+		}
+	}
+	return names
 }
 
 func allZero(sc *analysis.Scores) bool {
