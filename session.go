@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/ecprune/ecprune/analysis"
@@ -62,6 +63,9 @@ func openSession(ctx context.Context, m *Model, d Data, a Analysis, needs sessio
 		ctx = context.Background()
 	}
 	if err := a.validateData(d); err != nil {
+		return nil, err
+	}
+	if err := prunableLayers(m); err != nil {
 		return nil, err
 	}
 	a = a.withDefaults()
@@ -161,6 +165,21 @@ func openSession(ctx context.Context, m *Model, d Data, a Analysis, needs sessio
 	return s, nil
 }
 
+// prunableLayers refuses, as bad input, a model without a prunable dense
+// layer (a CNN whose classifier is a convolution, such as SqueezeNet),
+// before any calibration data is read: there is nothing to rank.
+func prunableLayers(m *Model) error {
+	if len(m.net.Prunable()) > 0 {
+		return nil
+	}
+	msg := "no prunable dense layer: ecprune prunes Gemm and MatMul nodes with a constant weight (nn.Linear layers, einsum with a constant operand), and this model has none"
+	if len(m.net.Layers) > 0 {
+		l := m.net.Layers[0]
+		msg += fmt.Sprintf("; its %d dense layers cannot be pruned (%s: %s)", len(m.net.Layers), l.Name, l.Reason)
+	}
+	return &onnxio.BadInputError{File: m.path, Msg: msg}
+}
+
 // data is the analysis samples as analysis.Data.
 func (s *session) data() analysis.Data { return calib.Data{Src: s.src} }
 
@@ -202,6 +221,9 @@ func (s *session) scoresOf(m *Method) (*analysis.Scores, error) {
 		return nil, err
 	}
 	if !s.opt.Force && !m.DataFree && allZero(sc) {
+		if zero := zeroLayers(s.net); len(zero) > 0 {
+			return nil, &onnxio.BadInputError{File: s.path, Msg: fmt.Sprintf("every weight's importance (%s) is zero: the weights of %s are all zero (an untrained, zero-initialised layer, as torchvision's VisionTransformer head is?), so no other weight reaches the outputs and the pruning would be arbitrary (%s runs anyway)", m.Name, strings.Join(zero, ", "), s.opt.name("Force"))}
+		}
 		return nil, &calib.DataError{File: s.calib0, Msg: "every weight's importance (" + m.Name + ") is zero on this calibration data: the pruning would be arbitrary; check the data (" + s.opt.name("Force") + " runs anyway)"}
 	}
 	if s.oneShot {
@@ -218,6 +240,26 @@ func (s *session) baseScores(m *Method) (*analysis.Scores, error) {
 		return s.scoresOf(lookup(m.base))
 	}
 	return s.scoresOf(m)
+}
+
+// zeroLayers names the prunable layers whose weights are all zero: when
+// every importance is zero, such a layer, not the data, is the usual
+// cause.
+func zeroLayers(net *onnxio.Network) []string {
+	var names []string
+	for _, l := range net.Prunable() {
+		zero := true
+		for q := range l.Out * l.In {
+			if l.At(q) != 0 {
+				zero = false
+				break
+			}
+		}
+		if zero {
+			names = append(names, l.Name)
+		}
+	}
+	return names
 }
 
 func allZero(sc *analysis.Scores) bool {

@@ -32,6 +32,9 @@ func init() {
 	register("Where", gatherKernel(whereMap, nil))
 	register("Trilu", gatherKernel(triluMap, nil))
 	register("CumSum", cumSumKernel())
+	register("ScatterND", gatherKernel(scatterNDMap, checkScatter))
+	register("ScatterElements", gatherKernel(scatterElementsMap, checkScatter))
+	register("Scatter", gatherKernel(scatterElementsMap, checkScatter)) // opsets 9-10: ScatterElements under its old name
 }
 
 // aliasKernel is the kernel of an op whose output is its first input's
@@ -746,4 +749,111 @@ func cumSumKernel() *Kernel {
 			return nil
 		},
 	}
+}
+
+// checkScatter accepts the scatters that overwrite (reduction "none", the
+// only form before opset 16): they are gather maps. The reducing forms
+// (add, mul, max, min) are not.
+func checkScatter(op *onnxio.Op) error {
+	if r := op.AttrString("reduction", "none"); r != "none" {
+		return fmt.Errorf("reduction %q is not supported", r)
+	}
+	return nil
+}
+
+// scatterNDMap: the output is the data (input 0) with the slices that the
+// index tuples (input 1, [..., k]) address replaced by the updates (input
+// 2); a later tuple wins over an earlier one with the same address, as
+// in a sequential loop. Torch exports in-place slice assignment so
+// (Swin's shifted-window mask).
+func scatterNDMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
+	x, idx, err := need2(in)
+	if err != nil {
+		return nil, err
+	}
+	u, err := need(in, 2)
+	if err != nil {
+		return nil, err
+	}
+	if idx.Rank() == 0 {
+		return nil, fmt.Errorf("indices of rank 0")
+	}
+	k := idx.Shape[idx.Rank()-1]
+	if k > x.Rank() {
+		return nil, fmt.Errorf("index tuples of %d elements for data of rank %d", k, x.Rank())
+	}
+	tuples := ShapeSize(idx.Shape[:idx.Rank()-1])
+	inner := ShapeSize(x.Shape[k:])
+	if want := append(slices.Clone(idx.Shape[:idx.Rank()-1]), x.Shape[k:]...); !slices.Equal(u.Shape, want) {
+		return nil, fmt.Errorf("updates of shape %s, want %s", plain.Shape(u.Shape), plain.Shape(want))
+	}
+	n := x.Len()
+	m := &gatherMap{Shape: slices.Clone(x.Shape), Src: make([]int, n), Pos: make([]int, n)}
+	for p := range n {
+		m.Pos[p] = p
+	}
+	xs := strides(x.Shape)
+	for j := range tuples {
+		base := 0
+		for a := range k {
+			v := satInt(idx.Data[j*k+a])
+			d := x.Shape[a]
+			if v < 0 {
+				v += d
+			}
+			if v < 0 || v >= d {
+				return nil, fmt.Errorf("index %v out of range for axis %d of length %d", idx.Data[j*k+a], a, d)
+			}
+			base += v * xs[a]
+		}
+		for t := range inner {
+			m.Src[base+t], m.Pos[base+t] = 2, j*inner+t
+		}
+	}
+	return m, nil
+}
+
+// scatterElementsMap: the output is the data (input 0) with, for every
+// position of the indices (input 1, the data's rank), the element at that
+// position with the axis coordinate replaced by the index set to the
+// update at that position (input 2, the indices' shape).
+func scatterElementsMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
+	x, idx, err := need2(in)
+	if err != nil {
+		return nil, err
+	}
+	u, err := need(in, 2)
+	if err != nil {
+		return nil, err
+	}
+	r := x.Rank()
+	axis, err := normAxis(int(op.AttrInt("axis", 0)), r)
+	if err != nil {
+		return nil, err
+	}
+	if idx.Rank() != r || !slices.Equal(u.Shape, idx.Shape) {
+		return nil, fmt.Errorf("indices of shape %s and updates of shape %s for data of shape %s", plain.Shape(idx.Shape), plain.Shape(u.Shape), plain.Shape(x.Shape))
+	}
+	n := x.Len()
+	m := &gatherMap{Shape: slices.Clone(x.Shape), Src: make([]int, n), Pos: make([]int, n)}
+	for p := range n {
+		m.Pos[p] = p
+	}
+	xs := strides(x.Shape)
+	base := stridedPos(idx.Shape, 0, xs)
+	is := strides(idx.Shape)
+	d := x.Shape[axis]
+	for q, b := range base {
+		c := (q / is[axis]) % idx.Shape[axis]
+		j := satInt(idx.Data[q])
+		if j < 0 {
+			j += d
+		}
+		if j < 0 || j >= d {
+			return nil, fmt.Errorf("index %v out of range for axis %d of length %d", idx.Data[q], axis, d)
+		}
+		t := b + (j-c)*xs[axis]
+		m.Src[t], m.Pos[t] = 2, q
+	}
+	return m, nil
 }

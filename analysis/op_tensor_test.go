@@ -56,16 +56,21 @@ var tensorVectorGroups = []struct {
 	{"test_flatten", nil},
 	{"test_matmul_", [][]int{{}, {0}}},
 	{"test_gemm", [][]int{{}, {1}, {0, 2}}},
+	{"test_scatternd", [][]int{{}, {1}}},
+	{"test_scatter_elements", [][]int{{}, {1}}},
+	{"test_scatter_with", [][]int{{}, {1}}},
+	{"test_scatter_without", [][]int{{}, {1}}},
 }
 
 // tensorVectorSkip: 16-bit and unsigned 32-64-bit tensors (no decoder,
-// no use in shape arithmetic), the mask output of Dropout, and Range's
-// expanded form (a Loop).
+// no use in shape arithmetic), the mask output of Dropout, Range's
+// expanded form (a Loop), and scatters that reduce (their kernels refuse
+// them: TestScatterReduction).
 func tensorVectorSkip(name string) bool {
 	if strings.HasPrefix(name, "test_range") && strings.HasSuffix(name, "_expanded") {
 		return true
 	}
-	for _, s := range []string{"uint16", "uint32", "uint64", "int16", "_mask"} {
+	for _, s := range []string{"uint16", "uint32", "uint64", "int16", "_mask", "scatternd_add", "scatternd_multiply", "scatter_elements_with_duplicate_indices"} {
 		if strings.Contains(name, s) {
 			return true
 		}
@@ -146,6 +151,10 @@ func TestTensorKernelDerivatives(t *testing.T) {
 		{Name: "where", Op: onnxio.Op{Type: "Where"}, Ins: []*Tensor{cond, r(3, 4), r(4)}, Diff: []int{1, 2}, IntIns: []int{0}},
 		{Name: "trilu lower", Op: onnxio.Op{Type: "Trilu", Attrs: attr("upper", 0)}, Ins: []*Tensor{r(2, 3, 4), intTensor(nil, -1)}, Diff: []int{0}, IntIns: []int{1}},
 		{Name: "trilu upper", Op: onnxio.Op{Type: "Trilu"}, Ins: []*Tensor{r(4, 3)}, Diff: []int{0}},
+		{Name: "scatternd rows", Op: onnxio.Op{Type: "ScatterND"}, Ins: []*Tensor{r(4, 3), intTensor([]int{2, 1}, 3, -4), r(2, 3)}, Diff: []int{0, 2}, IntIns: []int{1}},
+		{Name: "scatternd elements", Op: onnxio.Op{Type: "ScatterND"}, Ins: []*Tensor{r(2, 3, 2), intTensor([]int{3, 3}, 0, 1, 1, 1, 2, 0, 0, 1, 1), r(3)}, Diff: []int{0, 2}, IntIns: []int{1}},
+		{Name: "scatter elements", Op: onnxio.Op{Type: "ScatterElements", Attrs: attr("axis", -1)}, Ins: []*Tensor{r(2, 4), intTensor([]int{2, 2}, 3, 0, -1, 1), r(2, 2)}, Diff: []int{0, 2}, IntIns: []int{1}},
+		{Name: "scatter", Op: onnxio.Op{Type: "Scatter"}, Ins: []*Tensor{r(3, 2), intTensor([]int{1, 2}, 2, 0), r(1, 2)}, Diff: []int{0, 2}, IntIns: []int{1}},
 		{Name: "cumsum", Op: onnxio.Op{Type: "CumSum", Attrs: attr("exclusive", 1, "reverse", 1)}, Ins: []*Tensor{r(2, 5), intTensor(nil, 1)}, Diff: []int{0}, IntIns: []int{1}},
 		{Name: "add", Op: onnxio.Op{Type: "Add"}, Ins: []*Tensor{r(2, 3), r(3)}, Diff: []int{0, 1}},
 		{Name: "sub", Op: onnxio.Op{Type: "Sub"}, Ins: []*Tensor{r(2, 1), r(3)}, Diff: []int{0, 1}},
@@ -188,6 +197,23 @@ func TestTensorKernelDerivatives(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) { checkKernel(t, c) })
+	}
+}
+
+// TestScatterReduction: the scatters that reduce (add, mul, max, min)
+// are refused by Check, with the reduction named; overwriting ones pass.
+func TestScatterReduction(t *testing.T) {
+	for _, typ := range []string{"ScatterND", "ScatterElements"} {
+		for _, red := range []string{"", "none", "add", "mul", "max", "min"} {
+			op := &onnxio.Op{Type: typ, Attrs: map[string]onnxio.AttrValue{}}
+			if red != "" {
+				op.Attrs["reduction"] = onnxio.AttrValue{Kind: onnxio.AttrIsString, Str: red}
+			}
+			err := kernels[typ].Check(op)
+			if ok := red == "" || red == "none"; ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), red)) {
+				t.Errorf("%s reduction %q: %v", typ, red, err)
+			}
+		}
 	}
 }
 

@@ -185,6 +185,22 @@ func nodeLabel(i int, n *pb.NodeProto) string {
 	return fmt.Sprintf("%s_%d", n.GetOpType(), i)
 }
 
+// zeroDropoutRatio reports whether a Dropout node's ratio input is a
+// constant 0: whatever its training mode, the node then passes its input
+// through unchanged (the ONNX definition scales by 1/(1-ratio) a mask that
+// keeps everything).
+func (x *extractor) zeroDropoutRatio(n *pb.NodeProto) bool {
+	if len(n.Input) < 2 || n.Input[1] == "" {
+		return false // the default ratio, 0.5
+	}
+	c := x.consts[n.Input[1]]
+	if c == nil {
+		return false
+	}
+	v, err := x.floatsOf(c)
+	return err == nil && len(v) == 1 && v[0] == 0
+}
+
 // floatsOf decodes a constant's values as float64.
 func (x *extractor) floatsOf(c *constVal) ([]float64, error) {
 	if c.floats != nil {
@@ -429,13 +445,18 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 			}
 			v, err := x.floatsOf(c)
 			if err != nil || (len(v) > 0 && v[0] != 0) {
-				return unsupported("training mode")
+				// Training mode with a constant ratio of 0 keeps
+				// everything (torchvision's Swin attention exports
+				// F.dropout(p=0) so): the identity still.
+				if !x.zeroDropoutRatio(n) {
+					return unsupported("training mode")
+				}
 			}
 		}
 		if AttrInt(n, "is_test", 1) == 0 && x.opset < 7 {
 			return unsupported("training mode")
 		}
-		if len(n.Output) > 1 && n.Output[1] != "" && len(x.g.Consumers[n.Output[1]]) > 0 {
+		if len(n.Output) > 1 && n.Output[1] != "" && (len(x.g.Consumers[n.Output[1]]) > 0 || x.g.IsOutput[n.Output[1]]) {
 			return unsupported("its mask output is used")
 		}
 		o.Kind, o.In = OpIdentity, []int{in0()}

@@ -93,6 +93,9 @@ func TestRolesZoo(t *testing.T) {
 		"vit_linear_op11": "patch " + encoderRoles + encoderRoles + "head",
 		"vit_linear_op13": "patch " + encoderRoles + encoderRoles + "head",
 		"vit_linear_op17": "patch " + encoderRoles + encoderRoles + "head",
+		// swin: windowed attention blocks; PatchMerging's reduction is a
+		// plain dense layer between LayerNorms.
+		"swin_tiny_op13": encoderRoles + encoderRoles + "d " + encoderRoles + "head",
 		// resmlp: the cross-patch Linear has no activation (a plain dense),
 		// the cross-channel MLP is an FFN.
 		"resmlp_op13": "patch d f1 f2 d f1 f2 head",

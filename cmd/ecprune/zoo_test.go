@@ -21,7 +21,7 @@ import (
 // ECPRUNE_ZOO=1; it ends with one line per model saying what stops it.
 func TestZooPrune(t *testing.T) {
 	if testing.Short() {
-		t.Skip("prunes 42 models")
+		t.Skip("prunes every model of the zoo")
 	}
 	ort.Require(t)
 	checker.Require(t)

@@ -1,9 +1,9 @@
 // Package zoo lists the model zoo: small PyTorch exports of
 // the architectures whose dense layers ecprune must prune (CNNs with
 // pooling and BatchNorm, MobileNetV3, residual blocks, nn.TransformerEncoder,
-// ViTs, ResMLP, MLP-Mixer, LSTM and GRU heads, einsum, tied weights, MLPs,
-// old opset 9 exports), each with calibration inputs and torch's outputs
-// on them.
+// ViTs, a Swin Transformer, ResMLP, MLP-Mixer, LSTM and GRU heads,
+// einsum, tied weights, MLPs, old opset 9 exports), each with calibration
+// inputs and torch's outputs on them.
 //
 // The files live in testdata/zoo, written by make_zoo.py in this folder
 // (run with /usr/bin/python3; it needs Debian's python3-torch,

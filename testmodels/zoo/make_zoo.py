@@ -6,7 +6,10 @@ outputs on them, and a manifest (testdata/zoo/zoo.json).
 Run with Debian's interpreter (python3-torch 1.13, python3-torchvision 0.14,
 python3-onnx):
 
-    /usr/bin/python3 testmodels/zoo/make_zoo.py
+    /usr/bin/python3 testmodels/zoo/make_zoo.py [BASE...]
+
+With base names (e.g. swin_tiny), only those models are written and the
+other entries of zoo.json are kept as they are.
 
 Every weight and input comes from seeds derived from the model's name, and
 torch runs on one thread, so running it again writes the same bytes.
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
 from torchvision.models.resnet import BasicBlock
+from torchvision.models.swin_transformer import SwinTransformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "testdata", "zoo")
@@ -416,6 +420,17 @@ class Mixer(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+def swin_tiny():
+    """torchvision's Swin Transformer at toy size: 3x16x16 inputs in 2x2
+    patches (8x8 tokens), 4x4 windows, so the second block of stage 1 is
+    shifted (torch.roll, and an attention mask the exporter writes with
+    ScatterND); stage 2 starts with PatchMerging (a Linear without bias)
+    and has a single window. Its attention calls F.dropout(p=0) without
+    training=False: a training-mode Dropout of ratio 0 in the graph."""
+    return SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2, 1], num_heads=[2, 2], window_size=[4, 4],
+                           stochastic_depth_prob=0.1, num_classes=10)
+
+
 # ---------------------------------------------------------------- RNNs
 
 
@@ -537,6 +552,7 @@ SPECS = [
     dict(base="transformer_pre", family="transformer", build=lambda: Encoder(True), shape=[8, 16], opsets=[11, 13, 17]),
     dict(base="vit_conv", family="vit", build=lambda: ViT("conv", 3), shape=[3, 16, 16], opsets=[13, 17]),
     dict(base="vit_linear", family="vit", build=lambda: ViT("linear", 1), shape=[1, 16, 16], opsets=[11, 13, 17]),
+    dict(base="swin_tiny", family="vit", build=swin_tiny, shape=[3, 16, 16], opsets=[13]),
     dict(base="resmlp", family="resmlp", build=ResMLP, shape=[1, 16, 16], opsets=[13, 17]),
     dict(base="mixer", family="mixer", build=Mixer, shape=[3, 16, 16], opsets=[13, 17]),
     dict(base="lstm", family="rnn", build=LSTMHead, shape=[6, 8], opsets=[11, 13]),
@@ -645,8 +661,20 @@ def find_weight(w, consts, readers):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[1:])
+    unknown = only - {spec["base"] for spec in SPECS}
+    if unknown:
+        sys.exit("no such base model: %s" % ", ".join(sorted(unknown)))
+    kept = {}
+    if only:
+        with open(os.path.join(OUT, "zoo.json")) as f:
+            for e in json.load(f, object_pairs_hook=collections.OrderedDict)["models"]:
+                kept.setdefault(e["name"].rsplit("_op", 1)[0] + "/" + e["family"], []).append(e)
     entries = []
     for spec in SPECS:
+        if only and spec["base"] not in only:
+            entries.extend(kept.get(spec["base"] + "/" + spec["family"], []))
+            continue
         model = build(spec)
         x = calibration(spec)
         with torch.no_grad():
