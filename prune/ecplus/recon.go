@@ -32,8 +32,10 @@ import (
 // calibration samples (every fifth) is held out: the rows are solved on the
 // rest and the layer is reconstructed only if that lowers the
 // output-weighted error on the held-out samples, sum_n g_i(n) (e_i(n) -
-// mean_g e_i)^2 summed over the rows (the error the bias fix leaves, EC's
-// first-order output error); then it is solved again on all samples.
+// mean_g e_i)^2 (the error the bias fix leaves, EC's first-order output
+// error), summed over at most reconTestMax of the rows, so that a layer
+// the test rejects costs a fraction of a solve; then it is solved again
+// on all samples and all rows.
 
 // reconHoldout: every reconHoldout-th sample is held out for the decision.
 const reconHoldout = 5
