@@ -167,16 +167,19 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		e.prog.end()
 		logf("ec+: g of the original network in %s", time.Since(t0).Round(time.Millisecond))
 	}
+	// ec+ prunes its copy in place, one layer at a time in float64: the
+	// other layers keep float32 weights where they had them (a pruned
+	// float32 layer without reconstruction is still float32), so that
+	// the copy costs the model's size, not twice that.
 	cur := net.Clone()
-	for _, l := range cur.Layers {
-		l.Own64() // ec+ removes weights of its copy in place, in float64
-	}
 	plan := &prune.Plan{Total: total}
 	e.prog.start(PhaseSelection, selectionSteps(ks, eo.Rounds))
 	gathersDone := map[*onnxio.Tie]bool{}
 	for li, ls := range st.Layers {
 		k := ks[li]
 		var res *ecpLayerResult
+		l := cur.Ops[ls.Op].Layer
+		l.Own64()
 		if mask, tied := tieMasks[li]; tied {
 			res, err = e.pruneTied(cur, li, mask, gathersDone)
 		} else {
@@ -184,6 +187,9 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ec+: layer %q: %w", ls.Layer.Name, err)
+		}
+		if ls.Layer.W32 != nil {
+			back32(l)
 		}
 		plan.Layers = append(plan.Layers, &prune.LayerPlan{Layer: ls.Layer, Pruned: res.pruned, Removed: res.removed, Predicted: res.predicted})
 		e.dropLayer(li)
@@ -203,7 +209,8 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	for li, ls := range st.Layers {
 		lp := plan.Layers[li]
 		cl := cur.Ops[ls.Op].Layer
-		lp.W, lp.B = cl.W, cl.B // cur is ec+'s own copy, dropped here
+		lp.W, lp.B = cl.Weights64(), cl.B // cur is ec+'s own copy, dropped here
+		cl.W, cl.W32 = nil, nil
 		lp.BiasShift = make([]float64, len(lp.B))
 		for i, b := range lp.B {
 			lp.BiasShift[i] = b
@@ -216,6 +223,20 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 		}
 	}
 	return plan, nil
+}
+
+// back32 stores l's float64 weights in float32 when every one of them is
+// a float32 number (a layer pruned without reconstruction).
+func back32(l *onnxio.Layer) {
+	w32 := make([]float32, len(l.W))
+	for q, v := range l.W {
+		f := float32(v)
+		if math.Float64bits(float64(f)) != math.Float64bits(v) {
+			return
+		}
+		w32[q] = f
+	}
+	l.W, l.W32 = nil, w32
 }
 
 func optErr(field, format string, args ...any) error {

@@ -32,8 +32,10 @@ import (
 // calibration samples (every fifth) is held out: the rows are solved on the
 // rest and the layer is reconstructed only if that lowers the
 // output-weighted error on the held-out samples, sum_n g_i(n) (e_i(n) -
-// mean_g e_i)^2 summed over the rows (the error the bias fix leaves, EC's
-// first-order output error); then it is solved again on all samples.
+// mean_g e_i)^2 (the error the bias fix leaves, EC's first-order output
+// error), summed over at most reconTestMax of the rows, so that a layer
+// the test rejects costs a fraction of a solve; then it is solved again
+// on all samples and all rows.
 
 // reconHoldout: every reconHoldout-th sample is held out for the decision.
 const reconHoldout = 5
@@ -75,26 +77,49 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 		}
 	}
 	gram := make([]float64, m*m)
-	c := make([]float64, m*out)
-	x := make([]float64, out*m)
-	reconGram(rd.ac, rd.e, n, in, out, fit, gram, c)
+	reconGram(rd.ac, n, in, fit, gram)
 	lambda := reconLambda(gram, in, e.eo.ReconDamp)
+	opts := maskedOptions()
 	why := ""
 	if mode == ReconAuto {
 		if len(hold) == 0 || len(fit) == 0 {
 			return false, "reconstruction: too few samples to decide"
 		}
-		how := solve.Masked(gram, c, out, in, pruned, lambda, x, maskedOptions())
-		before := weightedErr(rd, in, out, hold, nil)
-		after := weightedErr(rd, in, out, hold, x)
-		if !(after < before) {
-			return false, fmt.Sprintf("reconstruction not applied (held-out output-weighted error %.4g, with it %.4g)", before, after)
+		// The decision is taken on a deterministic subset of the rows,
+		// solved as the whole layer would be: each row is its own
+		// system, so the subset's solutions are those rows' solutions,
+		// and a layer the test rejects costs a fraction of one solve.
+		rows := reconTestRows(out)
+		ns := len(rows)
+		cs := make([]float64, m*ns)
+		reconCross(rd.ac, rd.e, n, in, fit, rows, cs)
+		ps := make([]bool, ns*in)
+		for k, i := range rows {
+			copy(ps[k*in:(k+1)*in], pruned[i*in:(i+1)*in])
 		}
-		why = fmt.Sprintf(" (held-out output-weighted error %.4g -> %.4g; %s)", before, after, how)
-		reconGram(rd.ac, rd.e, n, in, out, hold, gram, c)
+		xs := make([]float64, ns*m)
+		so := opts
+		so.Flops = solve.MaskedFlops(out, in, pruned)
+		how := solve.Masked(gram, cs, ns, in, ps, lambda, xs, so)
+		before := weightedErr(rd, in, rows, hold, nil)
+		after := weightedErr(rd, in, rows, hold, xs)
+		of := ""
+		if ns < out {
+			of = fmt.Sprintf(", on %d of %d rows", ns, out)
+		}
+		if !(after < before) {
+			return false, fmt.Sprintf("reconstruction not applied (held-out output-weighted error %.4g, with it %.4g%s)", before, after, of)
+		}
+		why = fmt.Sprintf(" (held-out output-weighted error %.4g -> %.4g%s; %s)", before, after, of, how)
+		reconGram(rd.ac, n, in, hold, gram)
 		lambda = reconLambda(gram, in, e.eo.ReconDamp)
 	}
-	how := solve.Masked(gram, c, out, in, pruned, lambda, x, maskedOptions())
+	// The cross products in the order the samples went into gram.
+	c := make([]float64, m*out)
+	reconCross(rd.ac, rd.e, n, in, fit, nil, c)
+	reconCross(rd.ac, rd.e, n, in, hold, nil, c)
+	x := make([]float64, out*m)
+	how := solve.Masked(gram, c, out, in, pruned, lambda, x, opts)
 	// Apply: w_ij += x_ij on kept columns; the intercept is in centred
 	// coordinates, so the bias also takes -sum_j x_ij shift_j.
 	for i := 0; i < out; i++ {
@@ -127,15 +152,27 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 	return true, "reconstructed" + why + "; " + how
 }
 
-// reconGram adds [A; 1][A; 1]^T to gram and [A; 1] e^T to c for the
-// samples cols of ac ([in, n], one run per feature) and e ([out, n]).
-func reconGram(ac, e []float64, n, in, out int, cols []int, gram, c []float64) {
-	m := in + 1
-	nc := len(cols)
-	if nc == 0 {
-		return
+// reconTestRows are the rows the held-out decision solves: every
+// ceil(out/reconTestMax)-th, at most reconTestMax of them.
+func reconTestRows(out int) []int {
+	step := max(1, (out+reconTestMax-1)/reconTestMax)
+	rows := make([]int, 0, (out+step-1)/step)
+	for i := 0; i < out; i += step {
+		rows = append(rows, i)
 	}
-	aug := make([]float64, m*nc)
+	return rows
+}
+
+// reconTestMax is how many rows the held-out decision solves at most: on
+// a 4096-wide layer a thirty-second of the full solve. A variable for
+// the tests.
+var reconTestMax = 128
+
+// reconAug gathers [A; 1] on the samples cols of ac ([in, n], one run per
+// feature): [in+1, len(cols)].
+func reconAug(ac []float64, n, in int, cols []int) []float64 {
+	nc := len(cols)
+	aug := make([]float64, (in+1)*nc)
 	for j := 0; j < in; j++ {
 		src, dst := ac[j*n:(j+1)*n], aug[j*nc:(j+1)*nc]
 		for p, r := range cols {
@@ -145,16 +182,48 @@ func reconGram(ac, e []float64, n, in, out int, cols []int, gram, c []float64) {
 	for p := range cols {
 		aug[in*nc+p] = 1
 	}
-	eg := make([]float64, out*nc)
-	for i := 0; i < out; i++ {
-		src, dst := e[i*n:(i+1)*n], eg[i*nc:(i+1)*nc]
+	return aug
+}
+
+// reconGram adds [A; 1][A; 1]^T to gram ([in+1, in+1]) for the samples
+// cols of ac ([in, n]).
+func reconGram(ac []float64, n, in int, cols []int, gram []float64) {
+	m := in + 1
+	nc := len(cols)
+	if nc == 0 {
+		return
+	}
+	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: reconAug(ac, n, in, cols)}
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, A, 1, blas64.General{Rows: m, Cols: m, Stride: m, Data: gram})
+}
+
+// reconCross adds [A; 1] e_R^T to c ([in+1, len(R)]) for the samples cols
+// of ac ([in, n]) and e ([out, n]), R the rows of e given (nil: all).
+// Every entry is a product over the samples alone, so a row's entries do
+// not depend on which other rows are given.
+func reconCross(ac, e []float64, n, in int, cols, rows []int, c []float64) {
+	m := in + 1
+	nc := len(cols)
+	if nc == 0 {
+		return
+	}
+	nr := len(rows)
+	if rows == nil {
+		nr = len(e) / max(n, 1)
+	}
+	eg := make([]float64, nr*nc)
+	for k := 0; k < nr; k++ {
+		i := k
+		if rows != nil {
+			i = rows[k]
+		}
+		src, dst := e[i*n:(i+1)*n], eg[k*nc:(k+1)*nc]
 		for p, r := range cols {
 			dst[p] = src[r]
 		}
 	}
-	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: aug}
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, A, 1, blas64.General{Rows: m, Cols: m, Stride: m, Data: gram})
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, blas64.General{Rows: out, Cols: nc, Stride: nc, Data: eg}, 1, blas64.General{Rows: m, Cols: out, Stride: out, Data: c})
+	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: reconAug(ac, n, in, cols)}
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, blas64.General{Rows: nr, Cols: nc, Stride: nc, Data: eg}, 1, blas64.General{Rows: m, Cols: nr, Stride: nr, Data: c})
 }
 
 // reconLambda is the damping: damp times the mean diagonal of the centred
@@ -174,19 +243,20 @@ func reconLambda(gram []float64, in int, damp float64) float64 {
 }
 
 // weightedErr is sum_i sum_n g_i(n) (e_i(n) - mean_g e_i)^2 over the
-// samples cols of e with the change x applied ([out, in+1], nil: none).
-func weightedErr(rd *resident, in, out int, cols []int, x []float64) float64 {
+// rows given of e and its samples cols, with the change x applied
+// ([len(rows), in+1], row k that of rows[k]; nil: none).
+func weightedErr(rd *resident, in int, rows, cols []int, x []float64) float64 {
 	n := rd.rows
 	m := in + 1
 	var total float64
 	ez := make([]float64, len(cols))
-	for i := 0; i < out; i++ {
+	for k, i := range rows {
 		ei, gi := rd.e[i*n:(i+1)*n], rd.g[i*n:(i+1)*n]
 		for p, r := range cols {
 			ez[p] = ei[r]
 		}
 		if x != nil {
-			xi := x[i*m : (i+1)*m]
+			xi := x[k*m : (k+1)*m]
 			for j, v := range xi[:in] {
 				if v == 0 {
 					continue
@@ -215,5 +285,11 @@ func weightedErr(rd *resident, in, out int, cols []int, x []float64) float64 {
 }
 
 func maskedOptions() solve.MaskedOptions {
-	return solve.MaskedOptions{ExactFlops: reconExactFlops, CGIter: reconCGIter, CGTol: reconCGTol}
+	return solve.MaskedOptions{ExactFlops: reconExactFlops, CGIter: reconCGIter, CGTol: reconCGTol, CGBlockBytes: reconCGBlockBytes}
 }
+
+// reconCGBlockBytes bounds the conjugate gradients' vectors
+// (MaskedOptions.CGBlockBytes): all rows of a 1024-wide layer fit in one
+// block, a 4096-wide layer goes in blocks of 409 rows. A variable for
+// the tests.
+var reconCGBlockBytes = 64 << 20

@@ -1,6 +1,7 @@
 package ecplus
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -142,10 +143,19 @@ func TestReconstructIsLeastSquares(t *testing.T) {
 	}
 }
 
-// TestReconstructAuto: the held-out decision either leaves the layer as
-// it was or reconstructs it exactly as ReconOn does, and reconstructs
-// when the held-out samples follow the fitted ones.
+// TestReconstructAuto: the held-out decision, taken on all rows or on a
+// subset of them, either leaves the layer as it was or reconstructs it
+// exactly as ReconOn does, and reconstructs when the held-out samples
+// follow the fitted ones.
 func TestReconstructAuto(t *testing.T) {
+	defer func(v int) { reconTestMax = v }(reconTestMax)
+	for _, rows := range []int{128, 2, 1} {
+		reconTestMax = rows
+		t.Run(fmt.Sprintf("%d test rows", rows), testReconstructAuto)
+	}
+}
+
+func testReconstructAuto(t *testing.T) {
 	for seed := uint64(0); seed < 6; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 4))
 		f := newReconFixture(rng, 3, 4, 50, 1, false)
@@ -190,7 +200,8 @@ func TestReconCG(t *testing.T) {
 	for r := range all {
 		all[r] = r
 	}
-	reconGram(f.rd.ac, f.rd.e, f.rd.rows, f.in, f.out, all, gram, c)
+	reconGram(f.rd.ac, f.rd.rows, f.in, all, gram)
+	reconCross(f.rd.ac, f.rd.e, f.rd.rows, f.in, all, nil, c)
 	lambda := reconLambda(gram, f.in, 0.01)
 	want := make([]float64, f.out*m)
 	if how := solve.Masked(gram, c, f.out, f.in, f.pruned, lambda, want, maskedOptions()); how != "Cholesky per row" {

@@ -516,8 +516,8 @@ type cleanPrefix struct {
 func (e *ecp) layerClean(cur *onnxio.Network, k int) bool {
 	ls := e.st.Layers[k]
 	l, o := cur.Ops[ls.Op].Layer, ls.Layer
-	for q, w := range l.W {
-		if math.Float64bits(w) != math.Float64bits(o.At(q)) {
+	for q := range l.Params() {
+		if math.Float64bits(l.At(q)) != math.Float64bits(o.At(q)) {
 			return false
 		}
 	}

@@ -19,8 +19,33 @@ type MaskedOptions struct {
 	// are solved together by MaskedCG, whose every iteration is one matrix
 	// product with the Gram matrix.
 	ExactFlops float64
-	CGIter     int     // MaskedCG's iterations at most
-	CGTol      float64 // MaskedCG stops when every row's residual is below CGTol of its right-hand side
+	// Flops, if > 0, is the factorisation cost compared with ExactFlops
+	// in place of that of the rows given: a subset of a layer's rows is
+	// then solved the way the whole layer is (MaskedFlops of all rows).
+	Flops  float64
+	CGIter int     // MaskedCG's iterations at most
+	CGTol  float64 // MaskedCG stops when every row of a block has its residual below CGTol of its right-hand side
+	// CGBlockBytes bounds the conjugate gradients' five [in+1, rows]
+	// vectors: the rows go through MaskedCG in blocks of as many as fit
+	// (0: all rows at once). Rows are independent systems, so blocks
+	// only change the result when a block converges before the others.
+	CGBlockBytes int
+}
+
+// MaskedFlops is the cost of Masked's Cholesky factorisations of the
+// rows of pruned ([out, in]): sum_i (|K_i|+1)^3 / 3 multiply-adds.
+func MaskedFlops(out, in int, pruned []bool) float64 {
+	var flops float64
+	for i := 0; i < out; i++ {
+		k := 1.0
+		for _, p := range pruned[i*in : (i+1)*in] {
+			if !p {
+				k++
+			}
+		}
+		flops += k * k * k / 3
+	}
+	return flops
 }
 
 // Masked solves the damped least squares of every row i of a layer,
@@ -37,18 +62,12 @@ type MaskedOptions struct {
 // returns which, for the log.
 func Masked(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, o MaskedOptions) string {
 	m := in + 1
-	var flops float64
-	for i := 0; i < out; i++ {
-		k := 1.0
-		for _, p := range pruned[i*in : (i+1)*in] {
-			if !p {
-				k++
-			}
-		}
-		flops += k * k * k / 3
+	flops := o.Flops
+	if flops <= 0 {
+		flops = MaskedFlops(out, in, pruned)
 	}
 	if flops > o.ExactFlops {
-		return MaskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol)
+		return maskedCGBlocks(gram, c, out, in, pruned, lambda, x, o)
 	}
 	workers := min(runtime.GOMAXPROCS(0), max(out, 1))
 	var wg sync.WaitGroup
@@ -125,6 +144,44 @@ func cholSolve(a, b []float64, k int) bool {
 // of its right-hand side. x is [out, in+1], 0 at pruned positions. gram
 // is changed during the solve and restored before it returns.
 func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) string {
+	it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, iter, tol)
+	return cgReport(it, worst)
+}
+
+func cgReport(it int, worst float64) string {
+	return fmt.Sprintf("conjugate gradients, %d iterations, relative residual %.1g", it, worst)
+}
+
+// maskedCGBlocks is MaskedCG on blocks of rows that keep its vectors
+// within o.CGBlockBytes: on a 4096-wide layer all rows at once take five
+// 128 MiB vectors. A block's right-hand sides are gathered from c's
+// columns; its rows of pruned and x are contiguous already.
+func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, o MaskedOptions) string {
+	m := in + 1
+	block := out
+	if o.CGBlockBytes > 0 {
+		block = min(out, max(1, o.CGBlockBytes/(5*8*m)))
+	}
+	if block == out {
+		return MaskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol)
+	}
+	cb := make([]float64, m*block)
+	iters, worst := 0, 0.0
+	for i0 := 0; i0 < out; i0 += block {
+		nb := min(block, out-i0)
+		cb = cb[:m*nb]
+		for j := 0; j < m; j++ {
+			copy(cb[j*nb:(j+1)*nb], c[j*out+i0:j*out+i0+nb])
+		}
+		it, w := maskedCG(gram, cb, nb, in, pruned[i0*in:(i0+nb)*in], lambda, x[i0*m:(i0+nb)*m], o.CGIter, o.CGTol)
+		iters, worst = max(iters, it), math.Max(worst, w)
+	}
+	return cgReport(iters, worst) + fmt.Sprintf(" (blocks of %d rows)", block)
+}
+
+// maskedCG is MaskedCG, returning the iterations run and the worst
+// relative residual.
+func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) (int, float64) {
 	m := in + 1
 	// The damping goes on gram's diagonal for the solve, and the diagonal
 	// is restored from a copy afterwards: a damped copy of the matrix
@@ -251,5 +308,5 @@ func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			worst = math.Max(worst, math.Sqrt(rr[i]/bn[i]))
 		}
 	}
-	return fmt.Sprintf("conjugate gradients, %d iterations, relative residual %.1g", it, worst)
+	return it, worst
 }
