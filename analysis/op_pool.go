@@ -13,7 +13,7 @@ import (
 // in window order, as ONNX Runtime does); the average pools are linear.
 
 func init() {
-	register("MaxPool", &Kernel{Check: checkWindowAttrs, Forward: maxPoolForward, Prepare: maxPoolPrepare, JVP: argJVP, VJP: argVJP})
+	register("MaxPool", &Kernel{Check: checkWindowAttrs, ForwardAlloc: maxPoolForward, Prepare: maxPoolPrepare, JVP: argJVP, VJP: argVJP})
 	register("AveragePool", &Kernel{Check: checkWindowAttrs, Forward: avgPoolForward, JVP: avgPoolJVP, VJP: avgPoolVJP})
 	register("GlobalMaxPool", &Kernel{Forward: globalMaxForward, Prepare: globalMaxPrepare, JVP: argJVP, VJP: argVJP})
 	register("GlobalAveragePool", &Kernel{Forward: globalAvgForward, JVP: globalAvgJVP, VJP: globalAvgVJP})
@@ -124,7 +124,7 @@ func maxPool(w *window, nc int, x, y []float64, arg []int) {
 	}
 }
 
-func maxPoolForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+func maxPoolForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 	x, err := need(in, 0)
 	if err != nil {
 		return nil, err
@@ -133,7 +133,7 @@ func maxPoolForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	y := NewTensor(shape, nil)
+	y := alloc(shape)
 	nc := x.Shape[0] * x.Shape[1]
 	if op.OutIndex != 1 {
 		maxPool(w, nc, x.Data, y.Data, nil)
