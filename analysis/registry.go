@@ -31,8 +31,9 @@ type Kernel struct {
 	// ForwardAlloc, when set, is Forward with the output allocated by
 	// alloc (zeroed; possibly a buffer recycled from an earlier batch), for
 	// ops with large outputs: the evaluator can then reuse their memory
-	// across batches. The kernel must not keep the tensor. register
-	// derives Forward from it when Forward is nil.
+	// across batches. The kernel must not keep the tensor. The evaluator
+	// calls it instead of Forward when it is set; register derives
+	// Forward from it when Forward is nil.
 	ForwardAlloc func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error)
 	// Prepare computes, once per differentiation of the op, what JVP and
 	// VJP reuse across directions (a gather map, pooling argmaxes,
