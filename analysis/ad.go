@@ -248,7 +248,11 @@ func jvpOp(net *onnxio.Network, op *onnxio.Op, vals, tan []*Tensor, p int, mm ma
 // diagDeriv is the derivative of an elementwise op at every element of x
 // (y = op(x) from the trace).
 func diagDeriv(op *onnxio.Op, x, y *Tensor) ([]float64, error) {
-	d := make([]float64, len(x.Data))
+	return diagDerivInto(op, x, y, make([]float64, len(x.Data)))
+}
+
+// diagDerivInto is diagDeriv written into d (len(x.Data) zeros).
+func diagDerivInto(op *onnxio.Op, x, y *Tensor, d []float64) ([]float64, error) {
 	switch op.Kind {
 	case onnxio.OpPRelu:
 		slope, idx, err := preluSlope(op, x.Shape)
@@ -435,11 +439,14 @@ func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmul
 			}
 		}
 	}
+	ar := tr.arena
 	cot := make([]*Tensor, len(tr.Values))
 	for k, id := range net.Outputs {
 		if g := outCot[k]; g != nil && rel[id] {
 			if cot[id] == nil {
-				cot[id] = g.Clone() // ops accumulate into it
+				// A copy: ops accumulate into it.
+				cot[id] = &Tensor{Shape: append([]int(nil), g.Shape...), Data: ar.zerosOrFresh(len(g.Data))}
+				copy(cot[id].Data, g.Data)
 			} else {
 				addTo(cot[id].Data, g.Data)
 			}
@@ -451,21 +458,39 @@ func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmul
 		if g == nil {
 			continue
 		}
-		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], g, p, mm); err != nil {
+		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], g, p, mm, ar); err != nil {
 			return nil, opErr(i, op, fmt.Errorf("VJP: %w", err))
 		}
 		if !wanted[op.Out] {
 			cot[op.Out] = nil // every reader of it has been visited
+			if !handedOn(op, cot, g) {
+				ar.release(g.Data)
+			}
 		}
 	}
 	res := make(map[int]*Tensor, len(want))
 	for _, w := range want {
 		if cot[w] == nil {
-			cot[w] = NewTensor(withP(p, tr.Values[w].Shape), nil)
+			cot[w] = ar.alloc()(withP(p, tr.Values[w].Shape))
 		}
 		res[w] = cot[w]
 	}
 	return res, nil
+}
+
+// handedOn reports whether the cotangent g of op's output became the
+// cotangent of one of its inputs (an alias op passes its buffer on), so
+// that it is still live.
+func handedOn(op *onnxio.Op, cot []*Tensor, g *Tensor) bool {
+	if len(g.Data) == 0 {
+		return false
+	}
+	for _, id := range op.In {
+		if id >= 0 && id < len(cot) && cot[id] != nil && len(cot[id].Data) > 0 && &cot[id].Data[0] == &g.Data[0] {
+			return true
+		}
+	}
+	return false
 }
 
 func addTo(dst, src []float64) {
@@ -476,13 +501,14 @@ func addTo(dst, src []float64) {
 }
 
 // vjpOp accumulates the op's pull-back of g into the cotangents of its
-// relevant inputs. keepG says g is returned to the caller, so it must not
-// become (aliased as) an input's accumulator.
-func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG bool, g *Tensor, p int, mm matmulFunc) error {
+// relevant inputs, allocated from ar (nil: the Go heap). keepG says g is
+// returned to the caller, so it must not become (aliased as) an input's
+// accumulator.
+func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG bool, g *Tensor, p int, mm matmulFunc, ar *arena) error {
 	y := vals[op.Out]
 	acc := func(id int) []float64 {
 		if cot[id] == nil {
-			cot[id] = NewTensor(withP(p, vals[id].Shape), nil)
+			cot[id] = ar.alloc()(withP(p, vals[id].Shape))
 		}
 		return cot[id].Data
 	}
@@ -557,10 +583,11 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		}
 		softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data, acc(in), outer, d, inner)
 	default:
-		d, err := diagDeriv(op, x, y)
+		d, err := diagDerivInto(op, x, y, ar.zerosOrFresh(len(x.Data)))
 		if err != nil {
 			return err
 		}
+		defer ar.release(d)
 		dst := acc(in)
 		n := len(d)
 		eachDirection(len(dst)/max(n, 1), n, func(q int) {

@@ -25,6 +25,10 @@ type Trace struct {
 	// output (see reluInPlaceValues): Collect's traces then hold one tensor
 	// where a Dense+Relu pair would hold two.
 	reluInPlace []bool
+	// arena, when set, provides the op outputs and the reverse pass's
+	// buffers, and gets them back when the owner of the trace (Collect)
+	// is done with the batch: the trace must not be used after that.
+	arena *arena
 }
 
 // reluInPlaceValues marks the Dense outputs whose only reader is a Relu
@@ -85,12 +89,13 @@ func Run(net *onnxio.Network, inputs []*Tensor) (*Trace, error) {
 // run is Run, with the Dense products in float32 when w32 is set (see
 // Trace.w32).
 func run(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32) (*Trace, error) {
-	return runTrace(net, inputs, w32, nil)
+	return runTrace(net, inputs, w32, nil, nil)
 }
 
 // runTrace is run with the Relus marked by reluInPlace (nil: none)
-// computed in place.
-func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32, reluInPlace []bool) (*Trace, error) {
+// computed in place, and the op outputs from ar when it is not nil (see
+// Trace.arena).
+func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []float32, reluInPlace []bool, ar *arena) (*Trace, error) {
 	if !net.Evaluable {
 		if net.Reason != "" {
 			return nil, fmt.Errorf("network is not evaluable: %s", net.Reason)
@@ -123,7 +128,7 @@ func runTrace(net *onnxio.Network, inputs []*Tensor, w32 func(*onnxio.Layer) []f
 		}
 		vals[c.Value] = &Tensor{Shape: c.Const.Shape, Data: c.Const.Data}
 	}
-	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32, reluInPlace: reluInPlace}
+	tr := &Trace{Values: vals, outputs: append([]int(nil), net.Outputs...), w32: w32, reluInPlace: reluInPlace, arena: ar}
 	if err := evalOps(net, tr, 0); err != nil {
 		return nil, err
 	}
@@ -199,6 +204,7 @@ func LayerOp(net *onnxio.Network, l *onnxio.Layer) int {
 }
 
 func evalOps(net *onnxio.Network, tr *Trace, start int) error {
+	alloc := tr.arena.alloc()
 	for i := start; i < len(net.Ops); i++ {
 		op := &net.Ops[i]
 		if op.Out < 0 || op.Out >= len(tr.Values) {
@@ -215,10 +221,10 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 		if tr.w32 != nil && op.Kind == onnxio.OpDense && op.Layer != nil {
 			var x *Tensor
 			if x, err = opInput(op, tr.Values, 0); err == nil {
-				out, err = denseForwardW(op, x, tr.w32(op.Layer))
+				out, err = denseForwardW(op, x, tr.w32(op.Layer), alloc)
 			}
 		} else {
-			out, err = forwardOp(net, op, tr.Values)
+			out, err = forwardOpAlloc(net, op, tr.Values, alloc)
 		}
 		if err != nil {
 			return opErr(i, op, err)
@@ -263,14 +269,20 @@ func opsetOf(net *onnxio.Network, op *onnxio.Op) int64 {
 }
 
 func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
+	return forwardOpAlloc(net, op, vals, freshAlloc)
+}
+
+// forwardOpAlloc is forwardOp with the output allocated by alloc (where
+// the op makes a new tensor rather than a view of its input).
+func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
 	if err := checkKind(op); err != nil {
 		return nil, err
 	}
 	if op.Kind == onnxio.OpNode {
-		return nodeForward(op, vals)
+		return nodeForward(op, vals, alloc)
 	}
 	if family(op.Kind) == famBinary {
-		return binaryForward(op, vals)
+		return binaryForward(op, vals, alloc)
 	}
 	x, err := opInput(op, vals, 0)
 	if err != nil {
@@ -278,7 +290,7 @@ func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, err
 	}
 	switch family(op.Kind) {
 	case famDense:
-		return denseForward(op, x)
+		return denseForwardW(op, x, nil, alloc)
 	case famAlias:
 		shape, err := aliasShape(op, x.Shape)
 		if err != nil {
@@ -290,21 +302,21 @@ func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, err
 		if !onnxio.IsFloatType(op.CastTo) {
 			return nil, fmt.Errorf("cast to %s: only float types are supported", onnxio.TypeName(op.CastTo))
 		}
-		y := make([]float64, len(x.Data))
+		y := alloc(shape)
 		for i, v := range x.Data {
-			y[i] = onnxio.RoundTo(op.CastTo, v)
+			y.Data[i] = onnxio.RoundTo(op.CastTo, v)
 		}
-		return &Tensor{Shape: shape, Data: y}, nil
+		return y, nil
 	case famSoftmax:
 		outer, d, inner, err := softmaxGeom(op, opsetOf(net, op), x.Shape)
 		if err != nil {
 			return nil, err
 		}
-		y := NewTensor(x.Shape, nil)
+		y := alloc(x.Shape)
 		softmaxForward(op.Kind == onnxio.OpLogSoftmax, x.Data, y.Data, outer, d, inner)
 		return y, nil
 	}
-	y := NewTensor(x.Shape, nil)
+	y := alloc(x.Shape)
 	switch op.Kind {
 	case onnxio.OpPRelu:
 		slope, idx, err := preluSlope(op, x.Shape)
@@ -341,13 +353,10 @@ func bcAt(idx []int, k int) int {
 	return idx[k]
 }
 
-func denseForward(op *onnxio.Op, x *Tensor) (*Tensor, error) {
-	return denseForwardW(op, x, nil)
-}
-
-// denseForwardW is denseForward with the product in float32 with the
-// weights w32 when they are given.
-func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
+// denseForwardW is a Dense op's output for input x, with the product in
+// float32 with the weights w32 when they are given, and the output
+// allocated by alloc.
+func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32, alloc allocFunc) (*Tensor, error) {
 	l := op.Layer
 	if l == nil {
 		return nil, errors.New("Dense op without a layer")
@@ -360,7 +369,7 @@ func denseForwardW(op *onnxio.Op, x *Tensor, w32 []float32) (*Tensor, error) {
 		return nil, fmt.Errorf("layer %q takes inputs of shape ... x %d, got input shape %s", l.Name, l.In, plain.Shape(x.Shape))
 	}
 	shape := append(append([]int(nil), x.Shape[:x.Rank()-1]...), l.Out)
-	y := NewTensor(shape, nil)
+	y := alloc(shape)
 	beta := 0.0
 	if l.B != nil {
 		for r := 0; r < rows; r++ {
@@ -451,7 +460,7 @@ func binaryOperands(op *onnxio.Op, vals []*Tensor) (a, b operand, err error) {
 	return v, k, nil
 }
 
-func binaryForward(op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
+func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
 	a, b, err := binaryOperands(op, vals)
 	if err != nil {
 		return nil, err
@@ -461,7 +470,7 @@ func binaryForward(op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	ia, ib := bcastIndex(shape, a.t.Shape), bcastIndex(shape, b.t.Shape)
-	y := NewTensor(shape, nil)
+	y := alloc(shape)
 	ad, bd := a.t.Data, b.t.Data
 	switch op.Kind {
 	case onnxio.OpAdd:

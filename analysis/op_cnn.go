@@ -15,7 +15,7 @@ import (
 // in op_pool.go; they share the window geometry below.
 
 func init() {
-	register("Conv", &Kernel{Check: checkWindowAttrs, Forward: convForward, JVP: convJVP, VJP: convVJP})
+	register("Conv", &Kernel{Check: checkWindowAttrs, ForwardAlloc: convForward, JVP: convJVP, VJP: convVJP})
 	register("ConvTranspose", &Kernel{Check: checkWindowAttrs, Forward: convTForward, JVP: convTJVP, VJP: convTVJP})
 	register("Pad", gatherKernel(padMap, checkPad))
 }
@@ -466,7 +466,7 @@ func convInputs(in []*Tensor, outCh func(w *Tensor) int) (x, w, b *Tensor, err e
 	return
 }
 
-func convForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+func convForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 	x, w, b, err := convInputs(in, func(w *Tensor) int { return w.Shape[0] })
 	if err != nil {
 		return nil, err
@@ -475,7 +475,7 @@ func convForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	y := NewTensor(cv.outShape, nil)
+	y := alloc(cv.outShape)
 	var bias []float64
 	if b != nil {
 		bias = b.Data

@@ -13,7 +13,7 @@ import (
 // in window order, as ONNX Runtime does); the average pools are linear.
 
 func init() {
-	register("MaxPool", &Kernel{Check: checkWindowAttrs, Forward: maxPoolForward, Prepare: maxPoolPrepare, JVP: argJVP, VJP: argVJP})
+	register("MaxPool", &Kernel{Check: checkWindowAttrs, ForwardAlloc: maxPoolForward, Prepare: maxPoolPrepare, JVP: argJVP, VJP: argVJP})
 	register("AveragePool", &Kernel{Check: checkWindowAttrs, Forward: avgPoolForward, JVP: avgPoolJVP, VJP: avgPoolVJP})
 	register("GlobalMaxPool", &Kernel{Forward: globalMaxForward, Prepare: globalMaxPrepare, JVP: argJVP, VJP: argVJP})
 	register("GlobalAveragePool", &Kernel{Forward: globalAvgForward, JVP: globalAvgJVP, VJP: globalAvgVJP})
@@ -93,38 +93,41 @@ func (w *window) eachWindow(f func(p int, idx []int, pad int)) {
 }
 
 // maxPool computes MaxPool's values and, when arg is not nil, the flat
-// input index of each output's maximum (-1 for an empty window).
+// input index of each output's maximum (-1 for an empty window). The
+// channels are spread over the cores: each writes only its own outputs.
 func maxPool(w *window, nc int, x, y []float64, arg []int) {
-	type win struct {
-		p   int
-		idx []int
-	}
-	// The windows are the same for every channel: list them once.
-	var wins []win
-	w.eachWindow(func(p int, idx []int, _ int) {
-		wins = append(wins, win{p, append([]int(nil), idx...)})
+	// The windows are the same for every channel: list them once, their
+	// input positions back to back (window p reads idx[start[p]:start[p+1]]).
+	var idx []int
+	start := make([]int, 1, w.outSize+1)
+	w.eachWindow(func(p int, wi []int, _ int) {
+		idx = append(idx, wi...)
+		start = append(start, len(idx))
 	})
-	for c := range nc {
-		xc := x[c*w.inSize : (c+1)*w.inSize]
-		for _, wn := range wins {
-			best, at := -math.MaxFloat32, -1
-			for _, i := range wn.idx {
-				if v := xc[i]; at < 0 || v > best {
-					best, at = v, i
+	parallelAbove(nc, max(2, (1<<15)/max(1, len(idx))), func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			xc := x[c*w.inSize : (c+1)*w.inSize]
+			yc := y[c*w.outSize : (c+1)*w.outSize]
+			for p := range yc {
+				best, at := -math.MaxFloat32, -1
+				for _, i := range idx[start[p]:start[p+1]] {
+					if v := xc[i]; at < 0 || v > best {
+						best, at = v, i
+					}
 				}
-			}
-			y[c*w.outSize+wn.p] = best
-			if arg != nil {
-				if at >= 0 {
-					at += c * w.inSize
+				yc[p] = best
+				if arg != nil {
+					if at >= 0 {
+						at += c * w.inSize
+					}
+					arg[c*w.outSize+p] = at
 				}
-				arg[c*w.outSize+wn.p] = at
 			}
 		}
-	}
+	})
 }
 
-func maxPoolForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+func maxPoolForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 	x, err := need(in, 0)
 	if err != nil {
 		return nil, err
@@ -133,7 +136,7 @@ func maxPoolForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	y := NewTensor(shape, nil)
+	y := alloc(shape)
 	nc := x.Shape[0] * x.Shape[1]
 	if op.OutIndex != 1 {
 		maxPool(w, nc, x.Data, y.Data, nil)

@@ -28,6 +28,13 @@ type Kernel struct {
 	Check func(op *onnxio.Op) error
 	// Forward computes the op's output (output op.OutIndex of the node).
 	Forward func(op *onnxio.Op, in []*Tensor) (*Tensor, error)
+	// ForwardAlloc, when set, is Forward with the output allocated by
+	// alloc (zeroed; possibly a buffer recycled from an earlier batch), for
+	// ops with large outputs: the evaluator can then reuse their memory
+	// across batches. The kernel must not keep the tensor. The evaluator
+	// calls it instead of Forward when it is set; register derives
+	// Forward from it when Forward is nil.
+	ForwardAlloc func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error)
 	// Prepare computes, once per differentiation of the op, what JVP and
 	// VJP reuse across directions (a gather map, pooling argmaxes,
 	// normalisation statistics); nil: no state.
@@ -55,6 +62,10 @@ var kernels = map[string]*Kernel{}
 func register(opType string, k *Kernel) {
 	if _, dup := kernels[opType]; dup {
 		panic("analysis: op " + opType + " registered twice")
+	}
+	if k.Forward == nil && k.ForwardAlloc != nil {
+		fa := k.ForwardAlloc
+		k.Forward = func(op *onnxio.Op, in []*Tensor) (*Tensor, error) { return fa(op, in, freshAlloc) }
 	}
 	if k.Forward == nil || (k.JVP == nil) != (k.VJP == nil) {
 		panic("analysis: op " + opType + ": a kernel needs Forward, and JVP and VJP together")
@@ -159,7 +170,9 @@ func nodeKernel(op *onnxio.Op) (*Kernel, error) {
 	return k, nil
 }
 
-func nodeForward(op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
+// nodeForward runs an OpNode's kernel, through ForwardAlloc when it has
+// one.
+func nodeForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
 	k, err := nodeKernel(op)
 	if err != nil {
 		return nil, err
@@ -167,6 +180,9 @@ func nodeForward(op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
 	in, err := nodeInputs(op, vals)
 	if err != nil {
 		return nil, err
+	}
+	if k.ForwardAlloc != nil {
+		return k.ForwardAlloc(op, in, alloc)
 	}
 	return k.Forward(op, in)
 }

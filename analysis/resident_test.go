@@ -345,7 +345,7 @@ func TestAccumulateF32RowBlocks(t *testing.T) {
 			acc := func(f32 bool) *LayerStats {
 				ls := &LayerStats{Layer: l, Shift: append([]float64(nil), shift...), S0: make([]float64, out),
 					S1: append([]float64(nil), s1...), S2: append([]float64(nil), s2...), SumA2: make([]float64, in)}
-				ls.accumulate(a, g, nil, f32)
+				ls.accumulate(a, g, nil, f32, nil)
 				return ls
 			}
 			ref := acc(true)
@@ -507,7 +507,7 @@ func TestReluInPlaceValues(t *testing.T) {
 			x := NewTensor([]int{6, 4}, randSlice(rng, 24, -2, 2))
 			xCopy := append([]float64(nil), x.Data...)
 			ref := mustRun(t, net, x)
-			tr, err := runTrace(net, []*Tensor{x}, nil, marks)
+			tr, err := runTrace(net, []*Tensor{x}, nil, marks, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -569,7 +569,7 @@ func TestReluInPlaceTrace(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tr, err := runTrace(net, []*Tensor{x}, w32, marks)
+				tr, err := runTrace(net, []*Tensor{x}, w32, marks, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

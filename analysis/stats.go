@@ -254,6 +254,14 @@ func chooseMode(opt StatsOptions, layers []*LayerStats, rowsPerSample []int, k i
 // Collect runs the network over the calibration data once and accumulates
 // the statistics of every prunable layer.
 func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
+	// Without Observe nothing keeps a batch's trace or derivatives past
+	// the batch: its buffers can serve the next one.
+	return collect(net, data, opt, opt.Observe == nil)
+}
+
+// collect is Collect, recycling the buffers of each batch for the next
+// (an arena) when reuse is set.
+func collect(net *onnxio.Network, data Data, opt StatsOptions, reuse bool) (*Stats, error) {
 	if !net.Evaluable {
 		return nil, fmt.Errorf("the network cannot be evaluated: %s", net.Reason)
 	}
@@ -300,6 +308,11 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 		// per layer).
 		inPlace = reluInPlaceValues(net)
 	}
+	var ar *arena
+	if reuse && opt.Observe == nil {
+		ar = &arena{}
+		defer ar.close() // after the last batch: nothing of it is referenced
+	}
 	total := data.Len()
 	done := 0
 	err := data.Each(opt.Batch, func(b Batch) error {
@@ -308,7 +321,10 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 		if st.w32 != nil {
 			w32 = st.weights32 // probes: float32 forward pass
 		}
-		tr, err := runTrace(net, b.Inputs, w32, inPlace)
+		if ar != nil {
+			defer ar.reset() // the batch's trace and cotangents are dead on return
+		}
+		tr, err := runTrace(net, b.Inputs, w32, inPlace, ar)
 		if err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
@@ -360,7 +376,7 @@ func Collect(net *onnxio.Network, data Data, opt StatsOptions) (*Stats, error) {
 			if dz != nil {
 				gz = dz[i].Data
 			}
-			ls.accumulate(a.Data, g[i], gz, st.Mode.Kind == DerivProbes)
+			ls.accumulate(a.Data, g[i], gz, st.Mode.Kind == DerivProbes, ar)
 		}
 		for k, gs := range st.Gathers {
 			gs.accumulate(tr, g[len(st.Layers)+k])
@@ -403,8 +419,9 @@ func ColumnMeans(a []float64, cols int) []float64 {
 // accumulate adds one batch: a is the layer input [rows, In], g the
 // weights g_i [rows, Out], dz (optional) dL/dz [rows, Out]. f32 does the
 // batch's S1/S2 products in float32 (probe estimates); the sums over
-// batches stay float64.
-func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool) {
+// batches stay float64. The float64 scratch comes from ar (nil: the Go
+// heap).
+func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool, ar *arena) {
 	l := ls.Layer
 	rows := len(a) / l.In
 	if ls.Shift == nil {
@@ -433,7 +450,9 @@ func (ls *LayerStats) accumulate(a, g, dz []float64, f32 bool) {
 		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac, l.Out, l.In, 1, ls.S1, 1)
 		gemm32Into(ta, ar, acols, *g32, tb, br, bc, *ac2, l.Out, l.In, 1, ls.S2, 1)
 	} else {
-		ac, ac2 := make([]float64, len(a)), make([]float64, len(a))
+		ac, ac2 := ar.zerosOrFresh(len(a)), ar.zerosOrFresh(len(a))
+		defer ar.release(ac)
+		defer ar.release(ac2)
 		shiftedInto(ac, ac2, a, ls.Shift)
 		matmul(true, false, l.Out, l.In, rows, g, ac, ls.S1, 1)
 		matmul(true, false, l.Out, l.In, rows, g, ac2, ls.S2, 1)
@@ -544,7 +563,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			}
 			cot := make([]*Tensor, len(outs))
 			for o, out := range outs {
-				cot[o] = Zeros(append([]int{p1 - p0}, out.Shape...)...)
+				cot[o] = tr.arena.alloc()(withP(p1-p0, out.Shape))
 			}
 			if signs != nil {
 				for o, c := range cot {
@@ -589,6 +608,12 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			}
 			for _, i := range global {
 				addSquares(g[i], res[want[i]], scale)
+			}
+			for _, c := range cot {
+				tr.arena.release(c.Data)
+			}
+			for _, r := range res {
+				tr.arena.release(r.Data)
 			}
 		}
 	}

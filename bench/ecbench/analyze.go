@@ -39,6 +39,7 @@ func cmdAnalyze(args []string) error {
 	ad := fs.String("ad", "auto", "auto, forward or reverse")
 	maxTan := fs.Int("max-tangent", 0, "StatsOptions.MaxTangent (0: default)")
 	cpuprof := fs.String("cpuprofile", "", "write a CPU profile")
+	memprof := fs.String("memprofile", "", "write an allocation profile (every allocation sampled) of the timed part")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
 		return fmt.Errorf("analyze MODEL X.npy")
@@ -57,6 +58,16 @@ func cmdAnalyze(args []string) error {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if *memprof != "" {
+		runtime.MemProfileRate = 1
+		defer func() {
+			runtime.GC() // the profile shows the allocations up to the last collection
+			if f, err := os.Create(*memprof); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	t := time.Now()
 	// As ecprune prune does: the probes' float32 products read the weights

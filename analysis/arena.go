@@ -1,0 +1,152 @@
+package analysis
+
+import "sync"
+
+// arena recycles the float64 buffers of one batch's pass (the trace's
+// values, the reverse pass's cotangents and derivative factors, the
+// statistics' scratch) for the next batch, and takes its large buffers
+// from huge pages (mapHuge). Freshly allocated memory costs a page fault
+// per 4 KB page on its first touch, which on a convolutional network,
+// whose trace is large next to its arithmetic, was most of the statistics
+// pass; a recycled buffer is only cleared.
+//
+// Lifetimes are the owner's: reset returns every buffer handed out since
+// the last reset, so it may only be called when nothing of the batch is
+// referenced any more (Collect calls it after the batch's sums, and uses
+// an arena only when no Observe callback can keep the trace); put returns
+// one buffer earlier, when its caller knows it is dead; close unmaps the
+// large buffers, after which nothing of the arena may be used. Buffers
+// the arena did not hand out are never recycled, whatever is passed to
+// put: a value that aliases a graph input, a constant or another value
+// stays intact. Memory stays bounded by one batch: the buffers are the
+// largest set one batch held at once, plus what a smaller last batch
+// could not fit.
+type arena struct {
+	mu     sync.Mutex
+	free   [][]float64 // available, full capacity
+	used   [][]float64 // handed out since the last reset, full capacity
+	mapped [][]float64 // from mapHuge, for close
+}
+
+// mapMin is the size in bytes from which the arena maps a buffer of its
+// own in huge pages (rounded up to whole 2 MB pages, so at most half of
+// such a mapping is slack) rather than taking it from the Go heap.
+const mapMin = 1 << 20
+
+// zeros returns a zeroed slice of n elements.
+func (a *arena) zeros(n int) []float64 {
+	if n == 0 {
+		return []float64{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	best := -1
+	for i, b := range a.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(a.free[best])) {
+			best = i
+		}
+	}
+	var b []float64
+	if best >= 0 {
+		b = a.free[best]
+		last := len(a.free) - 1
+		a.free[best] = a.free[last]
+		a.free[last] = nil
+		a.free = a.free[:last]
+		clear(b[:n])
+	} else if m, ok := mapHugeAbove(n); ok {
+		b = m
+		a.mapped = append(a.mapped, m[:cap(m)])
+	} else {
+		b = make([]float64, n)
+	}
+	a.used = append(a.used, b[:cap(b)])
+	return b[:n]
+}
+
+// mapHugeAbove is mapHuge for buffers of at least mapMin bytes.
+func mapHugeAbove(n int) ([]float64, bool) {
+	if n*8 < mapMin {
+		return nil, false
+	}
+	return mapHuge(n)
+}
+
+// close releases the mapped buffers. Nothing the arena handed out may be
+// used afterwards, nor the arena itself.
+func (a *arena) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, m := range a.mapped {
+		unmapHuge(m)
+	}
+	a.free, a.used, a.mapped = nil, nil, nil
+}
+
+// tensor is a zeroed tensor of the given shape from the arena.
+func (a *arena) tensor(shape []int) *Tensor {
+	return &Tensor{Shape: append([]int(nil), shape...), Data: a.zeros(ShapeSize(shape))}
+}
+
+// put returns b, which nothing references any more, for reuse. A slice
+// the arena did not hand out (or that was put already) is ignored.
+func (a *arena) put(b []float64) {
+	if cap(b) == 0 {
+		return
+	}
+	base := &b[:cap(b)][0]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, u := range a.used {
+		if &u[0] == base && cap(u) == cap(b) {
+			last := len(a.used) - 1
+			a.used[i] = a.used[last]
+			a.used[last] = nil
+			a.used = a.used[:last]
+			a.free = append(a.free, u)
+			return
+		}
+	}
+}
+
+// reset makes every buffer handed out since the last reset available
+// again.
+func (a *arena) reset() {
+	a.mu.Lock()
+	a.free = append(a.free, a.used...)
+	clear(a.used)
+	a.used = a.used[:0]
+	a.mu.Unlock()
+}
+
+// allocFunc allocates a zeroed output tensor of a shape. Forward passes
+// take one so that a caller owning the outputs' lifetimes can recycle
+// them.
+type allocFunc func(shape []int) *Tensor
+
+// freshAlloc allocates from the Go heap: the outputs of a pass whose
+// trace the caller keeps.
+func freshAlloc(shape []int) *Tensor { return NewTensor(shape, nil) }
+
+// alloc is the allocator of a nil-safe arena: fresh memory without one.
+func (a *arena) alloc() allocFunc {
+	if a == nil {
+		return freshAlloc
+	}
+	return a.tensor
+}
+
+// zerosOrFresh is a.zeros, or make without an arena.
+func (a *arena) zerosOrFresh(n int) []float64 {
+	if a == nil {
+		return make([]float64, n)
+	}
+	return a.zeros(n)
+}
+
+// release is a.put for a nil-safe arena.
+func (a *arena) release(b []float64) {
+	if a != nil {
+		a.put(b)
+	}
+}
