@@ -10,9 +10,9 @@ import (
 // work: a unit of LeNet-300-100's first hidden layer takes a row of 784
 // weights and a column of 100 with it, one of the second 300 and 10; a
 // head takes its q/k/v rows, its output-projection columns and its share
-// of the T x T score and context products. The selection ranks units by importance per multiply-add
-// saved, a knapsack's greedy ratio, so that for the same number of units
-// the cheaper error buys the larger saving.
+// of the T x T score and context products. Ranked by importance per
+// multiply-add saved (a knapsack's greedy ratio), the same number of
+// units removed saves more work.
 
 // SetUnitCosts sets each group's Cost: the multiply-adds per sample that
 // removing one of its blocks (a unit, or a head) saves in the dense and
