@@ -132,6 +132,10 @@ type Options struct {
 	// NoReconstruct, with Neuron and ec+, replaces removed units by their
 	// means instead of predicting them from the kept ones.
 	NoReconstruct bool
+	// CostWeighted, with Neuron, ranks hidden units by score per
+	// multiply-add their removal saves instead of per unit: for the same
+	// count, the removals save more work, at some loss.
+	CostWeighted bool
 	// ExternalData > 0 stores tensors of at least this many bytes in
 	// OUTPUT.data when saved (0: keep the input's layout).
 	ExternalData int64

@@ -67,6 +67,11 @@ func pruneUnits(ctx context.Context, m *Model, d Data, o Options, meth *Method) 
 		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
 	r.Fixed = fixed
+	if o.CostWeighted {
+		if err := analysis.SetUnitCosts(net, groups, probe); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.path, err)
+		}
+	}
 	if len(groups) == 0 {
 		return nil, &onnxio.BadInputError{File: m.path, Msg: "no layer has removable units (" + strings.Join(r.Fixed, "; ") + ")"}
 	}

@@ -38,6 +38,10 @@ type UnitGroup struct {
 	// form heads (removed Units/Heads at a time) and where they come
 	// from; Producer is then the first q/k/v projection and Path empty.
 	Heads *HeadInfo
+	// Cost is the multiply-adds per sample that removing one block (a
+	// unit, or a head) saves, set by SetUnitCosts; 0 when not measured,
+	// and the selection then counts units instead.
+	Cost float64
 }
 
 // Removable reports whether the group's units can be removed.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Structured pruning (prune --granularity neuron) on LeNet-300-100, on
 # wide tanh, deep tanh and BatchNorm MLPs and a post-norm transformer
-# encoder trained by bench/structured_models.py, and on the bundled ViT
+# encoder (and a bigger one, transformer_big) trained by
+# bench/structured_models.py, and on the bundled ViT
 # (FFN units and attention heads): for each model, method and share S of
 # the removable units, the test loss measured in ONNX Runtime on the 2000
 # test digits (testmodels/ort/orteval), the file size, and ORT latency
@@ -33,13 +34,13 @@ export ECPRUNE_ORT_LIB
 data=$shared/data/mnist
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-models=${MODELS:-mlp_gemm wide_tanh deep_tanh bn vit transformer}
+models=${MODELS:-mlp_gemm wide_tanh deep_tanh bn vit transformer transformer_big}
 for m in wide_tanh deep_tanh bn; do
 	case " $models " in *" $m "*) [ -f "$out/mnist_$m.onnx" ] || "$py" bench/structured_models.py "$data" "$out" 2>/dev/null ;; esac
 done
-case " $models " in *" transformer "*)
-	[ -f "$out/mnist_transformer.onnx" ] || "$py" bench/structured_models.py "$data" "$out" transformer 2>/dev/null ;;
-esac
+for m in transformer transformer_big; do
+	case " $models " in *" $m "*) [ -f "$out/mnist_$m.onnx" ] || "$py" bench/structured_models.py "$data" "$out" $m 2>/dev/null ;; esac
+done
 
 sparsities="0.3 0.5"
 methods=${METHODS:-ec+ ec magnitude wanda random}
@@ -49,7 +50,7 @@ for name in $models; do
 	case $name in
 	mlp_gemm | vit) model=$shared/models/mnist_$name.onnx ;;
 	esac
-	case $name in vit | transformer) attention=1 ;; esac
+	case $name in vit | transformer*) attention=1 ;; esac
 	dir=$out/$name
 	rm -rf "$dir"
 	mkdir -p "$dir"

@@ -67,14 +67,35 @@ func (o UnitOptions) validate(net *onnxio.Network) error {
 
 // unitRef is a candidate in the ranking: a unit, or a head (a block of
 // size units removed together), of a group (in graph order). key ranks
-// it: the score per unit removed.
+// it: the score per multiply-add its removal saves (weight).
 type unitRef struct {
 	group, unit int
 	score       float64
 	size        int
+	weight      float64
 }
 
-func (u unitRef) key() float64 { return u.score / float64(u.size) }
+func (u unitRef) key() float64 { return u.score / u.weight }
+
+// blockWeight is what one block of g is ranked per: the multiply-adds its
+// removal saves (analysis.SetUnitCosts), or its size in units when the
+// costs are not set.
+func blockWeight(g *analysis.UnitGroup) float64 {
+	if g.Cost > 0 {
+		return g.Cost
+	}
+	return float64(g.Block())
+}
+
+// ownPool tells whether group g is ranked on its own: with Scope Layer
+// every group is, with Scope Global the attention blocks are (each loses
+// its share of heads) and the hidden units of every other group are ranked
+// together. Heads ranked across blocks by their first-order error crowd
+// into one block, whose last heads then cost much more than predicted
+// (docs/METHOD.md, "Cost-weighted selection").
+func ownPool(g *analysis.UnitGroup, scope Scope) bool {
+	return scope == Layer || g.Heads != nil
+}
 
 // candidates are a group's removal candidates: its units, or its heads
 // for an attention group, all but the best-ranked one (a layer is never
@@ -84,11 +105,11 @@ func candidates(gi int, gs *analysis.UnitGroupScores) []unitRef {
 	var all []unitRef
 	if g.Heads != nil {
 		for b, s := range gs.Block {
-			all = append(all, unitRef{gi, b, s, g.Block()})
+			all = append(all, unitRef{gi, b, s, g.Block(), blockWeight(g)})
 		}
 	} else {
 		for j, s := range gs.Score {
-			all = append(all, unitRef{gi, j, s, 1})
+			all = append(all, unitRef{gi, j, s, 1, blockWeight(g)})
 		}
 	}
 	best := 0
@@ -100,14 +121,15 @@ func candidates(gi int, gs *analysis.UnitGroupScores) []unitRef {
 	return append(all[:best:best], all[best+1:]...)
 }
 
-// SelectUnits removes the k = floor(s*U + 0.5) lowest-scoring of the U
-// removable units (globally, or per group with Scope Layer), never the
-// last unit of a layer: each group's highest-scoring unit is not a
-// candidate, so k is capped at U minus the number of groups. A head
-// counts as its units and ranks by its score per unit; heads are taken
+// SelectUnits removes k = floor(s*U + 0.5) of the U removable units of
+// each pool (ownPool: every group with Scope Layer; with Scope Global each
+// attention block, and the hidden units of all other groups together),
+// those of lowest score per multiply-add saved (UnitGroup.Cost; per unit
+// when the costs are not set), never the last unit of a layer: each
+// group's highest-scoring unit is not a candidate, so k is capped at U
+// minus the number of groups. A head counts as its units; heads are taken
 // while they fit in k, so the count can fall short of k by less than a
-// head when the last candidates are heads. Ties go by group order, then
-// unit index; NaN scores rank last.
+// head. Ties go by group order, then unit index; NaN scores rank last.
 func SelectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions) (*UnitPlan, error) {
 	if err := opt.validate(net); err != nil {
 		return nil, err
@@ -136,7 +158,7 @@ func selectUnits(net *onnxio.Network, sc *analysis.UnitScores, opt UnitOptions, 
 		}
 		plan.Total += g.Units
 		cand := candidates(gi, gs)
-		if opt.Scope == Layer {
+		if ownPool(g, opt.Scope) {
 			pool = append(pool, takeSmallest(cand, partOf(part, Count(opt.Sparsity, g.Units))))
 			continue
 		}
@@ -199,8 +221,7 @@ func takeSmallest(c []unitRef, k int) []unitRef {
 	return out
 }
 
-// cmpUnit orders candidates by score per unit (NaN last), then group,
-// then index.
+// cmpUnit orders candidates by key (NaN last), then group, then index.
 func cmpUnit(a, b unitRef) int {
 	ak, bk := a.key(), b.key()
 	an, bn := math.IsNaN(ak), math.IsNaN(bk)

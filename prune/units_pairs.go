@@ -13,8 +13,9 @@ import (
 // one-unit importances M_jj, and on MNIST MLPs the difference is 10-30x
 // (the errors of redundant units add up coherently). Units are removed one
 // at a time, each time the one whose removal adds least to that error,
-// M_jj + 2 sum_{k in R} M_jk, over all groups (or per group with Scope
-// Layer), until the count of SelectUnits is reached; a group's last unit
+// M_jj + 2 sum_{k in R} M_jk, per multiply-add it saves (UnitGroup.Cost;
+// per unit when the costs are not set), over the pools of SelectUnits,
+// until each pool's count is reached; a group's last unit
 // is never removed. Ties go by group order, then unit index. st must come
 // from CollectUnitPairs; sc gives the constants.
 func SelectUnitsPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitScores, opt UnitOptions) (*UnitPlan, error) {
@@ -50,7 +51,7 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 		if skip[s.Group.Producer] {
 			continue
 		}
-		if opt.Scope == Layer {
+		if ownPool(s.Group, opt.Scope) {
 			pools = append(pools, []int{gi})
 			counts = append(counts, partOf(part, Count(opt.Sparsity, s.Group.Units)))
 			continue
@@ -79,11 +80,10 @@ func selectPairs(net *onnxio.Network, st *analysis.UnitStats, sc *analysis.UnitS
 					if r {
 						continue
 					}
-					// Ranked by cost per unit removed (a head is size
-					// units); NaN costs (a unit never reaching the output)
-					// rank last.
+					// Ranked by error per multiply-add saved; NaN errors
+					// (a unit never reaching the output) rank last.
 					c := g.m[j*h+j] + 2*g.cross[j]
-					k := c / float64(g.size)
+					k := c / g.weight
 					if bj < 0 || k < best || math.IsNaN(best) && !math.IsNaN(k) {
 						bg, bj, best, bestCost = gi, j, k, c
 					}
@@ -133,13 +133,14 @@ type pairGroup struct {
 	removed []bool
 	kept    int
 	size    int       // units per block
+	weight  float64   // what a block's error is ranked per (blockWeight)
 	add     []float64 // cost paid when each block went
 }
 
 // newPairGroup sums the pair matrix m of group g's units into blocks.
 func newPairGroup(g *analysis.UnitGroup, m []float64) *pairGroup {
 	nb, h := g.Blocks(), g.Units
-	p := &pairGroup{cross: make([]float64, nb), removed: make([]bool, nb), kept: nb, size: g.Block(), add: make([]float64, nb)}
+	p := &pairGroup{cross: make([]float64, nb), removed: make([]bool, nb), kept: nb, size: g.Block(), weight: blockWeight(g), add: make([]float64, nb)}
 	if g.Heads == nil {
 		p.m = m
 		return p

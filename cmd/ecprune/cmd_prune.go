@@ -37,6 +37,7 @@ type pruneFlags struct {
 	external      int64
 	granularity   string
 	reconstruct   bool
+	costWeighted  bool
 }
 
 func (f *pruneFlags) register(fs *pflag.FlagSet) {
@@ -52,6 +53,7 @@ func (f *pruneFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.scores, "scores", "", "write every layer's importance and bias shift to this .npz (NAME.importance, NAME.delta, [out, in])")
 	fs.StringVar(&f.report, "report", "", "also write the report as JSON to this file")
 	fs.Int64Var(&f.external, "external-data", 0, "store tensors of at least this many bytes in OUTPUT.data (0: keep the input's layout)")
+	fs.BoolVar(&f.costWeighted, "cost-weighted", false, "with --granularity neuron: rank hidden units by score per multiply-add their removal saves (more work saved for the same count, at some loss)")
 	fs.BoolVar(&f.reconstruct, "reconstruct", true, "with --granularity neuron and ec+: predict removed units from the kept ones by least squares (changes the next layer's kept columns); false: replace them by their means")
 	fs.StringVar(&f.granularity, "granularity", "weight", "what is removed: weight (unstructured) or neuron (hidden units of dense chains: a smaller dense model; --sparsity is then the fraction of removable units)")
 	f.af.register(fs)
@@ -102,7 +104,7 @@ func (f *pruneFlags) options(e *env) (ecprune.Options, error) {
 	opt := ecprune.Options{
 		Analysis: f.af.analysis(e),
 		Method:   f.method, Granularity: ecprune.Granularity(f.granularity), Sparsity: f.sparsity,
-		Scope: ecprune.Scope(f.scope), Skip: f.skip, NoNewBias: !f.addBias, NoReconstruct: !f.reconstruct,
+		Scope: ecprune.Scope(f.scope), Skip: f.skip, NoNewBias: !f.addBias, NoReconstruct: !f.reconstruct, CostWeighted: f.costWeighted,
 		ExternalData: f.external, KeepScores: f.scores != "",
 	}
 	format, err := ecprune.ParseFormat(f.format)

@@ -65,7 +65,7 @@ var flagNames = map[string]string{
 	"ExactBudget": "--exact-budget", "Force": "--force",
 	"Method": "--method", "Methods": "--methods", "Granularity": "--granularity", "Sparsity": "--sparsity",
 	"Sparsities": "--sparsities", "Scope": "--scope", "NM": "--nm", "LayerSparsity": "--layer-sparsity",
-	"Skip": "--skip", "Format": "--format", "NoNewBias": "--add-bias=false", "NoReconstruct": "--reconstruct=false",
+	"Skip": "--skip", "Format": "--format", "NoNewBias": "--add-bias=false", "NoReconstruct": "--reconstruct=false", "CostWeighted": "--cost-weighted",
 	"ExternalData": "--external-data", "KeepScores": "--scores",
 	"Test": "--test", "Test.Labels": "--test-labels", "SaveDir": "--save-dir",
 	"Lambda": "--ecplus-lambda", "C": "--ecplus-c", "Rounds": "--ecplus-rounds",

@@ -74,3 +74,51 @@ func TestPruneNeuronsViT(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneNeuronsGlobalHeads: with the global ranking every attention
+// block loses its share of heads (1 of 4 at 30%, 2 of 4 at 50%) while the
+// FFN units are ranked together, and ec+'s calibration loss is below the
+// baselines'; --cost-weighted removes as many units of LeNet-300-100 as
+// the default and leaves fewer multiply-adds.
+func TestPruneNeuronsGlobalHeads(t *testing.T) {
+	vit := filepath.Join(sharedDir(t), "models", "mnist_vit.onnx")
+	dir := t.TempDir()
+	prune := func(model, method, sparsity string, extra ...string) unitPruneReport {
+		t.Helper()
+		args := append([]string{"prune", model, "-o", filepath.Join(dir, method+sparsity+".onnx"), "--calib", data("mnist_calib_x.npy"),
+			"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", sparsity, "--method", method, "--json", "-q"}, extra...)
+		code, stdout, stderr := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", method, code, stderr)
+		}
+		var r unitPruneReport
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, c := range []struct {
+		sparsity string
+		kept     int
+	}{{"0.3", 3}, {"0.5", 2}} {
+		t.Run(c.sparsity, func(t *testing.T) {
+			a := prune(vit, "ec+", c.sparsity)
+			for _, g := range a.Groups {
+				if g.Heads > 0 && g.KeptHeads != c.kept {
+					t.Errorf("%s: kept %d of %d heads, want %d", g.Layer, g.KeptHeads, g.Heads, c.kept)
+				}
+			}
+			for _, base := range []string{"magnitude", "wanda"} {
+				b := prune(vit, base, c.sparsity)
+				if *a.Calibration.Pruned.Loss >= *b.Calibration.Pruned.Loss {
+					t.Errorf("ec+ loss %v, %s %v", *a.Calibration.Pruned.Loss, base, *b.Calibration.Pruned.Loss)
+				}
+			}
+		})
+	}
+	lenet := model("mnist_mlp_gemm.onnx")
+	d, w := prune(lenet, "ec+", "0.5"), prune(lenet, "ec+", "0.5", "--cost-weighted")
+	if w.Removed != d.Removed || w.After.MACs >= d.After.MACs {
+		t.Errorf("--cost-weighted removed %d units leaving %d multiply-adds; default %d leaving %d", w.Removed, w.After.MACs, d.Removed, d.After.MACs)
+	}
+}
