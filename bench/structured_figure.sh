@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The figure of docs/structured-results.md: LeNet-300-100's test loss in
-# ONNX Runtime against the share of hidden units removed, for ec+ and the
-# unit baselines (bench/out/structured/figure/*.onnx, docs/structured-loss.svg).
+# The figures of docs/structured-results.md: test loss in ONNX Runtime
+# against the share of removable units removed, for ec+ and the unit
+# baselines; LeNet-300-100's hidden units (docs/structured-loss.svg) or the
+# bundled ViT's FFN units and attention heads (docs/structured-loss-vit.svg).
 #
-#   bash bench/structured_figure.sh [SHARED]
+#   bash bench/structured_figure.sh [SHARED] [mlp|vit]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shared=$(cd "${1:-$root/../shared}" && pwd)
 cd "$root"
-out=bench/out/structured/figure
+which=${2:-mlp}
+case "$which" in
+mlp) name=mnist_mlp_gemm svg=docs/structured-loss.svg title="LeNet-300-100: structured pruning of hidden units" ;;
+vit) name=mnist_vit svg=docs/structured-loss-vit.svg title="ViT: structured pruning of FFN units and attention heads" ;;
+*) echo "structured_figure.sh: unknown model set $which (mlp or vit)" >&2; exit 2 ;;
+esac
+out=bench/out/structured/figure-$which
 rm -rf "$out"
 mkdir -p "$out"
 go build -o "$out/ecprune" ./cmd/ecprune
@@ -16,7 +23,7 @@ go build -o "$out/orteval" ./testmodels/ort/orteval
 : "${ECPRUNE_ORT_LIB:=$(bash scripts/setup-deps.sh --print-ort-lib)}"
 export ECPRUNE_ORT_LIB
 data=$shared/data/mnist
-model=$shared/models/mnist_mlp_gemm.onnx
+model=$shared/models/$name.onnx
 for s in 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8; do
 	for m in ec+ magnitude wanda random; do
 		"$out/ecprune" prune "$model" -o "$out/${m}_s$s.onnx" --calib "$data/calib_x.npy" --labels "$data/calib_y.npy" \
@@ -28,7 +35,7 @@ done
 "$out/orteval" --data "$data/test_x.npy" --labels "$data/test_y.npy" "$model" "$out"/*.onnx >"$out/results.jsonl"
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-"$py" - "$out/results.jsonl" docs/structured-loss.svg <<'PY'
+"$py" - "$out/results.jsonl" "$svg" "$title" <<'PY'
 # A plain SVG line chart (no plotting library needed): test loss, log
 # scale, against the share of units removed.
 import json, math, os, re, sys
@@ -44,12 +51,12 @@ x = lambda s: L + (s - 0.1) / 0.7 * (W - L - R)
 y = lambda v: T + (hi - math.log10(v)) / (hi - lo) * (H - T - B)
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
-       f'<text x="{W/2-60}" y="22" font-size="14">LeNet-300-100: structured pruning of hidden units</text>']
+       f'<text x="{(L+W-R)/2}" y="22" font-size="14" text-anchor="middle">{sys.argv[3]}</text>']
 for v in [0.2, 0.3, 0.5, 1, 2, 3]:
     out.append(f'<line x1="{L}" x2="{W-R}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/><text x="{L-8}" y="{y(v)+4:.1f}" text-anchor="end">{v}</text>')
 for s in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]:
     out.append(f'<line x1="{x(s):.1f}" x2="{x(s):.1f}" y1="{T}" y2="{H-B}" stroke="#eee"/><text x="{x(s):.1f}" y="{H-B+16}" text-anchor="middle">{int(s*100)}%</text>')
-out.append(f'<text x="{(L+W-R)/2}" y="{H-12}" text-anchor="middle">hidden units removed</text>')
+out.append(f'<text x="{(L+W-R)/2}" y="{H-12}" text-anchor="middle">removable units removed</text>')
 out.append(f'<text x="16" y="{(T+H-B)/2}" transform="rotate(-90 16 {(T+H-B)/2})" text-anchor="middle">test cross-entropy in ONNX Runtime (log)</text>')
 out.append(f'<line x1="{L}" x2="{W-R}" y1="{y(dense):.1f}" y2="{y(dense):.1f}" stroke="gray" stroke-dasharray="5,4"/>')
 colors = {"ec+": "#d62728", "ec+mean": "#ff9896", "magnitude": "#1f77b4", "wanda": "#2ca02c", "random": "#7f7f7f"}
