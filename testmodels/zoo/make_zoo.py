@@ -262,6 +262,31 @@ class Encoder(nn.Module):
         return self.head(h)
 
 
+class Decoder(nn.Module):
+    """nn.TransformerDecoder (batch_first) whose memory is a Linear
+    embedding of [N, 8, 16] inputs and whose target is one of their first
+    4 tokens. Cross-attention splits its packed in_proj_weight and
+    in_proj_bias by Slice nodes whose bounds are shape arithmetic over
+    q.size(-1), even with constant folding. Each layer's weights are
+    perturbed: the deep-copied clones would otherwise be identical and
+    the exporter would merge them into one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.mem = nn.Linear(16, 32)
+        self.tgt = nn.Linear(16, 32)
+        layer = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.1, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+        with torch.no_grad():
+            for p in self.decoder.parameters():
+                p.add_(0.02 * torch.randn(p.shape))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = self.decoder(self.tgt(x[:, :4]), self.mem(x))
+        return self.head(h.mean(dim=1))
+
+
 class Attention(nn.Module):
     """timm's ViT attention."""
 
@@ -550,6 +575,8 @@ SPECS = [
     dict(base="cnn_pads", family="cnn", build=CNNPads, shape=[3, 16, 16], opsets=[11, 13]),
     dict(base="transformer_post", family="transformer", build=lambda: Encoder(False), shape=[8, 16], opsets=[11, 13, 17]),
     dict(base="transformer_pre", family="transformer", build=lambda: Encoder(True), shape=[8, 16], opsets=[11, 13, 17]),
+    dict(base="decoder", family="transformer", build=Decoder, shape=[8, 16], opsets=[13, 17],
+         notes="cross-attention's in_proj_weight and in_proj_bias are read through Slice nodes (q and packed k/v rows)"),
     dict(base="vit_conv", family="vit", build=lambda: ViT("conv", 3), shape=[3, 16, 16], opsets=[13, 17]),
     dict(base="vit_linear", family="vit", build=lambda: ViT("linear", 1), shape=[1, 16, 16], opsets=[11, 13, 17]),
     dict(base="swin_tiny", family="vit", build=swin_tiny, shape=[3, 16, 16], opsets=[13]),
