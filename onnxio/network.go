@@ -260,14 +260,14 @@ type Layer struct {
 	// tensor has WeightRows rows and the block starts at WeightRow0, cut
 	// by node SliceIdx (-1 for a whole tensor, WeightRows 0).
 	WeightRows, WeightRow0, SliceIdx int
-	MainIdx      int // node index of the Gemm or MatMul
-	AddIdx       int // node index of the bias Add, or -1
-	BiasInit     string
-	BiasShape    []int64 // stored shape ([out], [1,out], [] for a scalar, ...)
-	BiasType     int32
-	Beta         float64
-	BiasSide     int // bias Add: which input (0 or 1) is the bias
-	BiasShared   bool
+	MainIdx                          int // node index of the Gemm or MatMul
+	AddIdx                           int // node index of the bias Add, or -1
+	BiasInit                         string
+	BiasShape                        []int64 // stored shape ([out], [1,out], [] for a scalar, ...)
+	BiasType                         int32
+	Beta                             float64
+	BiasSide                         int // bias Add: which input (0 or 1) is the bias
+	BiasShared                       bool
 	// A bias that is the block [BiasOff, BiasOff+Out) of BiasInit, which
 	// holds BiasRows values (0 for a whole tensor).
 	BiasRows, BiasOff int
