@@ -658,6 +658,11 @@ func (x *extractor) fold(i int, n *pb.NodeProto) error {
 		return x.generic(i, n)
 	}
 	src := x.consts[n.Input[0]]
+	if c, ok := x.foldInts(n, src); ok {
+		x.consts[out] = c
+		x.vtype[out] = c.dtype
+		return nil
+	}
 	switch n.GetOpType() {
 	case "Identity":
 		x.consts[out] = src
@@ -1100,4 +1105,131 @@ func (x *extractor) blockSlice(i int, n *pb.NodeProto) (bool, error) {
 	x.vtype[n.Output[0]] = c.dtype
 	x.blocks[i] = true
 	return true, nil
+}
+
+// foldInts computes the integer arithmetic over constants that exporters
+// leave unfolded (torch without constant folding splits a packed weight
+// at Shape(w)[0] / 3 * k): Shape of a constant, and Gather, Add, Sub, Mul,
+// Div, Unsqueeze, Squeeze and Concat of small integer constants. It
+// reports false for anything else, which is evaluated with the data.
+func (x *extractor) foldInts(n *pb.NodeProto, src *constVal) (*constVal, bool) {
+	const maxLen = 64 // shape vectors, never tensors
+	ints := func(name string) (*constVal, []int64, bool) {
+		c := x.consts[name]
+		if c == nil || IsFloatType(c.dtype) || (c.dtype != Int64 && c.dtype != Int32) {
+			return nil, nil, false
+		}
+		v, err := x.intsOf(c)
+		if err != nil || len(v) > maxLen {
+			return nil, nil, false
+		}
+		return c, v, true
+	}
+	mk := func(shape []int, v []int64, dt int32) (*constVal, bool) {
+		return &constVal{shape: shape, ints: v, dtype: dt, transposeIdx: -1, fromNode: n.GetOpType()}, true
+	}
+	switch op := n.GetOpType(); op {
+	case "Shape":
+		if len(n.Attribute) > 0 || len(src.shape) > maxLen {
+			return nil, false // start/end: left to the evaluator
+		}
+		v := make([]int64, len(src.shape))
+		for k, d := range src.shape {
+			v[k] = int64(d)
+		}
+		return mk([]int{len(v)}, v, Int64)
+	case "Gather":
+		c, data, ok := ints(n.Input[0])
+		if !ok || len(n.Input) != 2 || len(c.shape) != 1 || AttrInt(n, "axis", 0) != 0 {
+			return nil, false
+		}
+		ic, idx, ok := ints(n.Input[1])
+		if !ok || len(ic.shape) > 1 {
+			return nil, false
+		}
+		v := make([]int64, len(idx))
+		for k, i := range idx {
+			if i < 0 {
+				i += int64(len(data))
+			}
+			if i < 0 || i >= int64(len(data)) {
+				return nil, false
+			}
+			v[k] = data[i]
+		}
+		return mk(slices.Clone(ic.shape), v, c.dtype)
+	case "Add", "Sub", "Mul", "Div":
+		if len(n.Input) != 2 {
+			return nil, false
+		}
+		ca, a, oka := ints(n.Input[0])
+		cb, b, okb := ints(n.Input[1])
+		if !oka || !okb || ca.dtype != cb.dtype || len(ca.shape) > 1 || len(cb.shape) > 1 {
+			return nil, false
+		}
+		size, shape := len(a), ca.shape
+		switch {
+		case len(a) == len(b):
+			if len(cb.shape) > len(ca.shape) {
+				shape = cb.shape
+			}
+		case len(a) == 1 && len(ca.shape) <= len(cb.shape):
+			size, shape = len(b), cb.shape
+		case len(b) != 1 || len(cb.shape) > len(ca.shape):
+			return nil, false
+		}
+		v := make([]int64, size)
+		for k := range v {
+			p, q := a[min(k, len(a)-1)], b[min(k, len(b)-1)]
+			switch op {
+			case "Add":
+				v[k] = p + q
+			case "Sub":
+				v[k] = p - q
+			case "Mul":
+				v[k] = p * q
+			case "Div":
+				if q == 0 {
+					return nil, false
+				}
+				v[k] = p / q // ONNX integer division truncates, as Go's
+			}
+		}
+		return mk(slices.Clone(shape), v, ca.dtype)
+	case "Unsqueeze", "Squeeze":
+		c, v, ok := ints(n.Input[0])
+		if !ok {
+			return nil, false
+		}
+		axes := AttrInts(n, "axes")
+		if len(n.Input) > 1 && n.Input[1] != "" {
+			if _, a, ok := ints(n.Input[1]); ok {
+				axes = a
+			} else {
+				return nil, false
+			}
+		}
+		switch {
+		case op == "Unsqueeze" && len(c.shape) == 0 && len(axes) == 1 && (axes[0] == 0 || axes[0] == -1):
+			return mk([]int{1}, slices.Clone(v), c.dtype)
+		case op == "Squeeze" && len(c.shape) == 1 && c.shape[0] == 1 && (axes == nil || (len(axes) == 1 && (axes[0] == 0 || axes[0] == -1))):
+			return mk([]int{}, slices.Clone(v), c.dtype)
+		}
+	case "Concat":
+		if AttrInt(n, "axis", 0) != 0 {
+			return nil, false
+		}
+		var v []int64
+		dt := int32(0)
+		for _, in := range n.Input {
+			c, iv, ok := ints(in)
+			if !ok || len(c.shape) != 1 || (dt != 0 && c.dtype != dt) {
+				return nil, false
+			}
+			dt = c.dtype
+			v = append(v, iv...)
+		}
+		return mk([]int{len(v)}, v, dt)
+	}
+	return nil, false
 }

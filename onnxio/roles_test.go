@@ -89,8 +89,11 @@ func TestRolesZoo(t *testing.T) {
 		"transformer_pre_op13":  "d " + encoderRoles + encoderRoles + "head",
 		// decoder: self-attention (packed), then cross-attention whose
 		// in_proj is read as two row blocks, q and the packed k/v.
-		"decoder_op13":         "d d " + decoderRoles + decoderRoles + "head",
-		"decoder_op17":         "d d " + decoderRoles + decoderRoles + "head",
+		"decoder_op13": "d d " + decoderRoles + decoderRoles + "head",
+		"decoder_op17": "d d " + decoderRoles + decoderRoles + "head",
+		// a bare cross-attention without constant folding: in_proj read
+		// as three row blocks.
+		"xattn_op17":           "d d d q k v o head",
 		"transformer_pre_op17": "d " + encoderRoles + encoderRoles + "head",
 		// vit: timm's qkv Linear (Gather of q, k, v), proj, MLP, head; the
 		// Linear patch embedding reads reshaped image patches.

@@ -249,3 +249,62 @@ func TestStaticSliceBlocks(t *testing.T) {
 		})
 	}
 }
+
+// TestFoldedIntBounds: without constant folding torch splits a packed
+// [3E, E] weight into q, k and v at Shape(w)[0] / 3 * k; the integer
+// arithmetic over the constant folds and the three MatMuls are layers on
+// row blocks of w, tied as one tensor (Shape reads only w's dims).
+func TestFoldedIntBounds(t *testing.T) {
+	f := pb.TensorProto_FLOAT
+	vi := func(name string, dims ...int64) *pb.ValueInfoProto {
+		var ds []*pb.TensorShapeProto_Dimension
+		for _, d := range dims {
+			ds = append(ds, &pb.TensorShapeProto_Dimension{Value: &pb.TensorShapeProto_Dimension_DimValue{DimValue: d}})
+		}
+		return &pb.ValueInfoProto{Name: proto.String(name), Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{TensorType: &pb.TypeProto_Tensor{
+			ElemType: proto.Int32(int32(f)), Shape: &pb.TensorShapeProto{Dim: ds}}}}}
+	}
+	ns := []*pb.NodeProto{
+		node("Shape", []string{"w"}, "s"),
+		intConst("i0", true, 0), intConst("two", true, 2), intConst("three", true, 3), intConst("ax0", false, 0),
+		node("Gather", []string{"s", "i0"}, "rows", intAttr("axis", 0)),
+		node("Add", []string{"rows", "two"}, "r2"),
+		node("Div", []string{"r2", "three"}, "e"),
+		node("Unsqueeze", []string{"e", "ax0"}, "eu"),
+		intConst("k1", false, 1), intConst("k2", false, 2), intConst("k3", false, 3),
+		node("Mul", []string{"eu", "k1"}, "b1"),
+		node("Mul", []string{"eu", "k2"}, "b2"),
+		node("Mul", []string{"eu", "k3"}, "b3"),
+		node("Slice", []string{"w", "ax0", "b1", "ax0"}, "wq"),
+		node("Slice", []string{"w", "b1", "b2", "ax0"}, "wk"),
+		node("Slice", []string{"w", "b2", "b3", "ax0"}, "wv"),
+	}
+	for _, p := range []string{"q", "k", "v"} {
+		ns = append(ns, node("Transpose", []string{"w" + p}, "w"+p+"T"), node("MatMul", []string{"x", "w" + p + "T"}, "y"+p))
+	}
+	w := &pb.TensorProto{Name: proto.String("w"), Dims: []int64{12, 4}, DataType: proto.Int32(int32(f)), FloatData: make([]float32, 48)}
+	mp := &pb.ModelProto{IrVersion: proto.Int64(8), OpsetImport: []*pb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(13)}},
+		Graph: &pb.GraphProto{Name: proto.String("g"), Node: ns, Initializer: []*pb.TensorProto{w},
+			Input:  []*pb.ValueInfoProto{vi("x", 2, 4)},
+			Output: []*pb.ValueInfoProto{vi("yq", 2, 4), vi("yk", 2, 4), vi("yv", 2, 4)}}}
+	b, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Parse(b, "fold.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := Extract(m, ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(net.Layers) != 3 || len(net.Ties) != 1 {
+		t.Fatalf("%d layers, %d ties; want 3 layers tied as one tensor", len(net.Layers), len(net.Ties))
+	}
+	for k, l := range net.Layers {
+		if !l.Prunable || l.WeightRow0 != 4*k || l.Out != 4 || l.WeightRows != 12 {
+			t.Errorf("layer %d: prunable %v (%s), rows %d+%d of %d", k, l.Prunable, l.Reason, l.WeightRow0, l.Out, l.WeightRows)
+		}
+	}
+}

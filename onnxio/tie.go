@@ -197,6 +197,8 @@ func (x *extractor) tieLayers() {
 			switch op := n.GetOpType(); {
 			case byMain[r.node] != nil && r.slot == 1 && (op == "Gemm" || op == "MatMul"):
 				// a dense use, already a layer
+			case op == "Shape" || op == "Size":
+				// Reads the dims only, which pruning keeps.
 			case op == "Gather" && r.slot == 0 && r.identities && AttrInt(n, "axis", 0) == 0 && t.Rows > 0:
 				t.Gathers = append(t.Gathers, TieGather{Node: label, NodeIdx: r.node})
 			default:
