@@ -1100,6 +1100,9 @@ func (x *extractor) blockSlice(i int, n *pb.NodeProto) (bool, error) {
 		cols = c.shape[1]
 		shape = append(shape, cols)
 	}
+	if len(v) != int(rows)*cols {
+		return false, nil // data that does not match the dims: evaluated as it is
+	}
 	x.consts[n.Output[0]] = &constVal{shape: shape, floats: v[a*cols : b*cols], dtype: c.dtype, init: c.init,
 		transposeIdx: -1, fromNode: "Slice", rowOff: a, rows: int(rows), sliceIdx: i}
 	x.vtype[n.Output[0]] = c.dtype

@@ -237,7 +237,7 @@ func (x *extractor) symSlice(n *pb.NodeProto, s *symVal) ([]symDim, bool) {
 	}
 	if s.shapeOf != "" {
 		// The rank is not known: only trailing dims, counted from the end.
-		if start >= 0 || s.start != 0 || (end != maxSliceEnd && end > 0) {
+		if start >= 0 || start < -64 || s.start != 0 || (end != maxSliceEnd && end > 0) {
 			return nil, false
 		}
 		stop := int64(0)
@@ -389,7 +389,7 @@ func (x *extractor) staticRows(v string, depth int) (int64, bool) {
 			return 0, false
 		}
 		src := n.Input[0]
-		for {
+		for steps := 0; steps < 8; steps++ {
 			// The columns survive a Slice along axis 0.
 			q, ok := x.g.Producer[src]
 			if !ok {
