@@ -150,6 +150,9 @@ func exactTie(net *onnxio.Network, tr *Trace, st *Stats, t *onnxio.Tie, out *Sco
 		ls := st.Layers[k]
 		start = min(start, ls.Op)
 		inv[u] = make([]int, t.Size())
+		for e := range inv[u] {
+			inv[u][e] = -1 // outside the use's block
+		}
 		for q := 0; q < ls.Layer.Params(); q++ {
 			inv[u][ls.Layer.StoredIndex(q)] = q
 		}
@@ -162,7 +165,6 @@ func exactTie(net *onnxio.Network, tr *Trace, st *Stats, t *onnxio.Tie, out *Sco
 		}
 	}
 	base := tr.Outputs()
-	first := out.Layers[uses[0]]
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -198,6 +200,10 @@ func exactTie(net *onnxio.Network, tr *Trace, st *Stats, t *onnxio.Tie, out *Sco
 				saved := make([]float64, 0, 2*len(uses)+len(gatherData))
 				for u, l := range layers {
 					q := inv[u][e]
+					if q < 0 {
+						saved = append(saved, 0, 0)
+						continue
+					}
 					i := q / l.In
 					saved = append(saved, l.W[q], l.B[i])
 					l.W[q] = 0
@@ -216,11 +222,19 @@ func exactTie(net *onnxio.Network, tr *Trace, st *Stats, t *onnxio.Tie, out *Sco
 							sum += d * d
 						}
 					}
-					first.Score[inv[0][e]] += sum // one writer per element
+					// One writer per element: the first use that reads it
+					// (a block of the tensor is read by one use).
+					for u := range uses {
+						if inv[u][e] >= 0 {
+							out.Layers[uses[u]].Score[inv[u][e]] += sum
+							break
+						}
+					}
 				}
 				for u, l := range layers {
-					q := inv[u][e]
-					l.W[q], l.B[q/l.In] = saved[2*u], saved[2*u+1]
+					if q := inv[u][e]; q >= 0 {
+						l.W[q], l.B[q/l.In] = saved[2*u], saved[2*u+1]
+					}
 				}
 				for g, id := range gatherData {
 					local.Values[id].Data[e] = saved[2*len(uses)+g]

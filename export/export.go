@@ -128,6 +128,9 @@ func Apply(m *onnxio.Model, updates []Update, opt Options) (*onnxio.Model, []Ten
 		}
 		results = append(results, r)
 	}
+	if err := e.flushBlocks(results); err != nil {
+		return nil, nil, fmt.Errorf("export: %w", err)
+	}
 	e.finish()
 	if opt.Metadata != "" {
 		setMetadata(out.Proto, MetadataKey, opt.Metadata)
@@ -158,6 +161,26 @@ type editor struct {
 	newInits      []*pb.TensorProto
 	newSparse     []*pb.SparseTensorProto
 	initPos       map[string]int // initializer positions by name, for replaceInit
+
+	// Tensors several layers write blocks of (a packed attention
+	// projection split by Slice nodes): the whole tensor's new values,
+	// encoded once after every layer has written its block.
+	model       *onnxio.Model
+	blocks      map[string]*blockWrite
+	blockOrder  []string
+	biasBlocks  map[string]*blockWrite
+	biasesOrder []string
+}
+
+// blockWrite is a tensor being assembled from the blocks of its layers:
+// the stored values (the original ones where no layer writes) and which
+// elements a layer wrote, to refuse overlapping writes that differ.
+type blockWrite struct {
+	init    *pb.TensorProto
+	vals    []float64
+	written []bool
+	layer   *onnxio.Layer // the first writer
+	results []int         // indices of the writers' results
 }
 
 func newEditor(m *onnxio.Model, format Format, addBias bool) *editor {
@@ -168,6 +191,7 @@ func newEditor(m *onnxio.Model, format Format, addBias bool) *editor {
 		names:  map[string]bool{},
 		before: map[int][]*pb.NodeProto{}, after: map[int][]*pb.NodeProto{},
 		removeInit: map[string]bool{}, redirected: map[string]bool{},
+		model: m, blocks: map[string]*blockWrite{}, biasBlocks: map[string]*blockWrite{},
 	}
 	collectNames(g, e.names)
 	inputs := map[string]bool{}
@@ -355,6 +379,9 @@ func (e *editor) apply(u Update, tied map[string]*tieWrite) (TensorResult, error
 			return TensorResult{}, err
 		}
 	}
+	if l.Tie != nil && l.WeightRows > 0 {
+		return e.applyBlock(u, n)
+	}
 	if l.Tie != nil {
 		return e.applyTied(u, n, tied)
 	}
@@ -426,6 +453,10 @@ func (e *editor) tiedSource(l *onnxio.Layer) (*pb.TensorProto, error) {
 		case "Transpose":
 			transposes++
 		case "Identity":
+		case "Slice":
+			if p != l.SliceIdx || l.WeightRows == 0 || e.g.Node[p].Input[0] == v {
+				return nil, fmt.Errorf("weight of %s passes Slice node %s, which is not its block's: the layer is not from this model", l.Node, e.nodeLabel(p))
+			}
 		default:
 			return nil, fmt.Errorf("weight of %s does not come from initializer %q: the layer is not from this model", l.Node, l.WeightInit)
 		}
@@ -657,6 +688,9 @@ func (e *editor) writeBias(l *onnxio.Layer, n *pb.NodeProto, b []float64) error 
 	if slot == nil {
 		return e.insertBias(l, n, b)
 	}
+	if l.B != nil && l.BiasRows > 0 && !l.BiasShared {
+		return e.writeBiasBlock(l, *slot, b)
+	}
 	if l.B == nil {
 		return fmt.Errorf("bias %s (%s, shape %s) cannot be rewritten", *slot, onnxio.TypeName(l.BiasType), plain.Shape(l.BiasShape))
 	}
@@ -872,4 +906,136 @@ func SparseNote(m *onnxio.Model) string {
 	}
 	return fmt.Sprintf("the model (IR version %d, opset %d) cannot hold sparse tensors (IR >= %d and opset >= %d needed), so the pruned weights are stored dense with zeros and the file is no smaller (gzip still shrinks it); to store them sparse, convert the model to opset %d or newer first (python: onnx.version_converter.convert_version(model, %d))",
 		m.Proto.GetIrVersion(), m.Opset(""), minSparseIR, minConstantOpset, minConstantOpset, minConstantOpset)
+}
+
+// block returns the assembly of a tensor written in blocks, starting from
+// its original values.
+func (e *editor) block(m map[string]*blockWrite, order *[]string, init *pb.TensorProto, l *onnxio.Layer) (*blockWrite, error) {
+	if bw := m[init.GetName()]; bw != nil {
+		return bw, nil
+	}
+	vals, err := e.model.Floats(init)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", init.GetName(), err)
+	}
+	bw := &blockWrite{init: init, vals: slices.Clone(vals), written: make([]bool, len(vals)), layer: l}
+	m[init.GetName()] = bw
+	*order = append(*order, init.GetName())
+	return bw, nil
+}
+
+// put stores the values of one writer at positions off+k, refusing a
+// different value where another writer stored one.
+func (bw *blockWrite) put(l *onnxio.Layer, at func(k int) int, vals []float64) error {
+	for k, v := range vals {
+		p := at(k)
+		if p < 0 || p >= len(bw.vals) {
+			return fmt.Errorf("element %d of %s is out of its %d values: the layer is not from this model", p, bw.init.GetName(), len(bw.vals))
+		}
+		if bw.written[p] && math.Float64bits(bw.vals[p]) != math.Float64bits(v) {
+			return fmt.Errorf("%s: element %d is %g for this layer and %g for layer %s, which read the same tensor",
+				bw.init.GetName(), p, v, bw.vals[p], bw.layer.Name)
+		}
+		bw.vals[p], bw.written[p] = v, true
+	}
+	return nil
+}
+
+// applyBlock writes a layer whose weight is a block of rows of a tensor
+// other layers read blocks of: its values go into the tensor's assembly,
+// encoded once by flushBlocks; its bias is written like any other.
+func (e *editor) applyBlock(u Update, n *pb.NodeProto) (TensorResult, error) {
+	l := u.Layer
+	init, err := e.tiedSource(l)
+	if err != nil {
+		return TensorResult{}, err
+	}
+	dt, dims := init.GetDataType(), init.GetDims()
+	cols := int64(l.In)
+	if l.WeightLayout == onnxio.LayoutInOut {
+		cols = int64(l.Out)
+	}
+	if len(dims) != 2 || dims[0] != int64(l.WeightRows) || dims[1] != cols || dt != l.WeightType ||
+		l.WeightRow0 < 0 || l.WeightRow0+l.BlockRows() > l.WeightRows {
+		return TensorResult{}, fmt.Errorf("initializer %s is %s %s, the layer expects rows %d to %d of %s [%d, %d]: the layer is not from this model",
+			init.GetName(), onnxio.TypeName(dt), plain.Shape(dims), l.WeightRow0, l.WeightRow0+l.BlockRows(), onnxio.TypeName(l.WeightType), l.WeightRows, cols)
+	}
+	if l.Alpha == 0 {
+		return TensorResult{}, fmt.Errorf("Gemm alpha is 0, so no weight can be written")
+	}
+	bw, err := e.block(e.blocks, &e.blockOrder, init, l)
+	if err != nil {
+		return TensorResult{}, err
+	}
+	vals := make([]float64, len(u.W))
+	for q, v := range u.W {
+		vals[q] = stored(dt, v, l.Alpha)
+	}
+	if err := bw.put(l, l.StoredIndex, vals); err != nil {
+		return TensorResult{}, err
+	}
+	if u.B != nil {
+		if err := e.writeBias(l, n, u.B); err != nil {
+			return TensorResult{}, err
+		}
+	}
+	return TensorResult{Layer: l.Name, Tensor: init.GetName()}, nil
+}
+
+// writeBiasBlock writes a bias that is a block of a bias tensor, read
+// through the Slice node that feeds slot.
+func (e *editor) writeBiasBlock(l *onnxio.Layer, slot string, b []float64) error {
+	p, ok := e.idx.Producer[slot]
+	if !ok || e.g.Node[p].GetOpType() != "Slice" || len(e.g.Node[p].Input) == 0 || e.g.Node[p].Input[0] != l.BiasInit || !e.exclusive(slot) {
+		return fmt.Errorf("bias %s is not a Slice of %s read by this layer alone: the layer is not from this model", slot, l.BiasInit)
+	}
+	init := e.idx.Initializer[l.BiasInit]
+	if init == nil || e.idx.IsOutput[l.BiasInit] || onnxio.NumElements(init.GetDims()) != int64(l.BiasRows) ||
+		l.BiasOff < 0 || l.BiasOff+l.Out > l.BiasRows || init.GetDataType() != l.BiasType {
+		return fmt.Errorf("bias %s does not hold %d values at %d of %d: the layer is not from this model", l.BiasInit, l.Out, l.BiasOff, l.BiasRows)
+	}
+	if l.Beta == 0 {
+		return fmt.Errorf("Gemm beta is 0, so the bias cannot be changed")
+	}
+	bw, err := e.block(e.biasBlocks, &e.biasesOrder, init, l)
+	if err != nil {
+		return err
+	}
+	vals := make([]float64, len(b))
+	for i, v := range b {
+		vals[i] = stored(l.BiasType, v, l.Beta)
+	}
+	return bw.put(l, func(k int) int { return l.BiasOff + k }, vals)
+}
+
+// flushBlocks encodes the tensors written in blocks, each once, and fills
+// in the results of their writers (the first holds the write, the others
+// name it, like a tie's).
+func (e *editor) flushBlocks(results []TensorResult) error {
+	byTensor := map[string][]int{}
+	for k, r := range results {
+		if e.blocks[r.Tensor] != nil && r.Format == "" {
+			byTensor[r.Tensor] = append(byTensor[r.Tensor], k)
+		}
+	}
+	for _, name := range e.blockOrder {
+		bw := e.blocks[name]
+		r, err := e.encodeWeight(bw.layer, bw.init, bw.init.GetDims(), bw.vals)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", bw.layer.Name, err)
+		}
+		for j, k := range byTensor[name] {
+			rk := r
+			rk.Layer = results[k].Layer
+			if j > 0 {
+				rk.Bytes, rk.DenseBytes, rk.TiedWith = 0, 0, results[byTensor[name][0]].Layer
+			}
+			results[k] = rk
+		}
+	}
+	for _, name := range e.biasesOrder {
+		bw := e.biasBlocks[name]
+		e.replaceInit(name, onnxio.EncodeFloats(bw.init, bw.init.GetDims(), bw.vals))
+	}
+	return nil
 }

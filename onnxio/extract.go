@@ -42,6 +42,10 @@ type constVal struct {
 	init         string
 	transposeIdx int
 	fromNode     string // op type that produced it when not an initializer
+	// A block of rows [rowOff, rowOff+shape[0]) (before any transpose) of
+	// the initializer init, which has rows rows, cut by Slice node
+	// sliceIdx; rows is 0 for a whole tensor.
+	rowOff, rows, sliceIdx int
 }
 
 type extractor struct {
@@ -56,6 +60,7 @@ type extractor struct {
 	vtype   map[string]int32   // element types of values and constants
 	skip    map[int]bool       // nodes consumed by a pattern
 	shared  map[string]bool    // initializers of dense layers that other nodes read too
+	blocks  map[int]bool       // Slice nodes that cut a block of rows out of an initializer
 	opset   int64
 	fatal   string // a finding that makes the network unusable whatever the outputs (quantized model)
 }
@@ -77,6 +82,7 @@ func Extract(m *Model, opt ExtractOptions) (*Network, error) {
 		vtype:   map[string]int32{},
 		skip:    map[int]bool{},
 		shared:  map[string]bool{},
+		blocks:  map[int]bool{},
 		opset:   m.Opset(""),
 	}
 	x.net.Opset = x.opset
@@ -389,6 +395,11 @@ func (x *extractor) node(i int, n *pb.NodeProto) error {
 	if op == "Gemm" || op == "MatMul" {
 		return x.dense(i, n)
 	}
+	if op == "Slice" {
+		if took, err := x.blockSlice(i, n); took || err != nil {
+			return err
+		}
+	}
 	if took, err := x.shapeNode(i, n); took || err != nil {
 		return err
 	}
@@ -647,6 +658,11 @@ func (x *extractor) fold(i int, n *pb.NodeProto) error {
 		return x.generic(i, n)
 	}
 	src := x.consts[n.Input[0]]
+	if c, ok := x.foldInts(n, src); ok {
+		x.consts[out] = c
+		x.vtype[out] = c.dtype
+		return nil
+	}
 	switch n.GetOpType() {
 	case "Identity":
 		x.consts[out] = src
@@ -669,8 +685,14 @@ func (x *extractor) fold(i int, n *pb.NodeProto) error {
 		fc := &constVal{shape: []int{c, r}, floats: t, dtype: src.dtype, transposeIdx: -1, fromNode: "Transpose"}
 		if src.init != "" {
 			fc.init, fc.transposeIdx = src.init, i
+			fc.rowOff, fc.rows, fc.sliceIdx = src.rowOff, src.rows, src.sliceIdx
 		}
 		x.consts[out] = fc
+	case "Slice":
+		if took, err := x.blockSlice(i, n); took || err != nil {
+			return err
+		}
+		return x.generic(i, n)
 	case "Cast":
 		to := int32(AttrInt(n, "to", 0))
 		v, err := x.floatsOf(src)
@@ -733,6 +755,10 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 	}
 	l := &Layer{Node: label, TransposeIdx: -1, MainIdx: i, AddIdx: -1, Alpha: 1, Beta: 1, WeightType: bc.dtype, Prunable: true}
 	l.WeightInit = bc.init
+	l.SliceIdx = -1
+	if bc.rows > 0 {
+		l.WeightRows, l.WeightRow0, l.SliceIdx = bc.rows, bc.rowOff, bc.sliceIdx
+	}
 	out := n.Output[0]
 	switch op {
 	case "Gemm":
@@ -764,6 +790,9 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 			l.WeightLayout = LayoutInOut
 		}
 		l.Pattern = "Transpose+" + l.Pattern
+	}
+	if bc.rows > 0 {
+		l.Pattern = "Slice+" + l.Pattern
 	}
 	switch {
 	case view != nil && len(view) == l.Out*l.In:
@@ -823,6 +852,10 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		l.Pattern = "Gemm (no bias)"
 	}
 	l.Name = l.WeightInit
+	if bc.rows > 0 {
+		// Several layers read blocks of the one initializer.
+		l.Name = fmt.Sprintf("%s[%d:%d]", bc.init, bc.rowOff, bc.rowOff+l.BlockRows())
+	}
 	if l.Name == "" {
 		l.Name = bName // a Constant's output: still the weight's name
 		if bc.transposeIdx >= 0 || bc.fromNode == "Transpose" {
@@ -843,8 +876,9 @@ func (x *extractor) dense(i int, n *pb.NodeProto) error {
 		switch {
 		case exposed:
 			l.Prunable, l.Reason = false, fmt.Sprintf("weight %s is also a graph output", bc.init)
-		case len(users) > 1:
-			// A tie: tieLayers groups the readers once all are known.
+		case len(users) > 1 || bc.rows > 0:
+			// A tie: tieLayers groups the readers once all are known. A
+			// block is one too, even alone: the tensor is written whole.
 			x.shared[bc.init] = true
 		}
 	}
@@ -964,7 +998,12 @@ func (x *extractor) setBias(l *Layer, name string, c *constVal, label string) er
 		l.BiasShape[k] = int64(d)
 	}
 	l.BiasType = c.dtype
-	if c.init == "" || len(x.g.Consumers[c.init]) > 1 || x.g.IsOutput[c.init] {
+	switch {
+	case c.rows > 0:
+		// A block of a bias initializer the layer's Slice alone reads.
+		l.BiasRows, l.BiasOff = c.rows, c.rowOff
+		l.BiasShared = len(x.g.Consumers[name]) > 1 || x.g.IsOutput[name] || x.g.IsOutput[c.init]
+	case c.init == "" || len(x.g.Consumers[c.init]) > 1 || x.g.IsOutput[c.init]:
 		l.BiasShared = true
 	}
 	if !IsFloatType(c.dtype) {
@@ -1004,4 +1043,196 @@ func (x *extractor) finishLayers() {
 			}
 		}
 	}
+}
+
+// blockSlice takes a Slice that cuts rows [a, b) (axis 0, step 1, bounds
+// the graph fixes, see staticInts) out of a float initializer of rank 1 or
+// 2, as MultiheadAttention's packed in_proj_weight and in_proj_bias are
+// split when query and key differ. The block becomes a constant that
+// remembers where it lies, so that a dense layer reading it is a layer on
+// part of the stored tensor. The node stays in the file; the evaluator
+// reads the block directly, which is what the Slice computes in any run
+// the graph admits.
+func (x *extractor) blockSlice(i int, n *pb.NodeProto) (bool, error) {
+	if x.opset < 10 || len(n.Input) < 3 || len(n.Output) != 1 {
+		return false, nil
+	}
+	c := x.consts[n.Input[0]]
+	if c == nil || c.init == "" || c.tensor == nil || c.rows > 0 || c.transposeIdx >= 0 || !IsFloatType(c.dtype) ||
+		(len(c.shape) != 1 && len(c.shape) != 2) || x.g.Initializer[c.init] == nil {
+		return false, nil
+	}
+	one := func(k int, def int64) (int64, bool) {
+		if len(n.Input) <= k || n.Input[k] == "" {
+			return def, true
+		}
+		v, ok := x.staticInts(n.Input[k])
+		if !ok || len(v) != 1 {
+			return 0, false
+		}
+		return v[0], true
+	}
+	start, ok1 := one(1, 0)
+	end, ok2 := one(2, 0)
+	axis, ok3 := one(3, 0)
+	step, ok4 := one(4, 1)
+	rows := int64(c.shape[0])
+	if !ok1 || !ok2 || !ok3 || !ok4 || step != 1 || (axis != 0 && axis != -int64(len(c.shape))) {
+		return false, nil
+	}
+	clamp := func(v int64) int64 {
+		if v < 0 {
+			v += rows
+		}
+		return max(0, min(v, rows))
+	}
+	a, b := int(clamp(start)), int(clamp(end))
+	if a >= b {
+		return false, nil
+	}
+	v, err := x.floatsOf(c)
+	if err != nil {
+		return false, err
+	}
+	cols := 1
+	shape := []int{b - a}
+	if len(c.shape) == 2 {
+		cols = c.shape[1]
+		shape = append(shape, cols)
+	}
+	if len(v) != int(rows)*cols {
+		return false, nil // data that does not match the dims: evaluated as it is
+	}
+	x.consts[n.Output[0]] = &constVal{shape: shape, floats: v[a*cols : b*cols], dtype: c.dtype, init: c.init,
+		transposeIdx: -1, fromNode: "Slice", rowOff: a, rows: int(rows), sliceIdx: i}
+	x.vtype[n.Output[0]] = c.dtype
+	x.blocks[i] = true
+	return true, nil
+}
+
+// foldInts computes the integer arithmetic over constants that exporters
+// leave unfolded (torch without constant folding splits a packed weight
+// at Shape(w)[0] / 3 * k): Shape of a constant, and Gather, Add, Sub, Mul,
+// Div, Unsqueeze, Squeeze and Concat of small integer constants. It
+// reports false for anything else, which is evaluated with the data.
+func (x *extractor) foldInts(n *pb.NodeProto, src *constVal) (*constVal, bool) {
+	const maxLen = 64 // shape vectors, never tensors
+	ints := func(name string) (*constVal, []int64, bool) {
+		c := x.consts[name]
+		if c == nil || IsFloatType(c.dtype) || (c.dtype != Int64 && c.dtype != Int32) {
+			return nil, nil, false
+		}
+		v, err := x.intsOf(c)
+		if err != nil || len(v) > maxLen {
+			return nil, nil, false
+		}
+		return c, v, true
+	}
+	mk := func(shape []int, v []int64, dt int32) (*constVal, bool) {
+		return &constVal{shape: shape, ints: v, dtype: dt, transposeIdx: -1, fromNode: n.GetOpType()}, true
+	}
+	switch op := n.GetOpType(); op {
+	case "Shape":
+		if len(n.Attribute) > 0 || len(src.shape) > maxLen {
+			return nil, false // start/end: left to the evaluator
+		}
+		v := make([]int64, len(src.shape))
+		for k, d := range src.shape {
+			v[k] = int64(d)
+		}
+		return mk([]int{len(v)}, v, Int64)
+	case "Gather":
+		c, data, ok := ints(n.Input[0])
+		if !ok || len(n.Input) != 2 || len(c.shape) != 1 || AttrInt(n, "axis", 0) != 0 {
+			return nil, false
+		}
+		ic, idx, ok := ints(n.Input[1])
+		if !ok || len(ic.shape) > 1 {
+			return nil, false
+		}
+		v := make([]int64, len(idx))
+		for k, i := range idx {
+			if i < 0 {
+				i += int64(len(data))
+			}
+			if i < 0 || i >= int64(len(data)) {
+				return nil, false
+			}
+			v[k] = data[i]
+		}
+		return mk(slices.Clone(ic.shape), v, c.dtype)
+	case "Add", "Sub", "Mul", "Div":
+		if len(n.Input) != 2 {
+			return nil, false
+		}
+		ca, a, oka := ints(n.Input[0])
+		cb, b, okb := ints(n.Input[1])
+		if !oka || !okb || ca.dtype != cb.dtype || len(ca.shape) > 1 || len(cb.shape) > 1 {
+			return nil, false
+		}
+		size, shape := len(a), ca.shape
+		switch {
+		case len(a) == len(b):
+			if len(cb.shape) > len(ca.shape) {
+				shape = cb.shape
+			}
+		case len(a) == 1 && len(ca.shape) <= len(cb.shape):
+			size, shape = len(b), cb.shape
+		case len(b) != 1 || len(cb.shape) > len(ca.shape):
+			return nil, false
+		}
+		v := make([]int64, size)
+		for k := range v {
+			p, q := a[min(k, len(a)-1)], b[min(k, len(b)-1)]
+			switch op {
+			case "Add":
+				v[k] = p + q
+			case "Sub":
+				v[k] = p - q
+			case "Mul":
+				v[k] = p * q
+			case "Div":
+				if q == 0 {
+					return nil, false
+				}
+				v[k] = p / q // ONNX integer division truncates, as Go's
+			}
+		}
+		return mk(slices.Clone(shape), v, ca.dtype)
+	case "Unsqueeze", "Squeeze":
+		c, v, ok := ints(n.Input[0])
+		if !ok {
+			return nil, false
+		}
+		axes := AttrInts(n, "axes")
+		if len(n.Input) > 1 && n.Input[1] != "" {
+			if _, a, ok := ints(n.Input[1]); ok {
+				axes = a
+			} else {
+				return nil, false
+			}
+		}
+		switch {
+		case op == "Unsqueeze" && len(c.shape) == 0 && len(axes) == 1 && (axes[0] == 0 || axes[0] == -1):
+			return mk([]int{1}, slices.Clone(v), c.dtype)
+		case op == "Squeeze" && len(c.shape) == 1 && c.shape[0] == 1 && (axes == nil || (len(axes) == 1 && (axes[0] == 0 || axes[0] == -1))):
+			return mk([]int{}, slices.Clone(v), c.dtype)
+		}
+	case "Concat":
+		if AttrInt(n, "axis", 0) != 0 {
+			return nil, false
+		}
+		var v []int64
+		dt := int32(0)
+		for _, in := range n.Input {
+			c, iv, ok := ints(in)
+			if !ok || len(c.shape) != 1 || (dt != 0 && c.dtype != dt) {
+				return nil, false
+			}
+			dt = c.dtype
+			v = append(v, iv...)
+		}
+		return mk([]int{len(v)}, v, dt)
+	}
+	return nil, false
 }

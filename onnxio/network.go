@@ -255,14 +255,22 @@ type Layer struct {
 	WeightType   int32 // element type
 	Alpha        float64
 	TransposeIdx int // node index of the Transpose in front of MatMul, or -1
-	MainIdx      int // node index of the Gemm or MatMul
-	AddIdx       int // node index of the bias Add, or -1
-	BiasInit     string
-	BiasShape    []int64 // stored shape ([out], [1,out], [] for a scalar, ...)
-	BiasType     int32
-	Beta         float64
-	BiasSide     int // bias Add: which input (0 or 1) is the bias
-	BiasShared   bool
+	// A weight that is a block of rows of WeightInit (a Slice along its
+	// axis 0, as a packed attention projection is split): the stored
+	// tensor has WeightRows rows and the block starts at WeightRow0, cut
+	// by node SliceIdx (-1 for a whole tensor, WeightRows 0).
+	WeightRows, WeightRow0, SliceIdx int
+	MainIdx                          int // node index of the Gemm or MatMul
+	AddIdx                           int // node index of the bias Add, or -1
+	BiasInit                         string
+	BiasShape                        []int64 // stored shape ([out], [1,out], [] for a scalar, ...)
+	BiasType                         int32
+	Beta                             float64
+	BiasSide                         int // bias Add: which input (0 or 1) is the bias
+	BiasShared                       bool
+	// A bias that is the block [BiasOff, BiasOff+Out) of BiasInit, which
+	// holds BiasRows values (0 for a whole tensor).
+	BiasRows, BiasOff int
 
 	// Tie is the group of readers of a weight other nodes read too
 	// (nil for a weight of its own): its layers are pruned as one tensor.

@@ -22,10 +22,12 @@ const (
 	RoleHidden          // followed by an activation and another dense layer, no residual
 	RoleHead            // its output reaches a graph output through no further layer
 	RolePatchEmbed      // applied to patches cut from an image input by reshapes
+	RoleKeyValue        // one layer split into the keys and values only (cross-attention's packed k/v)
 )
 
 var roleNames = [...]string{"dense", "attention q", "attention k", "attention v", "attention in-projection (fused)",
-	"attention output projection", "FFN in", "FFN out", "MLP hidden", "head", "patch embedding"}
+	"attention output projection", "FFN in", "FFN out", "MLP hidden", "head", "patch embedding",
+	"attention k/v (packed)"}
 
 func (r Role) String() string {
 	if int(r) >= 0 && int(r) < len(roleNames) {
@@ -257,6 +259,19 @@ func (n *Network) AssignRoles() {
 		role[op] = r
 	}
 	isDense := func(op *Op) bool { return op.Kind == OpDense }
+	// The parts of attention a split layer serves: k and v alone make it
+	// cross-attention's packed key/value projection.
+	parts := map[int]map[Role]bool{}
+	split := func(d int, r Role) {
+		if d < 0 {
+			return
+		}
+		set(d, RoleInProj)
+		if parts[d] == nil {
+			parts[d] = map[Role]bool{}
+		}
+		parts[d][r] = true
+	}
 	// Attention: every Softmax whose input comes from a product of two
 	// activations (the scores) and whose output multiplies another
 	// activation (the values).
@@ -274,9 +289,9 @@ func (n *Network) AssignRoles() {
 		}
 		attnRoles := []Role{RoleQuery, RoleKey}
 		for k, v := range g.dataInputs(&n.Ops[scores]) {
-			d, split := g.traceBack(v)
-			if split {
-				set(d, RoleInProj)
+			d, isSplit := g.traceBack(v)
+			if isSplit {
+				split(d, attnRoles[k])
 			} else {
 				set(d, attnRoles[k])
 			}
@@ -288,9 +303,9 @@ func (n *Network) AssignRoles() {
 				if g.fromSoftmax(v, i) {
 					continue
 				}
-				d, split := g.traceBack(v)
-				if split {
-					set(d, RoleInProj)
+				d, isSplit := g.traceBack(v)
+				if isSplit {
+					split(d, RoleValue)
 				} else {
 					set(d, RoleValue)
 				}
@@ -302,6 +317,11 @@ func (n *Network) AssignRoles() {
 					set(d, RoleAttnOut)
 				}
 			}
+		}
+	}
+	for d, p := range parts {
+		if len(p) == 2 && p[RoleKey] && p[RoleValue] && role[d] == RoleInProj {
+			role[d] = RoleKeyValue
 		}
 	}
 	// Patch embeddings, heads, FFNs and hidden layers, for the dense ops

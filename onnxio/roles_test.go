@@ -15,6 +15,7 @@ import (
 var roleCodes = map[string]Role{
 	"d": RoleDense, "q": RoleQuery, "k": RoleKey, "v": RoleValue, "qkv": RoleInProj, "o": RoleAttnOut,
 	"f1": RoleFFNIn, "f2": RoleFFNOut, "mlp": RoleHidden, "head": RoleHead, "patch": RolePatchEmbed,
+	"kv": RoleKeyValue,
 }
 
 func wantRoles(t *testing.T, codes string) []Role {
@@ -51,6 +52,7 @@ func checkRoles(t *testing.T, n *Network, codes string) {
 const (
 	encoderRoles = "qkv o f1 f2 "
 	mixerRoles   = "f1 f2 f1 f2 "
+	decoderRoles = "qkv o q kv o f1 f2 "
 )
 
 // TestRolesZoo: the roles of every layer of the PyTorch exports of the
@@ -85,7 +87,14 @@ func TestRolesZoo(t *testing.T) {
 		"transformer_post_op17": "d " + encoderRoles + encoderRoles + "head",
 		"transformer_pre_op11":  "d " + encoderRoles + encoderRoles + "head",
 		"transformer_pre_op13":  "d " + encoderRoles + encoderRoles + "head",
-		"transformer_pre_op17":  "d " + encoderRoles + encoderRoles + "head",
+		// decoder: self-attention (packed), then cross-attention whose
+		// in_proj is read as two row blocks, q and the packed k/v.
+		"decoder_op13": "d d " + decoderRoles + decoderRoles + "head",
+		"decoder_op17": "d d " + decoderRoles + decoderRoles + "head",
+		// a bare cross-attention without constant folding: in_proj read
+		// as three row blocks.
+		"xattn_op17":           "d d d q k v o head",
+		"transformer_pre_op17": "d " + encoderRoles + encoderRoles + "head",
 		// vit: timm's qkv Linear (Gather of q, k, v), proj, MLP, head; the
 		// Linear patch embedding reads reshaped image patches.
 		"vit_conv_op13":   encoderRoles + encoderRoles + "head",

@@ -1,6 +1,8 @@
 package onnxio
 
 import (
+	"slices"
+
 	pb "github.com/ecprune/ecprune/onnxio/onnxpb"
 )
 
@@ -16,7 +18,8 @@ import (
 // shape; the subgraph stays in the file, untouched.
 
 // symDim is one element of a shape vector computed from a graph value:
-// a constant, or dimension axis of the value named of.
+// a constant, or dimension axis of the value named of (a negative axis
+// counts from the last, as Slice(Shape(x), -1) gives it).
 type symDim struct {
 	of   string // "" for a constant
 	axis int
@@ -127,6 +130,36 @@ func (x *extractor) symNode(i int, n *pb.NodeProto) (bool, error) {
 		}
 		x.sym[out] = &symVal{dims: dims}
 		return true, nil
+	case "Slice":
+		s := sym(n.Input[0])
+		if s == nil {
+			return false, nil
+		}
+		if d, ok := x.symSlice(n, s); ok {
+			x.sym[out] = &symVal{dims: d}
+		}
+		return true, nil
+	case "Squeeze":
+		s := sym(n.Input[0])
+		if s == nil {
+			return false, nil
+		}
+		axes := AttrInts(n, "axes")
+		if len(n.Input) > 1 {
+			axes, _ = ints(n.Input[1])
+		}
+		if s.shapeOf == "" && !s.scalar && len(s.dims) == 1 && (axes == nil || (len(axes) == 1 && (axes[0] == 0 || axes[0] == -1))) {
+			x.sym[out] = &symVal{dims: s.dims, scalar: true}
+		}
+		return true, nil
+	case "Add", "Sub", "Mul", "Div":
+		if len(n.Input) != 2 || (sym(n.Input[0]) == nil && sym(n.Input[1]) == nil) {
+			return false, nil
+		}
+		if v, ok := x.symArith(op, n.Input[0], n.Input[1]); ok {
+			x.sym[out] = v
+		}
+		return true, nil
 	case "Cast":
 		s := sym(n.Input[0])
 		if s == nil {
@@ -166,4 +199,232 @@ func (x *extractor) symReshape(n *pb.NodeProto) ([]int64, bool) {
 		}
 	}
 	return shape, true
+}
+
+// The exporter writes what depends only on a tensor's size, such as
+// MultiheadAttention's split of its packed projection
+// (w[:E], w[E:] with E = q.size(-1)), as shape arithmetic over Shape(q).
+// Where the graph fixes the dimension (a declared input shape, or the
+// weight q meets in a product, which a valid run must match), the
+// arithmetic folds to a constant: staticInts resolves it.
+
+// maxSliceEnd is what exporters write for "to the end" (INT64_MAX).
+const maxSliceEnd = int64(1<<63 - 1)
+
+// symSlice is a Slice (constant bounds, step 1, axis 0) of a symbolic
+// shape vector: a whole shape's trailing dims by negative starts, or part
+// of a list of elements.
+func (x *extractor) symSlice(n *pb.NodeProto, s *symVal) ([]symDim, bool) {
+	if len(n.Input) < 3 || s.scalar {
+		return nil, false
+	}
+	arg := func(k int, def int64) (int64, bool) {
+		if len(n.Input) <= k || n.Input[k] == "" {
+			return def, true
+		}
+		v, ok := x.staticInts(n.Input[k])
+		if !ok || len(v) != 1 {
+			return 0, false
+		}
+		return v[0], true
+	}
+	start, ok1 := arg(1, 0)
+	end, ok2 := arg(2, 0)
+	axis, ok3 := arg(3, 0)
+	step, ok4 := arg(4, 1)
+	if !ok1 || !ok2 || !ok3 || !ok4 || axis != 0 || step != 1 {
+		return nil, false
+	}
+	if s.shapeOf != "" {
+		// The rank is not known: only trailing dims, counted from the end.
+		if start >= 0 || start < -64 || s.start != 0 || (end != maxSliceEnd && end > 0) {
+			return nil, false
+		}
+		stop := int64(0)
+		if end < 0 {
+			stop = end
+		}
+		var dims []symDim
+		for a := start; a < stop; a++ {
+			dims = append(dims, symDim{of: s.shapeOf, axis: int(a)})
+		}
+		return dims, len(dims) > 0
+	}
+	size := int64(len(s.dims))
+	clamp := func(v int64) int64 {
+		if v < 0 {
+			v += size
+		}
+		return max(0, min(v, size))
+	}
+	a, b := clamp(start), clamp(end)
+	if a >= b {
+		return nil, false
+	}
+	return append([]symDim(nil), s.dims[a:b]...), true
+}
+
+// symArith folds integer Add, Sub, Mul or Div of one-element operands
+// whose values are static.
+func (x *extractor) symArith(op, a, b string) (*symVal, bool) {
+	va, oka := x.staticInts(a)
+	vb, okb := x.staticInts(b)
+	if !oka || !okb || len(va) != 1 || len(vb) != 1 {
+		return nil, false
+	}
+	var r int64
+	switch op {
+	case "Add":
+		r = va[0] + vb[0]
+	case "Sub":
+		r = va[0] - vb[0]
+	case "Mul":
+		r = va[0] * vb[0]
+	case "Div":
+		if vb[0] == 0 {
+			return nil, false
+		}
+		r = va[0] / vb[0] // ONNX integer division truncates, as Go's
+	}
+	scalar := x.isScalar(a) && x.isScalar(b)
+	return &symVal{dims: []symDim{{c: r}}, scalar: scalar}, true
+}
+
+// isScalar: a rank-0 integer value (a constant or a symbolic scalar).
+func (x *extractor) isScalar(name string) bool {
+	if c := x.consts[name]; c != nil {
+		return len(c.shape) == 0
+	}
+	s := x.sym[name]
+	return s != nil && s.scalar
+}
+
+// staticInts is the value of an integer constant or of a symbolic list
+// whose every element the graph fixes.
+func (x *extractor) staticInts(name string) ([]int64, bool) {
+	if c := x.consts[name]; c != nil {
+		if IsFloatType(c.dtype) {
+			return nil, false
+		}
+		v, err := x.intsOf(c)
+		return v, err == nil
+	}
+	s := x.sym[name]
+	if s == nil || s.shapeOf != "" {
+		return nil, false
+	}
+	out := make([]int64, len(s.dims))
+	for k, d := range s.dims {
+		if d.of == "" {
+			out[k] = d.c
+			continue
+		}
+		v, ok := x.staticDim(d.of, d.axis)
+		if !ok {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
+}
+
+// staticDim is dimension axis of value v when the graph fixes it: declared
+// (a graph input or value_info with that dimension), or the last one of
+// the left operand of a MatMul whose right operand's rows are known (a
+// run in which they differ fails).
+func (x *extractor) staticDim(v string, axis int) (int64, bool) {
+	for _, vis := range [][]*pb.ValueInfoProto{x.g.G.Input, x.g.G.ValueInfo, x.g.G.Output} {
+		for _, vi := range vis {
+			if vi.GetName() != v {
+				continue
+			}
+			s := ValueShape(vi)
+			a := axis
+			if a < 0 {
+				a += len(s)
+			}
+			if s != nil && a >= 0 && a < len(s) && s[a] > 0 {
+				return s[a], true
+			}
+		}
+	}
+	if axis != -1 {
+		return 0, false
+	}
+	for _, u := range x.g.Consumers[v] {
+		n := x.g.G.Node[u]
+		if n.GetOpType() != "MatMul" || len(n.Input) != 2 || n.Input[0] != v || n.Input[1] == v {
+			continue
+		}
+		if r, ok := x.staticRows(n.Input[1], 0); ok {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// staticRows is the number of rows (dim -2) of a matrix value that is a
+// constant, or a 2-D Transpose of a constant or of a Slice along axis 0
+// of one (its columns are the constant's).
+func (x *extractor) staticRows(v string, depth int) (int64, bool) {
+	if c := x.consts[v]; c != nil {
+		if len(c.shape) == 2 {
+			return int64(c.shape[0]), true
+		}
+		return 0, false
+	}
+	p, ok := x.g.Producer[v]
+	if !ok || depth > 4 {
+		return 0, false
+	}
+	n := x.g.G.Node[p]
+	if len(n.Input) == 0 {
+		return 0, false
+	}
+	switch n.GetOpType() {
+	case "Identity":
+		return x.staticRows(n.Input[0], depth+1)
+	case "Transpose":
+		if perm := AttrInts(n, "perm"); perm != nil && !slices.Equal(perm, []int64{1, 0}) {
+			return 0, false
+		}
+		src := n.Input[0]
+		for steps := 0; steps < 8; steps++ {
+			// The columns survive a Slice along axis 0.
+			q, ok := x.g.Producer[src]
+			if !ok {
+				break
+			}
+			sn := x.g.G.Node[q]
+			if sn.GetOpType() != "Slice" || len(sn.Input) < 4 || sn.Input[3] == "" {
+				return 0, false
+			}
+			if a, ok := x.graphInts(sn.Input[3]); !ok || len(a) != 1 || a[0] != 0 {
+				return 0, false
+			}
+			src = sn.Input[0]
+		}
+		if c := x.g.Initializer[src]; c != nil && len(c.GetDims()) == 2 {
+			return c.GetDims()[1], true
+		}
+	}
+	return 0, false
+}
+
+// graphInts reads an integer initializer or Constant node's value, whether
+// or not extraction has reached it.
+func (x *extractor) graphInts(name string) ([]int64, bool) {
+	var t *pb.TensorProto
+	if init := x.g.Initializer[name]; init != nil {
+		t = init
+	} else if p, ok := x.g.Producer[name]; ok && x.g.G.Node[p].GetOpType() == "Constant" {
+		if a := Attr(x.g.G.Node[p], "value"); a != nil {
+			t = a.GetT()
+		}
+	}
+	if t == nil || IsFloatType(t.GetDataType()) {
+		return nil, false
+	}
+	v, err := x.m.Ints(t)
+	return v, err == nil
 }

@@ -41,13 +41,31 @@ func (t *Tie) Size() int { return t.Rows * t.Cols }
 // StoredIndex maps a weight position q (row-major [Out, In] of the
 // effective W) to the position of the same element in the initializer as
 // stored: the identity for a weight stored [out, in], a transposition for
-// one stored [in, out].
+// one stored [in, out], shifted by the block's offset for a weight that is
+// a block of rows of the initializer.
 func (l *Layer) StoredIndex(q int) int {
+	base := 0
+	if l.WeightRows > 0 {
+		cols := l.In
+		if l.WeightLayout == LayoutInOut {
+			cols = l.Out
+		}
+		base = l.WeightRow0 * cols
+	}
 	if l.WeightLayout == LayoutInOut {
 		o, j := q/l.In, q%l.In
-		return j*l.Out + o
+		return base + j*l.Out + o
 	}
-	return q
+	return base + q
+}
+
+// BlockRows is the number of stored rows the layer's weight covers: all
+// of WeightInit's, or its block's.
+func (l *Layer) BlockRows() int {
+	if l.WeightLayout == LayoutInOut {
+		return l.In
+	}
+	return l.Out
 }
 
 // GatherOp finds the op of a Gather use in the network (nil when the
@@ -122,6 +140,11 @@ func (x *extractor) tieReaders(name string) (rs []tieReader, exposed bool) {
 		for _, u := range x.g.Consumers[v] {
 			n := x.g.G.Node[u]
 			op := n.GetOpType()
+			if x.blocks[u] && n.Input[0] == v {
+				// A block of the tensor's rows: its readers read part of it.
+				walk(n.Output[0], transposed, true)
+				continue
+			}
 			if (op == "Identity" || op == "Transpose") && len(n.Output) > 0 && len(n.Input) > 0 && n.Input[0] == v {
 				if perm := AttrInts(n, "perm"); op == "Identity" || perm == nil || slices.Equal(perm, []int64{1, 0}) {
 					walk(n.Output[0], transposed != (op == "Transpose"), anyT || op == "Transpose")
@@ -174,13 +197,28 @@ func (x *extractor) tieLayers() {
 			switch op := n.GetOpType(); {
 			case byMain[r.node] != nil && r.slot == 1 && (op == "Gemm" || op == "MatMul"):
 				// a dense use, already a layer
+			case op == "Shape" || op == "Size":
+				// Reads the dims only, which pruning keeps.
 			case op == "Gather" && r.slot == 0 && r.identities && AttrInt(n, "axis", 0) == 0 && t.Rows > 0:
 				t.Gathers = append(t.Gathers, TieGather{Node: label, NodeIdx: r.node})
 			default:
 				t.Others = append(t.Others, fmt.Sprintf("%s (%s)", label, op))
 			}
 		}
-		reason := ""
+		reason, blocks := "", false
+		covered := make([]bool, t.Rows)
+		for _, l := range layers {
+			if l.WeightRows == 0 {
+				for r := range covered {
+					covered[r] = true
+				}
+				continue
+			}
+			blocks = true
+			for r := l.WeightRow0; r < l.WeightRow0+l.BlockRows() && r < len(covered); r++ {
+				covered[r] = true
+			}
+		}
 		switch {
 		case exposed:
 			reason = fmt.Sprintf("weight %s is also a graph output", init)
@@ -188,6 +226,11 @@ func (x *extractor) tieLayers() {
 			reason = fmt.Sprintf("weight %s is shared and not a matrix", init)
 		case len(t.Others) > 0:
 			reason = fmt.Sprintf("weight %s is also read by %s, whose change ecprune does not measure", init, strings.Join(t.Others, ", "))
+		case blocks && slices.Contains(covered, false):
+			// Every stored element must belong to some layer, or its
+			// removal would not be measured.
+			r := slices.Index(covered, false)
+			reason = fmt.Sprintf("row %d of weight %s is read by no dense layer", r, init)
 		}
 		for _, l := range layers {
 			if !l.Prunable && reason == "" {
@@ -201,7 +244,7 @@ func (x *extractor) tieLayers() {
 				}
 			}
 		}
-		if len(layers)+len(t.Gathers) < 2 && len(t.Others) == 0 {
+		if len(layers)+len(t.Gathers) < 2 && len(t.Others) == 0 && !blocks {
 			continue // one dense use after all: not a tie
 		}
 		for _, l := range layers {

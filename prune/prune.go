@@ -389,8 +389,12 @@ func Apply(net *onnxio.Network, plan *Plan) *onnxio.Network {
 // StoredMask is a tied layer's removals in its weight's stored order.
 func StoredMask(lp *LayerPlan) []bool {
 	l := lp.Layer
-	m := make([]bool, l.Params())
-	for q := range m {
+	size := l.Params()
+	if l.Tie != nil {
+		size = max(size, l.Tie.Size()) // a block of the tensor is part of it
+	}
+	m := make([]bool, size)
+	for q := range l.Params() {
 		if lp.Pruned != nil {
 			m[l.StoredIndex(q)] = lp.Pruned[q]
 		} else {

@@ -262,6 +262,50 @@ class Encoder(nn.Module):
         return self.head(h)
 
 
+class Decoder(nn.Module):
+    """nn.TransformerDecoder (batch_first) whose memory is a Linear
+    embedding of [N, 8, 16] inputs and whose target is one of their first
+    4 tokens. Cross-attention splits its packed in_proj_weight and
+    in_proj_bias by Slice nodes whose bounds are shape arithmetic over
+    q.size(-1), even with constant folding. Each layer's weights are
+    perturbed: the deep-copied clones would otherwise be identical and
+    the exporter would merge them into one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.mem = nn.Linear(16, 32)
+        self.tgt = nn.Linear(16, 32)
+        layer = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.1, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+        with torch.no_grad():
+            for p in self.decoder.parameters():
+                p.add_(0.02 * torch.randn(p.shape))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = self.decoder(self.tgt(x[:, :4]), self.mem(x))
+        return self.head(h.mean(dim=1))
+
+
+class CrossAttention(nn.Module):
+    """A bare nn.MultiheadAttention(query, key, value) with three distinct
+    Linear embeddings of [N, 8, 16] inputs (the first 4 tokens as queries).
+    Exported without constant folding, its packed in_proj_weight is split
+    by Slice nodes at Shape(in_proj_weight)[0] / 3 * k."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(16, 32)
+        self.k = nn.Linear(16, 32)
+        self.v = nn.Linear(16, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h, _ = self.attn(self.q(x[:, :4]), self.k(x), self.v(x))
+        return self.head(h.mean(dim=1))
+
+
 class Attention(nn.Module):
     """timm's ViT attention."""
 
@@ -550,6 +594,11 @@ SPECS = [
     dict(base="cnn_pads", family="cnn", build=CNNPads, shape=[3, 16, 16], opsets=[11, 13]),
     dict(base="transformer_post", family="transformer", build=lambda: Encoder(False), shape=[8, 16], opsets=[11, 13, 17]),
     dict(base="transformer_pre", family="transformer", build=lambda: Encoder(True), shape=[8, 16], opsets=[11, 13, 17]),
+    dict(base="decoder", family="transformer", build=Decoder, shape=[8, 16], opsets=[13, 17],
+         notes="cross-attention's in_proj_weight and in_proj_bias are read through Slice nodes (q and packed k/v rows)"),
+    dict(base="xattn", family="transformer", build=CrossAttention, shape=[8, 16], opsets=[17], fold=False,
+         notes="exported without constant folding: in_proj_weight and in_proj_bias are split by Slice nodes at "
+               "Shape(in_proj_weight)[0] / 3 * k"),
     dict(base="vit_conv", family="vit", build=lambda: ViT("conv", 3), shape=[3, 16, 16], opsets=[13, 17]),
     dict(base="vit_linear", family="vit", build=lambda: ViT("linear", 1), shape=[1, 16, 16], opsets=[11, 13, 17]),
     dict(base="swin_tiny", family="vit", build=swin_tiny, shape=[3, 16, 16], opsets=[13]),
@@ -591,12 +640,12 @@ def calibration(spec):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def export(model, x, opset, old):
+def export(model, x, opset, old, fold=True):
     buf = io.BytesIO()
     # Not under torch.no_grad(): with gradients off, nn.TransformerEncoderLayer
     # takes its fused fast path, which has no ONNX export.
     torch.onnx.export(
-        model, x, buf, opset_version=opset, do_constant_folding=True,
+        model, x, buf, opset_version=opset, do_constant_folding=fold,
         input_names=["input"], output_names=["output"],
         dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
         keep_initializers_as_inputs=old)
@@ -687,7 +736,7 @@ def main():
             einsum[n] = w if layout == "out,in" else w.T
         for opset in spec["opsets"]:
             name = "%s_op%d" % (spec["base"], opset)
-            data = export(model, torch.from_numpy(x[:2]), opset, spec.get("old", False))
+            data = export(model, torch.from_numpy(x[:2]), opset, spec.get("old", False), spec.get("fold", True))
             mp = onnx.load_from_string(data)
             onnx.checker.check_model(mp, full_check=True)
             consts, readers = constants(mp), consumers(mp)

@@ -62,11 +62,15 @@ type Tensor struct {
 	ReadBy []string `json:"read_by"` // op types of the nodes reading it
 }
 
-// Dense reports whether a Gemm, MatMul or Einsum reads the tensor: the copy
-// of a weight that pruning the layer changes (an embedding's Gather alone
-// does not make it one).
+// Dense reports whether a Gemm, MatMul or Einsum reads the tensor, or a
+// Slice (a packed attention projection split into the blocks that
+// MatMuls read) or a Transpose (a Linear exported without constant
+// folding): the copy of a weight that pruning the layer changes (an
+// embedding's Gather alone does not make it one).
 func (t Tensor) Dense() bool {
-	return slices.ContainsFunc(t.ReadBy, func(op string) bool { return op == "Gemm" || op == "MatMul" || op == "Einsum" })
+	return slices.ContainsFunc(t.ReadBy, func(op string) bool {
+		return op == "Gemm" || op == "MatMul" || op == "Einsum" || op == "Slice" || op == "Transpose"
+	})
 }
 
 // Array is a dense array widened to float64 (token ids are exact).
