@@ -1,6 +1,9 @@
 package analysis
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // arena recycles the float64 buffers of one batch's pass (the trace's
 // values, the reverse pass's cotangents and derivative factors, the
@@ -22,9 +25,18 @@ import "sync"
 // largest set one batch held at once, plus what a smaller last batch
 // could not fit.
 type arena struct {
-	mu     sync.Mutex
-	free   [][]float64 // available, full capacity
-	used   [][]float64 // handed out since the last reset, full capacity
+	mu sync.Mutex
+	// free holds the available buffers (full capacity) by capacity, and
+	// caps those capacities in increasing order, so that a request takes
+	// the smallest that fits in logarithmic time: a deep network hands
+	// out thousands of buffers per batch, and a scan of every free one
+	// per request made the pass quadratic in depth.
+	free map[int][][]float64
+	caps []int
+	// used are the buffers handed out since the last reset (full
+	// capacity), and usedAt their positions there by first element.
+	used   [][]float64
+	usedAt map[*float64]int
 	mapped [][]float64 // from mapHuge, for close
 }
 
@@ -40,19 +52,19 @@ func (a *arena) zeros(n int) []float64 {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	best := -1
-	for i, b := range a.free {
-		if cap(b) >= n && (best < 0 || cap(b) < cap(a.free[best])) {
-			best = i
-		}
-	}
 	var b []float64
-	if best >= 0 {
-		b = a.free[best]
-		last := len(a.free) - 1
-		a.free[best] = a.free[last]
-		a.free[last] = nil
-		a.free = a.free[:last]
+	if i, _ := slices.BinarySearch(a.caps, n); i < len(a.caps) {
+		c := a.caps[i]
+		stack := a.free[c]
+		last := len(stack) - 1
+		b = stack[last]
+		stack[last] = nil
+		if last == 0 {
+			delete(a.free, c)
+			a.caps = slices.Delete(a.caps, i, i+1)
+		} else {
+			a.free[c] = stack[:last]
+		}
 		clear(b[:n])
 	} else if m, ok := mapHugeAbove(n); ok {
 		b = m
@@ -60,8 +72,26 @@ func (a *arena) zeros(n int) []float64 {
 	} else {
 		b = make([]float64, n)
 	}
-	a.used = append(a.used, b[:cap(b)])
+	if a.usedAt == nil {
+		a.usedAt = map[*float64]int{}
+	}
+	b = b[:cap(b)]
+	a.usedAt[&b[0]] = len(a.used)
+	a.used = append(a.used, b)
 	return b[:n]
+}
+
+// pushFree puts a full-capacity buffer on the free lists. a.mu is held.
+func (a *arena) pushFree(b []float64) {
+	c := cap(b)
+	if a.free == nil {
+		a.free = map[int][][]float64{}
+	}
+	if len(a.free[c]) == 0 {
+		i, _ := slices.BinarySearch(a.caps, c)
+		a.caps = slices.Insert(a.caps, i, c)
+	}
+	a.free[c] = append(a.free[c], b)
 }
 
 // mapHugeAbove is mapHuge for buffers of at least mapMin bytes.
@@ -80,7 +110,7 @@ func (a *arena) close() {
 	for _, m := range a.mapped {
 		unmapHuge(m)
 	}
-	a.free, a.used, a.mapped = nil, nil, nil
+	a.free, a.caps, a.used, a.usedAt, a.mapped = nil, nil, nil, nil, nil
 }
 
 // tensor is a zeroed tensor of the given shape from the arena.
@@ -97,25 +127,32 @@ func (a *arena) put(b []float64) {
 	base := &b[:cap(b)][0]
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for i, u := range a.used {
-		if &u[0] == base && cap(u) == cap(b) {
-			last := len(a.used) - 1
-			a.used[i] = a.used[last]
-			a.used[last] = nil
-			a.used = a.used[:last]
-			a.free = append(a.free, u)
-			return
-		}
+	i, ok := a.usedAt[base]
+	if !ok || cap(a.used[i]) != cap(b) {
+		return
 	}
+	u := a.used[i]
+	last := len(a.used) - 1
+	if i != last {
+		a.used[i] = a.used[last]
+		a.usedAt[&a.used[i][0]] = i
+	}
+	a.used[last] = nil
+	a.used = a.used[:last]
+	delete(a.usedAt, base)
+	a.pushFree(u)
 }
 
 // reset makes every buffer handed out since the last reset available
 // again.
 func (a *arena) reset() {
 	a.mu.Lock()
-	a.free = append(a.free, a.used...)
+	for _, u := range a.used {
+		a.pushFree(u)
+	}
 	clear(a.used)
 	a.used = a.used[:0]
+	clear(a.usedAt)
 	a.mu.Unlock()
 }
 
