@@ -1062,22 +1062,9 @@ func (x *extractor) blockSlice(i int, n *pb.NodeProto) (bool, error) {
 		(len(c.shape) != 1 && len(c.shape) != 2) || x.g.Initializer[c.init] == nil {
 		return false, nil
 	}
-	one := func(k int, def int64) (int64, bool) {
-		if len(n.Input) <= k || n.Input[k] == "" {
-			return def, true
-		}
-		v, ok := x.staticInts(n.Input[k])
-		if !ok || len(v) != 1 {
-			return 0, false
-		}
-		return v[0], true
-	}
-	start, ok1 := one(1, 0)
-	end, ok2 := one(2, 0)
-	axis, ok3 := one(3, 0)
-	step, ok4 := one(4, 1)
+	start, end, axis, step, ok := x.sliceArgs(n)
 	rows := int64(c.shape[0])
-	if !ok1 || !ok2 || !ok3 || !ok4 || step != 1 || (axis != 0 && axis != -int64(len(c.shape))) {
+	if !ok || step != 1 || (axis != 0 && axis != -int64(len(c.shape))) {
 		return false, nil
 	}
 	clamp := func(v int64) int64 {

@@ -211,13 +211,9 @@ func (x *extractor) symReshape(n *pb.NodeProto) ([]int64, bool) {
 // maxSliceEnd is what exporters write for "to the end" (INT64_MAX).
 const maxSliceEnd = int64(1<<63 - 1)
 
-// symSlice is a Slice (constant bounds, step 1, axis 0) of a symbolic
-// shape vector: a whole shape's trailing dims by negative starts, or part
-// of a list of elements.
-func (x *extractor) symSlice(n *pb.NodeProto, s *symVal) ([]symDim, bool) {
-	if len(n.Input) < 3 || s.scalar {
-		return nil, false
-	}
+// sliceArgs reads an opset-10+ Slice's starts, ends, axes and steps when
+// each is one value the graph fixes (axes default to 0, steps to 1).
+func (x *extractor) sliceArgs(n *pb.NodeProto) (start, end, axis, step int64, ok bool) {
 	arg := func(k int, def int64) (int64, bool) {
 		if len(n.Input) <= k || n.Input[k] == "" {
 			return def, true
@@ -232,7 +228,18 @@ func (x *extractor) symSlice(n *pb.NodeProto, s *symVal) ([]symDim, bool) {
 	end, ok2 := arg(2, 0)
 	axis, ok3 := arg(3, 0)
 	step, ok4 := arg(4, 1)
-	if !ok1 || !ok2 || !ok3 || !ok4 || axis != 0 || step != 1 {
+	return start, end, axis, step, ok1 && ok2 && ok3 && ok4
+}
+
+// symSlice is a Slice (constant bounds, step 1, axis 0) of a symbolic
+// shape vector: a whole shape's trailing dims by negative starts, or part
+// of a list of elements.
+func (x *extractor) symSlice(n *pb.NodeProto, s *symVal) ([]symDim, bool) {
+	if len(n.Input) < 3 || s.scalar {
+		return nil, false
+	}
+	start, end, axis, step, ok := x.sliceArgs(n)
+	if !ok || axis != 0 || step != 1 {
 		return nil, false
 	}
 	if s.shapeOf != "" {
