@@ -132,6 +132,9 @@ func (s *session) pruneOne(m *Method, o Options) (*Result, error) {
 		return nil, err
 	}
 	r.Refit = plan.Objective
+	if plan.Task != "" {
+		r.Task = string(plan.Task)
+	}
 	r.Seconds.Select = time.Since(t).Seconds()
 	layers := planLayerReports(plan)
 	res := &Result{Report: r, s: s, opt: o, method: m}

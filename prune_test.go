@@ -167,3 +167,33 @@ func TestPruneZeroLayer(t *testing.T) {
 		t.Errorf("got %v, want a bad-input error naming %s and its all-zero layer %s", err, path, head)
 	}
 }
+
+// TestPruneReportsRecognisedTask: without labels or a named task, the
+// report's task is the one ec+ recognised and matched (a classifier's
+// logits by KL, a regression's outputs by squared error), and a named task
+// is reported as given.
+func TestPruneReportsRecognisedTask(t *testing.T) {
+	for _, tc := range []struct {
+		model, data string
+		task        Task
+		want, refit string
+	}{
+		{"mnist_mlp_gemm", "mnist", "", "classification", "bias refit: KL to the dense model's softmax (classifier recognised without labels"},
+		{"pde_mlp", "pde", "", "regression", "bias refit: squared error to the dense model's outputs (no labels or --task; not a classifier"},
+		{"mnist_mlp_gemm", "mnist", TaskRegression, "regression", "bias refit: squared error"},
+	} {
+		m, err := Load("testdata/models/" + tc.model + ".onnx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := Data{Inputs: []string{"testdata/data/" + tc.data + "_calib_x.npy"}}
+		res, err := Prune(context.Background(), m, data, Options{Sparsity: 0.5, Analysis: Analysis{Task: tc.task, Limit: 200}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := res.Report; r.Task != tc.want || !strings.HasPrefix(r.Refit, tc.refit) {
+			t.Errorf("%s, task %q: report task %q, refit %q; want %q, %q...", tc.model, tc.task, r.Task, r.Refit, tc.want, tc.refit)
+		}
+		res.Close()
+	}
+}

@@ -76,6 +76,9 @@ type Plan struct {
 	// Objective names what a method matched beyond its selection (ec+'s
 	// refit), or is empty.
 	Objective string
+	// Task is the task a method recognised from the model itself (ec+
+	// without labels or a named task), or empty when it was given.
+	Task analysis.Task
 }
 
 // Validate checks option values, naming what is wrong.

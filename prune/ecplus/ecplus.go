@@ -206,6 +206,12 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	if eo.RefitSteps > 0 {
 		plan.Objective = "bias refit: " + e.rv.why
 	}
+	if task == TaskAuto {
+		plan.Task = analysis.TaskRegression
+		if e.rv.kl {
+			plan.Task = analysis.TaskClassification
+		}
+	}
 	for li, ls := range st.Layers {
 		lp := plan.Layers[li]
 		cl := cur.Ops[ls.Op].Layer
