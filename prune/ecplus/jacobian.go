@@ -95,7 +95,11 @@ func (r *refitter) linearizeFull() (solve.Damped, []float64, float64, error) {
 		return nil, nil, 0, err
 	}
 	nb, k := r.nb, r.rv.k()
-	g := make([]float64, nb*nb)
+	// G is kept from one linearisation to the next (the last step's is
+	// done with), as is the gathered Jacobian: fresh memory costs page
+	// faults.
+	g := grow(&r.g, nb*nb)
+	clear(g)
 	samples := r.e.n
 	if r.curv != nil {
 		samples = r.curvN

@@ -80,6 +80,7 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 	reconGram(rd.ac, n, in, fit, gram)
 	lambda := reconLambda(gram, in, e.eo.ReconDamp)
 	opts := maskedOptions()
+	opts.Scratch = &e.cg
 	why := ""
 	if mode == ReconAuto {
 		if len(hold) == 0 || len(fit) == 0 {

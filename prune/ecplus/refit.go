@@ -39,6 +39,7 @@ type refitter struct {
 	curvFull bool // memory ran out while keeping them
 
 	jac []float64 // linearizeFull's gathered Jacobian, reused
+	g   []float64 // and its Gauss-Newton matrix
 }
 
 type keptTrace struct {

@@ -7,6 +7,7 @@ import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
+	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // ecp is the state of one ec+ run.
@@ -51,6 +52,8 @@ type ecp struct {
 	clean  cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
+
+	cg solve.CGScratch // the reconstruction's solver buffers, likewise
 }
 
 func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Options, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
