@@ -74,6 +74,7 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 	for _, s := range e.rv.log {
 		e.logf("ec+: %s", s)
 	}
+	e.cg = solve.CGScratch{} // the selection's solver memory, for the refit's
 	r, err := newRefitter(e, cur)
 	if err != nil {
 		return err
@@ -215,6 +216,9 @@ func newRefitter(e *ecp, cur *onnxio.Network) (*refitter, error) {
 	}
 	// Bound the batch's Jacobian, n*K*B values.
 	r.batch = max(1, min(ecpBatch, (1<<22)/max(1, r.rv.k()*r.nb)))
+	if r.batch != ecpBatch || r.rv.y0 == nil {
+		e.prev = nil // run cannot replay them: memory for the refit
+	}
 	return r, nil
 }
 
