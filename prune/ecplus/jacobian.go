@@ -31,6 +31,14 @@ var (
 	ecpCurvSamples = 256
 )
 
+// ecpJacChunk bounds the output directions of one reverse pass of
+// jacobian: directions x the widest value of the trace at most this many
+// values (2 MB, one direction on a 256-sample batch of a 1024-wide MLP).
+// The pass's cotangents are then buffers the heap recycles, where 16 MB
+// ones per batch came from fresh memory, a page fault per 4 KB; the rows
+// of a product, hence the Jacobian's bits, do not depend on the chunk.
+const ecpJacChunk = 1 << 18
+
 // jacobian adds the Jacobian [n*K, B] of a traced batch of n samples
 // into j (rows from row0 on, zero on entry), row s*K+p being
 // d y(s)_p / d theta: one reverse pass per output component, batched.
@@ -44,7 +52,7 @@ func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, j 
 			widest = max(widest, v.Len())
 		}
 	}
-	chunk := max(1, (1<<24)/widest)
+	chunk := max(1, ecpJacChunk/widest)
 	for p0 := 0; p0 < k; p0 += chunk {
 		p1 := min(k, p0+chunk)
 		cot := make([]*analysis.Tensor, len(ys))
