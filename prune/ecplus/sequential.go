@@ -7,7 +7,6 @@ import (
 	"github.com/ecprune/ecprune/analysis"
 	"github.com/ecprune/ecprune/onnxio"
 	"github.com/ecprune/ecprune/prune"
-	"github.com/ecprune/ecprune/prune/internal/solve"
 )
 
 // ecp is the state of one ec+ run.
@@ -53,7 +52,7 @@ type ecp struct {
 
 	rd *resident // buffers reused from layer to layer
 
-	cg solve.CGScratch // the reconstruction's solver buffers, likewise
+	recon reconBufs // the reconstruction's, likewise
 }
 
 func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Options, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
