@@ -296,8 +296,10 @@ func (r *refitter) each(keep bool, f func(tr *analysis.Trace, y0 [][]float64, n 
 				l := r.layers[r.first]
 				z := tr.Values[r.z[r.first]].Data
 				wx := make([]float64, len(z))
-				for q, v := range z {
-					wx[q] = v - l.B[q%l.Out]
+				for q := 0; q < len(z); q += l.Out {
+					for i, v := range z[q : q+l.Out] {
+						wx[q+i] = v - l.B[i]
+					}
 				}
 				bases = append(bases, keptTrace{tr: tr, start: start, n: n, wx: wx})
 			} else {
@@ -362,8 +364,10 @@ func (r *refitter) fromBase(b keptTrace) (*analysis.Trace, error) {
 	id := r.z[r.first]
 	old := b.tr.Values[id]
 	z := analysis.NewTensor(old.Shape, nil)
-	for q, v := range b.wx {
-		z.Data[q] = v + l.B[q%l.Out]
+	for q := 0; q < len(b.wx); q += l.Out {
+		for i, v := range b.wx[q : q+l.Out] {
+			z.Data[q+i] = v + l.B[i]
+		}
 	}
 	tr := *b.tr
 	tr.Values = append([]*analysis.Tensor(nil), b.tr.Values...)
