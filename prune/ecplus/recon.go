@@ -76,7 +76,10 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 			fit = append(fit, r)
 		}
 	}
-	bufs := &e.recon
+	// Buffers of this layer's solves (the held-out test, then the whole
+	// layer), not kept for the next layer: on a 4096-wide layer they are
+	// hundreds of MB, which would be live during the next layer's passes.
+	bufs := &reconBufs{}
 	gram := grow(&bufs.gram, m*m)
 	clear(gram)
 	augFit := reconAug(rd.ac, n, in, fit, &bufs.augFit)
@@ -176,10 +179,9 @@ func reconTestRows(out int) []int {
 // the tests.
 var reconTestMax = 128
 
-// reconBufs are the reconstruction's buffers, kept from one layer to
-// the next: a wide layer's Gram matrix, cross products, solution and
-// [A; 1] are several MB each, and fresh memory costs a page fault per
-// 4 KB.
+// reconBufs are a layer's reconstruction buffers: [A; 1] on the fitted
+// samples serves the Gram matrix, the test's and the whole layer's cross
+// products, and the solver's vectors serve every block of rows.
 type reconBufs struct {
 	gram, c, x, augFit, augHold, eg []float64
 	cg                              solve.CGScratch

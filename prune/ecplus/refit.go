@@ -74,7 +74,6 @@ func (e *ecp) refit(cur *onnxio.Network, steps int) error {
 	for _, s := range e.rv.log {
 		e.logf("ec+: %s", s)
 	}
-	e.recon = reconBufs{} // the selection's memory, for the refit's
 	r, err := newRefitter(e, cur)
 	if err != nil {
 		return err

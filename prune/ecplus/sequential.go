@@ -51,8 +51,6 @@ type ecp struct {
 	clean  cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
-
-	recon reconBufs // the reconstruction's, likewise
 }
 
 func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Options, task analysis.Task, logf func(string, ...any)) (*ecp, error) {
