@@ -23,13 +23,23 @@ var (
 // Refit bounds: the Krylov dimension of the matrix-free solve, and the
 // samples whose curvature (G, or the products G v) is used. The gradient
 // and every objective use all samples; G, which only shapes the step,
-// comes from the first ecpCurvSamples of them, as in Hessian-free
-// optimisation (Martens 2010), so that it costs a fixed amount whatever
-// the calibration size.
+// comes from the first whole batches that hold at least ecpCurvSamples
+// of them (406 samples in two batches of 203 on a 784-1024-1024-10 MLP,
+// whose Jacobian bounds the batch), as in Hessian-free optimisation
+// (Martens 2010), so that it costs a fixed amount whatever the
+// calibration size.
 var (
 	ecpKrylov      = 10
 	ecpCurvSamples = 256
 )
+
+// ecpJacChunk bounds the output directions of one reverse pass of
+// jacobian: directions x the widest value of the trace at most this many
+// values (2 MB, one direction on a 256-sample batch of a 1024-wide MLP).
+// The pass's cotangents are then buffers the heap recycles, where 16 MB
+// ones per batch came from fresh memory, a page fault per 4 KB; the rows
+// of a product, hence the Jacobian's bits, do not depend on the chunk.
+const ecpJacChunk = 1 << 18
 
 // jacobian adds the Jacobian [n*K, B] of a traced batch of n samples
 // into j (rows from row0 on, zero on entry), row s*K+p being
@@ -44,7 +54,7 @@ func (r *refitter) jacobian(tr *analysis.Trace, ys []*analysis.Tensor, n int, j 
 			widest = max(widest, v.Len())
 		}
 	}
-	chunk := max(1, (1<<24)/widest)
+	chunk := max(1, ecpJacChunk/widest)
 	for p0 := 0; p0 < k; p0 += chunk {
 		p1 := min(k, p0+chunk)
 		cot := make([]*analysis.Tensor, len(ys))
@@ -95,7 +105,11 @@ func (r *refitter) linearizeFull() (solve.Damped, []float64, float64, error) {
 		return nil, nil, 0, err
 	}
 	nb, k := r.nb, r.rv.k()
-	g := make([]float64, nb*nb)
+	// G is kept from one linearisation to the next (the last step's is
+	// done with), as is the gathered Jacobian: fresh memory costs page
+	// faults.
+	g := grow(&r.g, nb*nb)
+	clear(g)
 	samples := r.e.n
 	if r.curv != nil {
 		samples = r.curvN
@@ -228,8 +242,8 @@ func (r *refitter) linearizeFree() (solve.Damped, []float64, float64, error) {
 }
 
 // startCurvature prepares to keep the traces of the pruned network at the
-// current biases on the curvature samples (the first ecpCurvSamples, or
-// as many of them as fit in memory), batch by batch through the returned
+// current biases on the curvature samples (the first whole batches that
+// hold ecpCurvSamples, or as many as fit in memory), batch by batch through the returned
 // function; endCurvature logs how it went. With none kept (even one batch
 // does not fit) the curvature runs over all the data.
 func (r *refitter) startCurvature() func(tr *analysis.Trace, n int) {

@@ -76,11 +76,19 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 			fit = append(fit, r)
 		}
 	}
-	gram := make([]float64, m*m)
-	reconGram(rd.ac, n, in, fit, gram)
+	// Buffers of this layer's solves (the held-out test, then the whole
+	// layer), not kept for the next layer: on a 4096-wide layer they are
+	// hundreds of MB, which would be live during the next layer's passes.
+	bufs := &reconBufs{}
+	gram := grow(&bufs.gram, m*m)
+	clear(gram)
+	augFit := reconAug(rd.ac, n, in, fit, &bufs.augFit)
+	reconGram(augFit, m, len(fit), gram)
 	lambda := reconLambda(gram, in, e.eo.ReconDamp)
 	opts := maskedOptions()
+	opts.Scratch = &bufs.cg
 	why := ""
+	var augHold []float64
 	if mode == ReconAuto {
 		if len(hold) == 0 || len(fit) == 0 {
 			return false, "reconstruction: too few samples to decide"
@@ -92,7 +100,7 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 		rows := reconTestRows(out)
 		ns := len(rows)
 		cs := make([]float64, m*ns)
-		reconCross(rd.ac, rd.e, n, in, fit, rows, cs)
+		reconCross(augFit, rd.e, n, m, fit, rows, cs, &bufs.eg)
 		ps := make([]bool, ns*in)
 		for k, i := range rows {
 			copy(ps[k*in:(k+1)*in], pruned[i*in:(i+1)*in])
@@ -111,14 +119,17 @@ func (e *ecp) reconstruct(rd *resident, w, b []float64, pruned []bool, shift []f
 			return false, fmt.Sprintf("reconstruction not applied (held-out output-weighted error %.4g, with it %.4g%s)", before, after, of)
 		}
 		why = fmt.Sprintf(" (held-out output-weighted error %.4g -> %.4g%s; %s)", before, after, of, how)
-		reconGram(rd.ac, n, in, hold, gram)
+		augHold = reconAug(rd.ac, n, in, hold, &bufs.augHold)
+		reconGram(augHold, m, len(hold), gram)
 		lambda = reconLambda(gram, in, e.eo.ReconDamp)
 	}
 	// The cross products in the order the samples went into gram.
-	c := make([]float64, m*out)
-	reconCross(rd.ac, rd.e, n, in, fit, nil, c)
-	reconCross(rd.ac, rd.e, n, in, hold, nil, c)
-	x := make([]float64, out*m)
+	c := grow(&bufs.c, m*out)
+	clear(c)
+	reconCross(augFit, rd.e, n, m, fit, nil, c, &bufs.eg)
+	reconCross(augHold, rd.e, n, m, hold, nil, c, &bufs.eg)
+	x := grow(&bufs.x, out*m)
+	clear(x)
 	how := solve.Masked(gram, c, out, in, pruned, lambda, x, opts)
 	// Apply: w_ij += x_ij on kept columns; the intercept is in centred
 	// coordinates, so the bias also takes -sum_j x_ij shift_j.
@@ -168,11 +179,24 @@ func reconTestRows(out int) []int {
 // the tests.
 var reconTestMax = 128
 
+// reconBufs are a layer's reconstruction buffers: [A; 1] on the fitted
+// samples serves the Gram matrix, the test's and the whole layer's cross
+// products, and the solver's vectors serve every block of rows.
+type reconBufs struct {
+	gram, c, x, augFit, augHold, eg []float64
+	cg                              solve.CGScratch
+}
+
 // reconAug gathers [A; 1] on the samples cols of ac ([in, n], one run per
-// feature): [in+1, len(cols)].
-func reconAug(ac []float64, n, in int, cols []int) []float64 {
+// feature): [in+1, len(cols)], in *buf (nil: fresh).
+func reconAug(ac []float64, n, in int, cols []int, buf *[]float64) []float64 {
 	nc := len(cols)
-	aug := make([]float64, (in+1)*nc)
+	var aug []float64
+	if buf == nil {
+		aug = make([]float64, (in+1)*nc)
+	} else {
+		aug = grow(buf, (in+1)*nc)
+	}
 	for j := 0; j < in; j++ {
 		src, dst := ac[j*n:(j+1)*n], aug[j*nc:(j+1)*nc]
 		for p, r := range cols {
@@ -185,24 +209,22 @@ func reconAug(ac []float64, n, in int, cols []int) []float64 {
 	return aug
 }
 
-// reconGram adds [A; 1][A; 1]^T to gram ([in+1, in+1]) for the samples
-// cols of ac ([in, n]).
-func reconGram(ac []float64, n, in int, cols []int, gram []float64) {
-	m := in + 1
-	nc := len(cols)
+// reconGram adds aug aug^T to gram ([m, m]), aug being [A; 1] ([m, nc],
+// reconAug's).
+func reconGram(aug []float64, m, nc int, gram []float64) {
 	if nc == 0 {
 		return
 	}
-	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: reconAug(ac, n, in, cols)}
+	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: aug[:m*nc]}
 	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, A, 1, blas64.General{Rows: m, Cols: m, Stride: m, Data: gram})
 }
 
-// reconCross adds [A; 1] e_R^T to c ([in+1, len(R)]) for the samples cols
-// of ac ([in, n]) and e ([out, n]), R the rows of e given (nil: all).
-// Every entry is a product over the samples alone, so a row's entries do
-// not depend on which other rows are given.
-func reconCross(ac, e []float64, n, in int, cols, rows []int, c []float64) {
-	m := in + 1
+// reconCross adds [A; 1] e_R^T to c ([m, len(R)]) for the samples cols,
+// aug being [A; 1] on them (reconAug's) and e [out, n], R the rows of e
+// given (nil: all); the gathered rows of e go in *eg (nil: fresh). Every
+// entry is a product over the samples alone, so a row's entries do not
+// depend on which other rows are given.
+func reconCross(aug, e []float64, n, m int, cols, rows []int, c []float64, eg *[]float64) {
 	nc := len(cols)
 	if nc == 0 {
 		return
@@ -211,19 +233,24 @@ func reconCross(ac, e []float64, n, in int, cols, rows []int, c []float64) {
 	if rows == nil {
 		nr = len(e) / max(n, 1)
 	}
-	eg := make([]float64, nr*nc)
+	var g []float64
+	if eg == nil {
+		g = make([]float64, nr*nc)
+	} else {
+		g = grow(eg, nr*nc)
+	}
 	for k := 0; k < nr; k++ {
 		i := k
 		if rows != nil {
 			i = rows[k]
 		}
-		src, dst := e[i*n:(i+1)*n], eg[k*nc:(k+1)*nc]
+		src, dst := e[i*n:(i+1)*n], g[k*nc:(k+1)*nc]
 		for p, r := range cols {
 			dst[p] = src[r]
 		}
 	}
-	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: reconAug(ac, n, in, cols)}
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, blas64.General{Rows: nr, Cols: nc, Stride: nc, Data: eg}, 1, blas64.General{Rows: m, Cols: nr, Stride: nr, Data: c})
+	A := blas64.General{Rows: m, Cols: nc, Stride: nc, Data: aug[:m*nc]}
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, A, blas64.General{Rows: nr, Cols: nc, Stride: nc, Data: g}, 1, blas64.General{Rows: m, Cols: nr, Stride: nr, Data: c})
 }
 
 // reconLambda is the damping: damp times the mean diagonal of the centred

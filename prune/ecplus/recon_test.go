@@ -200,8 +200,9 @@ func TestReconCG(t *testing.T) {
 	for r := range all {
 		all[r] = r
 	}
-	reconGram(f.rd.ac, f.rd.rows, f.in, all, gram)
-	reconCross(f.rd.ac, f.rd.e, f.rd.rows, f.in, all, nil, c)
+	aug := reconAug(f.rd.ac, f.rd.rows, f.in, all, nil)
+	reconGram(aug, m, len(all), gram)
+	reconCross(aug, f.rd.e, f.rd.rows, m, all, nil, c, nil)
 	lambda := reconLambda(gram, f.in, 0.01)
 	want := make([]float64, f.out*m)
 	if how := solve.Masked(gram, c, f.out, f.in, f.pruned, lambda, want, maskedOptions()); how != "Cholesky per row" {

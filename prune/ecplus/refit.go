@@ -39,6 +39,7 @@ type refitter struct {
 	curvFull bool // memory ran out while keeping them
 
 	jac []float64 // linearizeFull's gathered Jacobian, reused
+	g   []float64 // and its Gauss-Newton matrix
 }
 
 type keptTrace struct {
@@ -214,6 +215,9 @@ func newRefitter(e *ecp, cur *onnxio.Network) (*refitter, error) {
 	}
 	// Bound the batch's Jacobian, n*K*B values.
 	r.batch = max(1, min(ecpBatch, (1<<22)/max(1, r.rv.k()*r.nb)))
+	if r.batch != ecpBatch || r.rv.y0 == nil {
+		e.prev = nil // run cannot replay them: memory for the refit
+	}
 	return r, nil
 }
 
@@ -291,8 +295,10 @@ func (r *refitter) each(keep bool, f func(tr *analysis.Trace, y0 [][]float64, n 
 				l := r.layers[r.first]
 				z := tr.Values[r.z[r.first]].Data
 				wx := make([]float64, len(z))
-				for q, v := range z {
-					wx[q] = v - l.B[q%l.Out]
+				for q := 0; q < len(z); q += l.Out {
+					for i, v := range z[q : q+l.Out] {
+						wx[q+i] = v - l.B[i]
+					}
 				}
 				bases = append(bases, keptTrace{tr: tr, start: start, n: n, wx: wx})
 			} else {
@@ -357,8 +363,10 @@ func (r *refitter) fromBase(b keptTrace) (*analysis.Trace, error) {
 	id := r.z[r.first]
 	old := b.tr.Values[id]
 	z := analysis.NewTensor(old.Shape, nil)
-	for q, v := range b.wx {
-		z.Data[q] = v + l.B[q%l.Out]
+	for q := 0; q < len(b.wx); q += l.Out {
+		for i, v := range b.wx[q : q+l.Out] {
+			z.Data[q+i] = v + l.B[i]
+		}
 	}
 	tr := *b.tr
 	tr.Values = append([]*analysis.Tensor(nil), b.tr.Values...)

@@ -30,6 +30,47 @@ type MaskedOptions struct {
 	// (0: all rows at once). Rows are independent systems, so blocks
 	// only change the result when a block converges before the others.
 	CGBlockBytes int
+	// Scratch, if set, holds MaskedCG's vectors from one solve to the
+	// next (a layer's held-out test, then its full solve, then the next
+	// layer's): fresh memory of that size costs page faults.
+	Scratch *CGScratch
+}
+
+// CGScratch is MaskedCG's working memory, reusable by solves of any size
+// (one at a time).
+type CGScratch struct {
+	f    []float64
+	keep []bool
+}
+
+// floats returns k zeroed vectors of n values from s (fresh ones if s is
+// nil).
+func (s *CGScratch) floats(k, n int) [][]float64 {
+	var buf []float64
+	if s == nil {
+		buf = make([]float64, k*n)
+	} else {
+		if cap(s.f) < k*n {
+			s.f = make([]float64, k*n)
+		}
+		buf = s.f[:k*n]
+		clear(buf)
+	}
+	v := make([][]float64, k)
+	for i := range v {
+		v[i] = buf[i*n : (i+1)*n : (i+1)*n]
+	}
+	return v
+}
+
+func (s *CGScratch) bools(n int) []bool {
+	if s == nil {
+		return make([]bool, n)
+	}
+	if cap(s.keep) < n {
+		s.keep = make([]bool, n)
+	}
+	return s.keep[:n]
 }
 
 // MaskedFlops is the cost of Masked's Cholesky factorisations of the
@@ -144,7 +185,7 @@ func cholSolve(a, b []float64, k int) bool {
 // of its right-hand side. x is [out, in+1], 0 at pruned positions. gram
 // is changed during the solve and restored before it returns.
 func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) string {
-	it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, iter, tol)
+	it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, iter, tol, nil)
 	return cgReport(it, worst)
 }
 
@@ -163,7 +204,8 @@ func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float6
 		block = min(out, max(1, o.CGBlockBytes/(5*8*m)))
 	}
 	if block == out {
-		return MaskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol)
+		it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol, o.Scratch)
+		return cgReport(it, worst)
 	}
 	cb := make([]float64, m*block)
 	iters, worst := 0, 0.0
@@ -173,15 +215,19 @@ func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float6
 		for j := 0; j < m; j++ {
 			copy(cb[j*nb:(j+1)*nb], c[j*out+i0:j*out+i0+nb])
 		}
-		it, w := maskedCG(gram, cb, nb, in, pruned[i0*in:(i0+nb)*in], lambda, x[i0*m:(i0+nb)*m], o.CGIter, o.CGTol)
+		it, w := maskedCG(gram, cb, nb, in, pruned[i0*in:(i0+nb)*in], lambda, x[i0*m:(i0+nb)*m], o.CGIter, o.CGTol, o.Scratch)
 		iters, worst = max(iters, it), math.Max(worst, w)
 	}
 	return cgReport(iters, worst) + fmt.Sprintf(" (blocks of %d rows)", block)
 }
 
 // maskedCG is MaskedCG, returning the iterations run and the worst
-// relative residual.
-func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) (int, float64) {
+// relative residual; its vectors come from scr (nil: fresh). The rows are
+// independent systems, so the element-wise work of an iteration is split
+// by rows (columns here) over GOMAXPROCS goroutines, and each per-row sum
+// runs over j in order, as a single pass would: the result does not
+// depend on the split.
+func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64, scr *CGScratch) (int, float64) {
 	m := in + 1
 	// The damping goes on gram's diagonal for the solve, and the diagonal
 	// is restored from a copy afterwards: a damped copy of the matrix
@@ -201,7 +247,7 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 	// keeps the weight. A pruned position is multiplied by 0 rather than
 	// set to 0, and a kept one left as it is, so that every value (signed
 	// zeros, NaN from infinities) is that of a product with a 0/1 mask.
-	keep := make([]bool, m*out)
+	keep := scr.bools(m * out)
 	for j := 0; j < m; j++ {
 		for i := 0; i < out; i++ {
 			keep[j*out+i] = j == in || !pruned[i*in+j]
@@ -213,62 +259,67 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			inv[j] = 1 / d
 		}
 	}
-	xs := make([]float64, m*out)
-	r := make([]float64, m*out)
-	z := make([]float64, m*out)
-	p := make([]float64, m*out)
-	ap := make([]float64, m*out)
-	for q := range r {
-		if r[q] = -c[q]; !keep[q] {
-			r[q] *= 0
-		}
-		z[q] = r[q] * inv[q/out]
-	}
-	copy(p, z)
+	v := scr.floats(5, m*out)
+	xs, r, z, p, ap := v[0], v[1], v[2], v[3], v[4]
 	rz := make([]float64, out)
+	rzNext := make([]float64, out)
 	bn := make([]float64, out)
-	colDot := func(u, v, dst []float64) {
-		clear(dst)
-		for j := 0; j < m; j++ {
-			ur, vr := u[j*out:(j+1)*out], v[j*out:(j+1)*out]
-			for i := range dst {
-				dst[i] += ur[i] * vr[i]
-			}
-		}
-	}
-	colDot(r, z, rz)
-	colDot(r, r, bn)
 	pap := make([]float64, out)
 	rr := make([]float64, out)
+	cols(m, out, func(i0, i1 int) {
+		for j := 0; j < m; j++ {
+			for q := j*out + i0; q < j*out+i1; q++ {
+				if r[q] = -c[q]; !keep[q] {
+					r[q] *= 0
+				}
+				z[q] = r[q] * inv[j]
+				p[q] = z[q]
+				rz[q-j*out] += r[q] * z[q]
+				bn[q-j*out] += r[q] * r[q]
+			}
+		}
+	})
 	it := 0
 	for ; it < iter; it++ {
 		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
 			blas64.General{Rows: m, Cols: m, Stride: m, Data: a},
 			blas64.General{Rows: m, Cols: out, Stride: out, Data: p},
 			0, blas64.General{Rows: m, Cols: out, Stride: out, Data: ap})
-		for q, k := range keep {
-			if !k {
-				ap[q] *= 0
+		// Mask A p and take p . A p; then alpha_i = rz_i / (p_i . A p_i),
+		// the steps, and the next residual's r.r and r.z.
+		cols(m, out, func(i0, i1 int) {
+			clear(pap[i0:i1])
+			for j := 0; j < m; j++ {
+				row := j * out
+				for i := i0; i < i1; i++ {
+					if !keep[row+i] {
+						ap[row+i] *= 0
+					}
+					pap[i] += p[row+i] * ap[row+i]
+				}
 			}
-		}
-		colDot(p, ap, pap)
-		alpha := pap // reused: alpha_i = rz_i / (p_i . A p_i)
-		for i, v := range pap {
-			if v > 0 && !math.IsInf(rz[i], 0) {
-				alpha[i] = rz[i] / v
-			} else {
-				alpha[i] = 0
+			alpha := pap[i0:i1] // reused
+			for k, v := range alpha {
+				if i := i0 + k; v > 0 && !math.IsInf(rz[i], 0) {
+					alpha[k] = rz[i] / v
+				} else {
+					alpha[k] = 0
+				}
 			}
-		}
-		for j := 0; j < m; j++ {
-			row := j * out
-			for i := 0; i < out; i++ {
-				xs[row+i] += alpha[i] * p[row+i]
-				r[row+i] -= alpha[i] * ap[row+i]
-				z[row+i] = r[row+i] * inv[j]
+			clear(rr[i0:i1])
+			clear(rzNext[i0:i1])
+			for j := 0; j < m; j++ {
+				row := j * out
+				for i := i0; i < i1; i++ {
+					al := pap[i]
+					xs[row+i] += al * p[row+i]
+					r[row+i] -= al * ap[row+i]
+					z[row+i] = r[row+i] * inv[j]
+					rr[i] += r[row+i] * r[row+i]
+					rzNext[i] += r[row+i] * z[row+i]
+				}
 			}
-		}
-		colDot(r, r, rr)
+		})
 		done := true
 		for i := range rr {
 			if rr[i] > tol*tol*bn[i] {
@@ -280,18 +331,23 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			it++
 			break
 		}
-		old := append([]float64(nil), rz...)
-		colDot(r, z, rz)
-		for j := 0; j < m; j++ {
-			row := j * out
-			for i := 0; i < out; i++ {
+		cols(m, out, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				old := rz[i]
+				rz[i] = rzNext[i]
 				beta := 0.0
-				if old[i] > 0 {
-					beta = rz[i] / old[i]
+				if old > 0 {
+					beta = rz[i] / old
 				}
-				p[row+i] = z[row+i] + beta*p[row+i]
+				pap[i] = beta // reused
 			}
-		}
+			for j := 0; j < m; j++ {
+				row := j * out
+				for i := i0; i < i1; i++ {
+					p[row+i] = z[row+i] + pap[i]*p[row+i]
+				}
+			}
+		})
 	}
 	for i := 0; i < out; i++ {
 		for j := 0; j < m; j++ {
@@ -309,4 +365,20 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 		}
 	}
 	return it, worst
+}
+
+// cols runs f on column ranges [i0, i1) of a [m, out] matrix, on up to
+// GOMAXPROCS goroutines when the matrix is large enough to be worth it.
+func cols(m, out int, f func(i0, i1 int)) {
+	w := runtime.GOMAXPROCS(0)
+	if m*out < 1<<16 || w < 2 || out < 2*w {
+		f(0, out)
+		return
+	}
+	var wg sync.WaitGroup
+	for k := 0; k < w; k++ {
+		i0, i1 := k*out/w, (k+1)*out/w
+		wg.Go(func() { f(i0, i1) })
+	}
+	wg.Wait()
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -213,5 +214,50 @@ func TestMaskedRowsIndependent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMaskedCGSplitAndScratch: the conjugate gradients give the same bits
+// whether their element-wise passes run on one goroutine or are split by
+// rows over several, and whether their vectors are fresh or come from a
+// scratch a larger solve left dirty, in one block or several.
+func TestMaskedCGSplitAndScratch(t *testing.T) {
+	// m*out above the split's threshold.
+	p := newMaskedProblem(5, 300, 250, 300, 0.5, true)
+	m := p.in + 1
+	o := MaskedOptions{ExactFlops: 0, CGIter: 12, CGTol: 0}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	want := make([]float64, p.out*m)
+	Masked(p.gram, p.c, p.out, p.in, p.pruned, p.lambda, want, o)
+
+	dirty := &CGScratch{}
+	for _, v := range dirty.floats(5, 2*m*p.out) {
+		for q := range v {
+			v[q] = math.NaN()
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		procs   int
+		scratch *CGScratch
+		block   int
+	}{
+		{"split over 3", 3, nil, 0},
+		{"split over 2, dirty scratch", 2, dirty, 0},
+		{"one goroutine, dirty scratch, blocks of 70 rows", 1, dirty, 70},
+		{"split over 4, dirty scratch, blocks of 70 rows", 4, dirty, 70},
+	} {
+		runtime.GOMAXPROCS(tc.procs)
+		so := o
+		so.Scratch = tc.scratch
+		so.CGBlockBytes = tc.block * 5 * 8 * m
+		got := make([]float64, p.out*m)
+		Masked(p.gram, p.c, p.out, p.in, p.pruned, p.lambda, got, so)
+		for q := range got {
+			if math.Float64bits(got[q]) != math.Float64bits(want[q]) {
+				t.Errorf("%s: x[%d] = %v, one goroutine with fresh vectors %v", tc.name, q, got[q], want[q])
+				break
+			}
+		}
 	}
 }
