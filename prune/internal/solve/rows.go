@@ -30,8 +30,9 @@ type MaskedOptions struct {
 	// same residual on correlated inputs.
 	CGDeflate int
 	CGTol     float64 // MaskedCG stops when every row of a block has its residual below CGTol of its right-hand side
-	// CGBlockBytes bounds the conjugate gradients' five [in+1, rows]
-	// vectors: the rows go through MaskedCG in blocks of as many as fit
+	// CGBlockBytes bounds the conjugate gradients' four [in+1, rows]
+	// vectors and the mask and deflation factors (counted as a fifth
+	// vector): the rows go through MaskedCG in blocks of as many as fit
 	// (0: all rows at once). Rows are independent systems, so blocks
 	// only change the result when a block converges before the others.
 	CGBlockBytes int
@@ -199,7 +200,7 @@ func cgReport(it int, worst float64) string {
 }
 
 // maskedCGBlocks is MaskedCG on blocks of rows that keep its vectors
-// within o.CGBlockBytes: on a 4096-wide layer all rows at once take five
+// within o.CGBlockBytes: on a 4096-wide layer all rows at once take four
 // 128 MiB vectors. A block's right-hand sides are gathered from c's
 // columns; its rows of pruned and x are contiguous already.
 func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, o MaskedOptions) string {
@@ -290,8 +291,12 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 	if basis != nil {
 		pre = basis.rows(keep, out)
 	}
-	v := scr.floats(5, m*out)
-	xs, r, z, p, ap := v[0], v[1], v[2], v[3], v[4]
+	// The preconditioned residual z shares A p's storage: A p is spent
+	// once r is updated, and z once p is, before the next product. One
+	// vector less of fresh memory (page faults) per solve.
+	v := scr.floats(4, m*out)
+	xs, r, p, ap := v[0], v[1], v[2], v[3]
+	z := ap
 	rz := make([]float64, out)
 	rzNext := make([]float64, out)
 	bn := make([]float64, out)
