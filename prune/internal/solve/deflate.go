@@ -155,37 +155,45 @@ type deflation struct {
 }
 
 // rows builds the factors of T for the rows (columns of keep, [m, out]).
-func (d *deflBasis) rows(keep []bool, out int) *deflation {
+// V_K^T V_K of every row is one product: the 0/1 mask ([m, out], in
+// scratch, at least m*out values) transposed times the upper triangles
+// of the v_j v_j^T ([m, r(r+1)/2]).
+func (d *deflBasis) rows(keep []bool, out int, scratch []float64) *deflation {
 	m, r := d.m, d.r
 	p := &deflation{deflBasis: d, out: out, t: make([]float64, out*r*r), ok: make([]bool, out), w: make([]float64, r*out)}
-	// V^T V over all positions, less the pruned ones' terms (or the kept
-	// ones' added, whichever are fewer).
-	full := make([]float64, r*r)
+	tri := r * (r + 1) / 2
+	vv := make([]float64, m*tri)
 	for j := 0; j < m; j++ {
-		addOuter(full, d.v[j*r:(j+1)*r], 1)
+		v, dst := d.v[j*r:(j+1)*r], vv[j*tri:(j+1)*tri]
+		c := 0
+		for a := 0; a < r; a++ {
+			for b := a; b < r; b++ {
+				dst[c] = v[a] * v[b]
+				c++
+			}
+		}
 	}
+	mask := scratch[:m*out]
+	for q, k := range keep[:m*out] {
+		if k {
+			mask[q] = 1
+		} else {
+			mask[q] = 0
+		}
+	}
+	gt := make([]float64, out*tri)
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1,
+		blas64.General{Rows: m, Cols: out, Stride: out, Data: mask},
+		blas64.General{Rows: m, Cols: tri, Stride: tri, Data: vv},
+		0, blas64.General{Rows: out, Cols: tri, Stride: tri, Data: gt})
 	cols(m, out, func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
-			t := p.t[i*r*r : (i+1)*r*r]
-			kept := 0
-			for j := 0; j < m; j++ {
-				if keep[j*out+i] {
-					kept++
-				}
-			}
-			if 2*kept <= m {
-				clear(t)
-				for j := 0; j < m; j++ {
-					if keep[j*out+i] {
-						addOuter(t, d.v[j*r:(j+1)*r], 1)
-					}
-				}
-			} else {
-				copy(t, full)
-				for j := 0; j < m; j++ {
-					if !keep[j*out+i] {
-						addOuter(t, d.v[j*r:(j+1)*r], -1)
-					}
+			t, g := p.t[i*r*r:(i+1)*r*r], gt[i*tri:(i+1)*tri]
+			c := 0
+			for a := 0; a < r; a++ {
+				for b := a; b < r; b++ {
+					t[a*r+b] = g[c]
+					c++
 				}
 			}
 			for k, e := range d.e {
@@ -199,18 +207,6 @@ func (d *deflBasis) rows(keep []bool, out int) *deflation {
 		}
 	})
 	return p
-}
-
-// addOuter adds sign v v^T to the upper triangle of t ([r, r]).
-func addOuter(t, v []float64, sign float64) {
-	r := len(v)
-	for a, va := range v {
-		va *= sign
-		row := t[a*r : (a+1)*r]
-		for b := a; b < r; b++ {
-			row[b] += va * v[b]
-		}
-	}
 }
 
 // apply sets z to the preconditioned residual res ([m, out], 0 at pruned

@@ -287,16 +287,16 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			inv[j] = 1 / d
 		}
 	}
-	var pre *deflation
-	if basis != nil {
-		pre = basis.rows(keep, out)
-	}
 	// The preconditioned residual z shares A p's storage: A p is spent
 	// once r is updated, and z once p is, before the next product. One
 	// vector less of fresh memory (page faults) per solve.
 	v := scr.floats(4, m*out)
 	xs, r, p, ap := v[0], v[1], v[2], v[3]
 	z := ap
+	var pre *deflation
+	if basis != nil {
+		pre = basis.rows(keep, out, ap) // ap is free until the first product
+	}
 	rz := make([]float64, out)
 	rzNext := make([]float64, out)
 	bn := make([]float64, out)
