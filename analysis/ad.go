@@ -520,42 +520,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		if err != nil {
 			return err
 		}
-		ga, gb, ca, cb := binaryFactorsFor(op.Kind, a.t, b.t, y, a.id >= 0 && rel[a.id], b.id >= 0 && rel[b.id])
-		n := len(y.Data)
-		for _, s := range []struct {
-			o operand
-			g []float64
-			c float64
-		}{{a, ga, ca}, {b, gb, cb}} {
-			if s.o.id < 0 || !rel[s.o.id] {
-				continue
-			}
-			dst := acc(s.o.id)
-			idx := bcastIndex(y.Shape, s.o.t.Shape)
-			m := s.o.t.Len()
-			eachDirection(p, n, func(q int) {
-				src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
-				switch {
-				case idx == nil && s.g == nil:
-					for k, v := range src {
-						d[k] += s.c * v
-					}
-				case idx == nil:
-					for k, v := range src {
-						d[k] += s.g[k] * v
-					}
-				case s.g == nil:
-					for k, v := range src {
-						d[idx[k]] += s.c * v
-					}
-				default:
-					for k, v := range src {
-						d[idx[k]] += s.g[k] * v
-					}
-				}
-			})
-		}
-		return nil
+		return binaryVJP(op.Kind, a, b, y, g, p, rel, acc, ar)
 	}
 	in := op.In[0]
 	if !rel[in] {
@@ -598,6 +563,147 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		})
 	}
 	return nil
+}
+
+// binaryVJP is vjpOp for Add, Sub, Mul and Div: each operand that needs
+// a cotangent gets, per direction, the sum over the output elements it is
+// broadcast to of its partial derivative there times g. The partial
+// derivative is a constant (Add, Sub; Div by one element), the other
+// operand (Mul), or for Div the reciprocal of b (by a) or -y/b (by b),
+// computed once for all directions. Operands and factors are read through
+// walks, never through a position per output element.
+func binaryVJP(kind onnxio.OpKind, a, b operand, y, g *Tensor, p int, rel []bool, acc func(int) []float64, ar *arena) error {
+	needA, needB := a.id >= 0 && rel[a.id], b.id >= 0 && rel[b.id]
+	n := len(y.Data)
+	// side is the pull-back into one operand: factor f (nil: constant c)
+	// of shape fShape.
+	type side struct {
+		o      operand
+		f      []float64
+		fShape []int
+		c      float64
+	}
+	var sides []side
+	var scratch [][]float64
+	defer func() {
+		for _, s := range scratch {
+			ar.release(s)
+		}
+	}()
+	switch kind {
+	case onnxio.OpAdd, onnxio.OpSub:
+		cb := 1.0
+		if kind == onnxio.OpSub {
+			cb = -1
+		}
+		sides = []side{{o: a, c: 1}, {o: b, c: cb}}
+	case onnxio.OpMul:
+		sides = []side{{o: a, f: b.t.Data, fShape: b.t.Shape}, {o: b, f: a.t.Data, fShape: a.t.Shape}}
+	case onnxio.OpDiv:
+		// d(a/b) = da/b - (a/b) db/b.
+		sa := side{o: a}
+		switch {
+		case !needA:
+		case len(b.t.Data) == 1:
+			sa.c = 1 / b.t.Data[0]
+		default:
+			r := ar.zerosOrFresh(len(b.t.Data))
+			scratch = append(scratch, r)
+			for j, v := range b.t.Data {
+				r[j] = 1 / v
+			}
+			sa.f, sa.fShape = r, b.t.Shape
+		}
+		sb := side{o: b}
+		if needB {
+			f := ar.zerosOrFresh(n)
+			scratch = append(scratch, f)
+			w := bcastWalk(y.Shape, b.t.Shape)
+			s := w.inner(0)
+			w.rows(func(k, m int, off []int) {
+				yr, fr := y.Data[k:k+m], f[k:k+m]
+				if s == 0 {
+					d := b.t.Data[off[0]]
+					for i, v := range yr {
+						fr[i] = -v / d
+					}
+					return
+				}
+				br := b.t.Data[off[0] : off[0]+m]
+				for i, v := range yr {
+					fr[i] = -v / br[i]
+				}
+			})
+			sb.f, sb.fShape = f, y.Shape
+		}
+		sides = []side{sa, sb}
+	default:
+		return fmt.Errorf("op kind %v is not a binary op", kind)
+	}
+	for _, s := range sides {
+		if s.o.id < 0 || !rel[s.o.id] {
+			continue
+		}
+		if s.f != nil && len(s.f) == 1 {
+			s.f, s.c = nil, s.f[0]
+		}
+		dst := acc(s.o.id)
+		m := s.o.t.Len()
+		fShape := s.fShape
+		if s.f == nil {
+			fShape = nil // a constant: read nowhere
+		}
+		w := bcastWalk(y.Shape, s.o.t.Shape, fShape)
+		sd, sf := w.inner(0), w.inner(1)
+		eachDirection(p, n, func(q int) {
+			src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
+			w.rows(func(k, l int, off []int) {
+				pullRow(d, src[k:k+l], off[0], sd, s.f, off[1], sf, s.c)
+			})
+		})
+	}
+	return nil
+}
+
+// pullRow adds f[fo+i·sf]·g[i] (c·g[i] when f is nil) to d[do+i·sd],
+// strides 0 or 1, in order of i.
+func pullRow(d, g []float64, do, sd int, f []float64, fo, sf int, c float64) {
+	n := len(g)
+	switch {
+	case sd == 1 && f == nil:
+		d := d[do : do+n]
+		for i, v := range g {
+			d[i] += c * v
+		}
+	case sd == 1 && sf == 1:
+		d, f := d[do:do+n], f[fo:fo+n]
+		for i, v := range g {
+			d[i] += f[i] * v
+		}
+	case sd == 1:
+		d, fv := d[do:do+n], f[fo]
+		for i, v := range g {
+			d[i] += fv * v
+		}
+	case f == nil:
+		acc := d[do]
+		for _, v := range g {
+			acc += c * v
+		}
+		d[do] = acc
+	case sf == 1:
+		acc, f := d[do], f[fo:fo+n]
+		for i, v := range g {
+			acc += f[i] * v
+		}
+		d[do] = acc
+	default:
+		acc, fv := d[do], f[fo]
+		for _, v := range g {
+			acc += fv * v
+		}
+		d[do] = acc
+	}
 }
 
 // eachDirection calls f(q) for the p tangent directions q, on GOMAXPROCS

@@ -469,26 +469,94 @@ func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, err
 	if err != nil {
 		return nil, err
 	}
-	ia, ib := bcastIndex(shape, a.t.Shape), bcastIndex(shape, b.t.Shape)
 	y := alloc(shape)
+	w := bcastWalk(shape, a.t.Shape, b.t.Shape)
+	sa, sb := w.inner(0), w.inner(1)
 	ad, bd := a.t.Data, b.t.Data
-	switch op.Kind {
-	case onnxio.OpAdd:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] + bd[bcAt(ib, k)]
+	w.rows(func(k, n int, off []int) {
+		binaryRow(op.Kind, y.Data[k:k+n], ad[off[0]:], bd[off[1]:], sa, sb)
+	})
+	return y, nil
+}
+
+// binaryRow sets y[i] = a[i·sa] op b[i·sb] for strides sa, sb of 0 or 1.
+func binaryRow(kind onnxio.OpKind, y, a, b []float64, sa, sb int) {
+	n := len(y)
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:n], b[:n]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = a[i] + b[i]
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = a[i] - b[i]
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = a[i] * b[i]
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = a[i] / b[i]
+			}
 		}
-	case onnxio.OpSub:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] - bd[bcAt(ib, k)]
+	case sa == 1:
+		a, c := a[:n], b[0]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = a[i] + c
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = a[i] - c
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = a[i] * c
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = a[i] / c
+			}
 		}
-	case onnxio.OpMul:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] * bd[bcAt(ib, k)]
+	case sb == 1:
+		c, b := a[0], b[:n]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = c + b[i]
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = c - b[i]
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = c * b[i]
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = c / b[i]
+			}
 		}
-	case onnxio.OpDiv:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] / bd[bcAt(ib, k)]
+	default:
+		var v float64
+		switch kind {
+		case onnxio.OpAdd:
+			v = a[0] + b[0]
+		case onnxio.OpSub:
+			v = a[0] - b[0]
+		case onnxio.OpMul:
+			v = a[0] * b[0]
+		case onnxio.OpDiv:
+			v = a[0] / b[0]
+		}
+		for i := range y {
+			y[i] = v
 		}
 	}
-	return y, nil
 }

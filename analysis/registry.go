@@ -380,6 +380,17 @@ type gatherMap struct {
 	Fill  float64
 	// One is set when every element comes from input One (Src is nil).
 	One int
+	// view, when set, replaces Pos (and Src is nil): every element comes
+	// from input One, through strides (a transpose, a strided slice, a
+	// broadcast), walked row by row instead of looked up per element.
+	view *walk
+}
+
+// stridedMap is the gather map of a strided view of input 0: output
+// coordinates idx read element base + Σ idx[i]·st[i].
+func stridedMap(shape []int, base int, st []int) *gatherMap {
+	w := newWalk(shape, []int{base}, st)
+	return &gatherMap{Shape: shape, view: &w}
 }
 
 // gatherKernel builds a kernel from a function computing an op's gather
@@ -388,12 +399,14 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 	return &Kernel{
 		Check:         check,
 		ConcurrentVJP: true,
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			m, err := mapOf(op, in)
 			if err != nil {
 				return nil, err
 			}
-			return m.apply(in, m.Fill), nil
+			out := alloc(m.Shape)
+			m.applyInto(out.Data, in, m.Fill)
+			return out, nil
 		},
 		Prepare: func(op *onnxio.Op, in []*Tensor, _ *Tensor) (any, error) { return mapOf(op, in) },
 		JVP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, tin []*Tensor) (*Tensor, error) {
@@ -401,6 +414,16 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 		},
 		VJP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, g *Tensor, gin []*Tensor) error {
 			m := st.(*gatherMap)
+			if m.view != nil {
+				if d := gin[m.One]; d != nil {
+					w := m.view
+					s := w.inner(0)
+					w.rows(func(k, n int, off []int) {
+						scatterAddRow(d.Data, g.Data[k:k+n], off[0], s)
+					})
+				}
+				return nil
+			}
 			if m.Src == nil && m.One >= 0 {
 				// One source (Transpose, Slice, Expand, Gather): no
 				// per-element source lookup.
@@ -429,19 +452,34 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 // as zeros); unmapped elements get fill.
 func (m *gatherMap) apply(src []*Tensor, fill float64) *Tensor {
 	out := NewTensor(m.Shape, nil)
-	for k := range out.Data {
+	m.applyInto(out.Data, src, fill)
+	return out
+}
+
+// applyInto is apply writing into out (zeros, of the map's size).
+func (m *gatherMap) applyInto(out []float64, src []*Tensor, fill float64) {
+	if m.view != nil {
+		if x := src[m.One]; x != nil {
+			w := m.view
+			s := w.inner(0)
+			w.rows(func(k, n int, off []int) {
+				gatherRow(out[k:k+n], x.Data, off[0], s)
+			})
+		}
+		return
+	}
+	for k := range out {
 		s := m.One
 		if m.Src != nil {
 			s = m.Src[k]
 		}
 		switch {
 		case s < 0:
-			out.Data[k] = fill
+			out[k] = fill
 		case src[s] != nil:
-			out.Data[k] = src[s].Data[m.Pos[k]]
+			out[k] = src[s].Data[m.Pos[k]]
 		}
 	}
-	return out
 }
 
 // sameShape reports whether tensors' shapes match (for kernel checks).
