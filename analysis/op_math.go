@@ -252,6 +252,24 @@ func powForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 type powState struct {
 	w      walk
 	da, db []float64
+	// With one exponent e of 0, 1 or 2 (LayerNorm's square), da is not
+	// stored: its value at x is powDeriv(x, e), cheaper to recompute per
+	// direction than to write and read back.
+	e     float64
+	small bool
+}
+
+// powDeriv is the derivative of x^e with respect to x.
+func powDeriv(x, e float64) float64 {
+	switch e {
+	case 0:
+		return 0 // x^0 is 1 even at x = 0
+	case 1:
+		return 1
+	case 2:
+		return 2 * x
+	}
+	return e * powOf(x, e-1)
 }
 
 func powPrepare(_ *onnxio.Op, in []*Tensor, y *Tensor) (any, error) {
@@ -260,25 +278,34 @@ func powPrepare(_ *onnxio.Op, in []*Tensor, y *Tensor) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &powState{w: bcastWalk(shape, a.Shape, b.Shape), da: make([]float64, len(y.Data))}
+	st := &powState{w: bcastWalk(shape, a.Shape, b.Shape)}
+	if b.Len() == 1 && (b.Data[0] == 0 || b.Data[0] == 1 || b.Data[0] == 2) {
+		st.e, st.small = b.Data[0], true
+		return st, nil
+	}
+	st.da = make([]float64, len(y.Data))
 	sa, sb := st.w.inner(0), st.w.inner(1)
 	st.w.rows(func(k, n int, off []int) {
 		da := st.da[k : k+n]
 		for i := range da {
-			x, e := a.Data[off[0]+i*sa], b.Data[off[1]+i*sb]
-			switch e {
-			case 0:
-				da[i] = 0 // x^0 is 1 even at x = 0
-			case 1:
-				da[i] = 1
-			case 2:
-				da[i] = 2 * x
-			default:
-				da[i] = e * powOf(x, e-1)
-			}
+			da[i] = powDeriv(a.Data[off[0]+i*sa], b.Data[off[1]+i*sb])
 		}
 	})
 	return st, nil
+}
+
+// baseDeriv is da over the output row at k (n elements, the base's
+// first at a[ao]), recomputed into buf when it is not stored.
+func (st *powState) baseDeriv(a []float64, k, n, ao int, buf []float64) []float64 {
+	if !st.small {
+		return st.da[k : k+n]
+	}
+	sa := st.w.inner(0)
+	buf = buf[:n]
+	for i := range buf {
+		buf[i] = powDeriv(a[ao+i*sa], st.e)
+	}
+	return buf
 }
 
 func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
@@ -301,9 +328,14 @@ func powJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, tin []*Tensor) (*Tenso
 	out := NewTensor(y.Shape, nil)
 	if t := tin[0]; t != nil {
 		sa := st.w.inner(0)
+		var buf []float64
 		st.w.rows(func(k, n int, off []int) {
+			if cap(buf) < n {
+				buf = make([]float64, n)
+			}
+			da := st.baseDeriv(in[0].Data, k, n, off[0], buf)
 			for i := range n {
-				out.Data[k+i] = st.da[k+i] * t.Data[off[0]+i*sa]
+				out.Data[k+i] = da[i] * t.Data[off[0]+i*sa]
 			}
 		})
 	}
@@ -323,8 +355,18 @@ func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tens
 	st := s.(*powState)
 	if d := gin[0]; d != nil {
 		sa := st.w.inner(0)
+		var buf []float64
 		st.w.rows(func(k, n int, off []int) {
-			pullRow(d.Data, g.Data[k:k+n], off[0], sa, st.da, k, 1, 0)
+			for i0 := 0; i0 < n; i0 += 512 {
+				// In pieces, so that a recomputed da stays in cache.
+				m := min(512, n-i0)
+				if cap(buf) < m {
+					buf = make([]float64, m)
+				}
+				ao := off[0] + i0*sa
+				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf)
+				pullRow(d.Data, g.Data[k+i0:k+i0+m], ao, sa, da, 0, 1, 0)
+			}
 		})
 	}
 	if d := gin[1]; d != nil {

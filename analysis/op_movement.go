@@ -42,7 +42,7 @@ func init() {
 func aliasKernel(shapeOf func(op *onnxio.Op, in []*Tensor) ([]int, error), check func(*onnxio.Op) error) *Kernel {
 	return &Kernel{
 		Check: check,
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			x, err := need(in, 0)
 			if err != nil {
 				return nil, err
@@ -54,7 +54,9 @@ func aliasKernel(shapeOf func(op *onnxio.Op, in []*Tensor) ([]int, error), check
 			if ShapeSize(s) != x.Len() {
 				return nil, fmt.Errorf("shape %s for %d values of shape %s", plain.Shape(s), x.Len(), plain.Shape(x.Shape))
 			}
-			return NewTensor(s, slices.Clone(x.Data)), nil
+			y := alloc(s)
+			copy(y.Data, x.Data)
+			return y, nil
 		},
 		JVP: func(_ *onnxio.Op, _ []*Tensor, out *Tensor, _ any, tin []*Tensor) (*Tensor, error) {
 			if tin[0] == nil {
@@ -332,17 +334,15 @@ func concatMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 		shape[axis] += t.Shape[axis]
 	}
-	outer := ShapeSize(shape[:axis])
-	n := ShapeSize(shape)
-	m := &gatherMap{Shape: shape, Src: make([]int, 0, n), Pos: make([]int, 0, n)}
-	for o := range outer {
-		for k, t := range in {
-			blk := ShapeSize(t.Shape[axis:])
-			for j := range blk {
-				m.Src = append(m.Src, k)
-				m.Pos = append(m.Pos, o*blk+j)
-			}
-		}
+	// Input k fills, in every outer block, the run of its own block's
+	// length after those of the inputs before it.
+	outer, total := ShapeSize(shape[:axis]), ShapeSize(shape[axis:])
+	m := &gatherMap{Shape: shape}
+	start := 0
+	for k, t := range in {
+		blk := ShapeSize(t.Shape[axis:])
+		m.pieces = append(m.pieces, piece{src: k, w: newWalk([]int{outer, blk}, []int{start, 0}, []int{total, 1}, []int{blk, 1})})
+		start += blk
 	}
 	return m, nil
 }
@@ -758,7 +758,7 @@ func cumSumKernel() *Kernel {
 		return out, nil
 	}
 	return &Kernel{
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			x, err := need(in, 0)
 			if err != nil {
 				return nil, err

@@ -380,17 +380,25 @@ type gatherMap struct {
 	Fill  float64
 	// One is set when every element comes from input One (Src is nil).
 	One int
-	// view, when set, replaces Pos (and Src is nil): every element comes
-	// from input One, through strides (a transpose, a strided slice, a
-	// broadcast), walked row by row instead of looked up per element.
-	view *walk
+	// pieces, when set, replace Src and Pos: each copies a strided block
+	// of one input to a strided block of the output (a transpose, a
+	// strided slice, a broadcast, the inputs of a Concat), walked row by
+	// row instead of looked up per element. Every output element is
+	// written by at most one piece; elements of no piece get Fill.
+	pieces []piece
+}
+
+// A piece is a strided copy from input src: its walk reads the output
+// position as operand 0 and the input position as operand 1.
+type piece struct {
+	src int
+	w   walk
 }
 
 // stridedMap is the gather map of a strided view of input 0: output
 // coordinates idx read element base + Σ idx[i]·st[i].
 func stridedMap(shape []int, base int, st []int) *gatherMap {
-	w := newWalk(shape, []int{base}, st)
-	return &gatherMap{Shape: shape, view: &w}
+	return &gatherMap{Shape: shape, pieces: []piece{{w: newWalk(shape, []int{0, base}, strides(shape), st)}}}
 }
 
 // gatherKernel builds a kernel from a function computing an op's gather
@@ -414,13 +422,11 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 		},
 		VJP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, g *Tensor, gin []*Tensor) error {
 			m := st.(*gatherMap)
-			if m.view != nil {
-				if d := gin[m.One]; d != nil {
-					w := m.view
-					s := w.inner(0)
-					w.rows(func(k, n int, off []int) {
-						scatterAddRow(d.Data, g.Data[k:k+n], off[0], s)
-					})
+			if m.pieces != nil {
+				for _, pc := range m.pieces {
+					if d := gin[pc.src]; d != nil {
+						pc.scatterAdd(d.Data, g.Data)
+					}
 				}
 				return nil
 			}
@@ -458,13 +464,31 @@ func (m *gatherMap) apply(src []*Tensor, fill float64) *Tensor {
 
 // applyInto is apply writing into out (zeros, of the map's size).
 func (m *gatherMap) applyInto(out []float64, src []*Tensor, fill float64) {
-	if m.view != nil {
-		if x := src[m.One]; x != nil {
-			w := m.view
-			s := w.inner(0)
-			w.rows(func(k, n int, off []int) {
-				gatherRow(out[k:k+n], x.Data, off[0], s)
-			})
+	if m.pieces != nil {
+		covered := 0
+		for _, pc := range m.pieces {
+			covered += pc.w.n
+			if x := src[pc.src]; x != nil {
+				pc.gather(out, x.Data)
+			}
+		}
+		if covered < len(out) && fill != 0 {
+			// Only a map whose pieces leave gaps reads its fill: mark
+			// the gaps by a pass over the pieces.
+			hit := make([]bool, len(out))
+			for _, pc := range m.pieces {
+				so := pc.w.inner(0)
+				pc.w.rows(func(_, n int, off []int) {
+					for i := range n {
+						hit[off[0]+i*so] = true
+					}
+				})
+			}
+			for k, h := range hit {
+				if !h {
+					out[k] = fill
+				}
+			}
 		}
 		return
 	}
@@ -480,6 +504,35 @@ func (m *gatherMap) applyInto(out []float64, src []*Tensor, fill float64) {
 			out[k] = src[s].Data[m.Pos[k]]
 		}
 	}
+}
+
+// gather copies the piece's input elements from x into out.
+func (pc *piece) gather(out, x []float64) {
+	so, si := pc.w.inner(0), pc.w.inner(1)
+	pc.w.rows(func(_, n int, off []int) {
+		if so == 1 {
+			gatherRow(out[off[0]:off[0]+n], x, off[1], si)
+			return
+		}
+		for i := range n {
+			out[off[0]+i*so] = x[off[1]+i*si]
+		}
+	})
+}
+
+// scatterAdd adds the piece's output elements of g into its input
+// positions in d, in the order of the walk.
+func (pc *piece) scatterAdd(d, g []float64) {
+	so, si := pc.w.inner(0), pc.w.inner(1)
+	pc.w.rows(func(_, n int, off []int) {
+		if so == 1 {
+			scatterAddRow(d, g[off[0]:off[0]+n], off[1], si)
+			return
+		}
+		for i := range n {
+			d[off[1]+i*si] += g[off[0]+i*so]
+		}
+	})
 }
 
 // sameShape reports whether tensors' shapes match (for kernel checks).
