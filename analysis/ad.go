@@ -274,7 +274,14 @@ func diagDerivInto(op *onnxio.Op, x, y *Tensor, d []float64) ([]float64, error) 
 			d[k] = a[(k/inner)%len(a)]
 		}
 	default:
-		unaryDeriv(op, x.Data, y.Data, d)
+		// Elementwise, so the pieces give the same bits as one loop.
+		least := 1 << 16
+		switch op.Kind {
+		case onnxio.OpTanh, onnxio.OpSigmoid, onnxio.OpElu, onnxio.OpSelu, onnxio.OpSoftplus, onnxio.OpGelu, onnxio.OpErf:
+			least = 1 << 12 // transcendental: tens of ns per element
+		}
+		xd, yd := x.Data, y.Data[:len(x.Data)]
+		parallelAbove(len(xd), least, func(lo, hi int) { unaryDeriv(op, xd[lo:hi], yd[lo:hi], d[lo:hi]) })
 	}
 	return d, nil
 }
