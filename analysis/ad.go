@@ -47,7 +47,7 @@ func JVPSum32(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor) ([]*T
 
 // VJP32 is VJP with the Dense products in float32, as JVPSum32.
 func VJP32(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
-	return vjp(net, tr, outCot, want, matmul32)
+	return vjp(net, tr, outCot, want, matmul32, false)
 }
 
 func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matmulFunc) ([]*Tensor, error) {
@@ -405,12 +405,17 @@ func binaryJVP(kind onnxio.OpKind, a, b, y, ta, tb *Tensor, dy []float64) {
 // values and the outputs are visited; broadcasting sums cotangents back to
 // operand shapes. outCot is not modified.
 func VJP(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
-	return vjp(net, tr, outCot, want, matmul)
+	return vjp(net, tr, outCot, want, matmul, false)
 }
 
 // vjp is VJP with the Dense products done by mm (matmul, or matmul32 for
-// probe estimates).
-func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmulFunc) (map[int]*Tensor, error) {
+// probe estimates). squared says the caller uses the results only through
+// their squares: an Add may then hand its cotangent on to an operand as
+// that operand's accumulator, as an alias op does, instead of adding it
+// into zeros. The two differ only where an element is -0 (0 + -0 is +0);
+// no pull-back divides by a cotangent or compares one, so a signed zero
+// changes no nonzero value downstream, and its square is +0 either way.
+func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmulFunc, squared bool) (map[int]*Tensor, error) {
 	if len(tr.Values) != len(net.Values) {
 		return nil, fmt.Errorf("VJP: trace has %d values, network %d", len(tr.Values), len(net.Values))
 	}
@@ -465,7 +470,7 @@ func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmul
 		if g == nil {
 			continue
 		}
-		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], g, p, mm, ar); err != nil {
+		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], squared, g, p, mm, ar); err != nil {
 			return nil, opErr(i, op, fmt.Errorf("VJP: %w", err))
 		}
 		if !wanted[op.Out] {
@@ -510,8 +515,8 @@ func addTo(dst, src []float64) {
 // vjpOp accumulates the op's pull-back of g into the cotangents of its
 // relevant inputs, allocated from ar (nil: the Go heap). keepG says g is
 // returned to the caller, so it must not become (aliased as) an input's
-// accumulator.
-func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG bool, g *Tensor, p int, mm matmulFunc, ar *arena) error {
+// accumulator; squared is vjp's.
+func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG, squared bool, g *Tensor, p int, mm matmulFunc, ar *arena) error {
 	y := vals[op.Out]
 	acc := func(id int) []float64 {
 		if cot[id] == nil {
@@ -526,6 +531,17 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		a, b, err := binaryOperands(op, vals)
 		if err != nil {
 			return err
+		}
+		if squared && op.Kind == onnxio.OpAdd && !keepG && a.id != b.id {
+			// Hand g on to one operand of the output's layout that has
+			// no cotangent yet (see vjp's squared).
+			for _, o := range []*operand{&a, &b} {
+				if o.id >= 0 && rel[o.id] && cot[o.id] == nil && o.t.Len() == y.Len() {
+					cot[o.id] = &Tensor{Shape: withP(p, o.t.Shape), Data: g.Data}
+					o.id = -1 // done
+					break
+				}
+			}
 		}
 		return binaryVJP(op.Kind, a, b, y, g, p, rel, acc, ar)
 	}

@@ -600,7 +600,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			if probes > 0 {
 				mm = matmul32 // the estimate's noise dwarfs float32 rounding
 			}
-			res, err := vjp(net, tr, cot, wantGlobal, mm)
+			res, err := vjp(net, tr, cot, wantGlobal, mm, true)
 			if err != nil {
 				return nil, err
 			}
