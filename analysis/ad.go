@@ -251,7 +251,8 @@ func diagDeriv(op *onnxio.Op, x, y *Tensor) ([]float64, error) {
 	return diagDerivInto(op, x, y, make([]float64, len(x.Data)))
 }
 
-// diagDerivInto is diagDeriv written into d (len(x.Data) zeros).
+// diagDerivInto is diagDeriv written into d (len(x.Data) elements, every
+// one of them written).
 func diagDerivInto(op *onnxio.Op, x, y *Tensor, d []float64) ([]float64, error) {
 	switch op.Kind {
 	case onnxio.OpPRelu:
@@ -571,7 +572,7 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		}
 		softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data, acc(in), outer, d, inner)
 	default:
-		d, err := diagDerivInto(op, x, y, ar.zerosOrFresh(len(x.Data)))
+		d, err := diagDerivInto(op, x, y, ar.rawOrFresh(len(x.Data)))
 		if err != nil {
 			return err
 		}
@@ -630,7 +631,7 @@ func binaryVJP(kind onnxio.OpKind, a, b operand, y, g *Tensor, p int, rel []bool
 		case len(b.t.Data) == 1:
 			sa.c = 1 / b.t.Data[0]
 		default:
-			r := ar.zerosOrFresh(len(b.t.Data))
+			r := ar.rawOrFresh(len(b.t.Data))
 			scratch = append(scratch, r)
 			for j, v := range b.t.Data {
 				r[j] = 1 / v
@@ -639,7 +640,7 @@ func binaryVJP(kind onnxio.OpKind, a, b operand, y, g *Tensor, p int, rel []bool
 		}
 		sb := side{o: b}
 		if needB {
-			f := ar.zerosOrFresh(n)
+			f := ar.rawOrFresh(n)
 			scratch = append(scratch, f)
 			w := bcastWalk(y.Shape, b.t.Shape)
 			s := w.inner(0)

@@ -204,7 +204,7 @@ func LayerOp(net *onnxio.Network, l *onnxio.Layer) int {
 }
 
 func evalOps(net *onnxio.Network, tr *Trace, start int) error {
-	alloc := tr.arena.alloc()
+	alloc, raw := tr.arena.alloc(), tr.arena.rawAlloc()
 	for i := start; i < len(net.Ops); i++ {
 		op := &net.Ops[i]
 		if op.Out < 0 || op.Out >= len(tr.Values) {
@@ -224,7 +224,7 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 				out, err = denseForwardW(op, x, tr.w32(op.Layer), alloc)
 			}
 		} else {
-			out, err = forwardOpAlloc(net, op, tr.Values, alloc)
+			out, err = forwardOpAlloc(net, op, tr.Values, alloc, raw)
 		}
 		if err != nil {
 			return opErr(i, op, err)
@@ -269,12 +269,13 @@ func opsetOf(net *onnxio.Network, op *onnxio.Op) int64 {
 }
 
 func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
-	return forwardOpAlloc(net, op, vals, freshAlloc)
+	return forwardOpAlloc(net, op, vals, freshAlloc, freshAlloc)
 }
 
 // forwardOpAlloc is forwardOp with the output allocated by alloc (where
-// the op makes a new tensor rather than a view of its input).
-func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
+// the op makes a new tensor rather than a view of its input), or by raw
+// (contents undefined) where the op writes every element.
+func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc, raw allocFunc) (*Tensor, error) {
 	if err := checkKind(op); err != nil {
 		return nil, err
 	}
@@ -282,7 +283,7 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		return nodeForward(op, vals, alloc)
 	}
 	if family(op.Kind) == famBinary {
-		return binaryForward(op, vals, alloc)
+		return binaryForward(op, vals, raw)
 	}
 	x, err := opInput(op, vals, 0)
 	if err != nil {
@@ -302,7 +303,7 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		if !onnxio.IsFloatType(op.CastTo) {
 			return nil, fmt.Errorf("cast to %s: only float types are supported", onnxio.TypeName(op.CastTo))
 		}
-		y := alloc(shape)
+		y := raw(shape)
 		for i, v := range x.Data {
 			y.Data[i] = onnxio.RoundTo(op.CastTo, v)
 		}
@@ -312,11 +313,11 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		if err != nil {
 			return nil, err
 		}
-		y := alloc(x.Shape)
+		y := raw(x.Shape)
 		softmaxForward(op.Kind == onnxio.OpLogSoftmax, x.Data, y.Data, outer, d, inner)
 		return y, nil
 	}
-	y := alloc(x.Shape)
+	y := raw(x.Shape)
 	switch op.Kind {
 	case onnxio.OpPRelu:
 		slope, idx, err := preluSlope(op, x.Shape)
@@ -460,6 +461,8 @@ func binaryOperands(op *onnxio.Op, vals []*Tensor) (a, b operand, err error) {
 	return v, k, nil
 }
 
+// binaryForward writes every element of its output, which alloc may
+// therefore leave uncleared.
 func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
 	a, b, err := binaryOperands(op, vals)
 	if err != nil {

@@ -328,14 +328,16 @@ func powJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, tin []*Tensor) (*Tenso
 	out := NewTensor(y.Shape, nil)
 	if t := tin[0]; t != nil {
 		sa := st.w.inner(0)
-		var buf []float64
+		var buf [512]float64
 		st.w.rows(func(k, n int, off []int) {
-			if cap(buf) < n {
-				buf = make([]float64, n)
-			}
-			da := st.baseDeriv(in[0].Data, k, n, off[0], buf)
-			for i := range n {
-				out.Data[k+i] = da[i] * t.Data[off[0]+i*sa]
+			for i0 := 0; i0 < n; i0 += len(buf) {
+				// In pieces, so that a recomputed da stays in cache.
+				m := min(len(buf), n-i0)
+				ao := off[0] + i0*sa
+				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
+				for i := range m {
+					out.Data[k+i0+i] = da[i] * t.Data[ao+i*sa]
+				}
 			}
 		})
 	}
@@ -355,16 +357,13 @@ func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tens
 	st := s.(*powState)
 	if d := gin[0]; d != nil {
 		sa := st.w.inner(0)
-		var buf []float64
+		var buf [512]float64
 		st.w.rows(func(k, n int, off []int) {
-			for i0 := 0; i0 < n; i0 += 512 {
+			for i0 := 0; i0 < n; i0 += len(buf) {
 				// In pieces, so that a recomputed da stays in cache.
-				m := min(512, n-i0)
-				if cap(buf) < m {
-					buf = make([]float64, m)
-				}
+				m := min(len(buf), n-i0)
 				ao := off[0] + i0*sa
-				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf)
+				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
 				pullRow(d.Data, g.Data[k+i0:k+i0+m], ao, sa, da, 0, 1, 0)
 			}
 		})
