@@ -570,7 +570,10 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		if err != nil {
 			return err
 		}
-		softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data, acc(in), outer, d, inner)
+		dst, n := acc(in), len(y.Data)
+		eachDirection(p, n, func(q int) {
+			softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data[q*n:(q+1)*n], dst[q*n:(q+1)*n], outer, d, inner)
+		})
 	default:
 		d, err := diagDerivInto(op, x, y, ar.rawOrFresh(len(x.Data)))
 		if err != nil {

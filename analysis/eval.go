@@ -476,8 +476,11 @@ func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, err
 	w := bcastWalk(shape, a.t.Shape, b.t.Shape)
 	sa, sb := w.inner(0), w.inner(1)
 	ad, bd := a.t.Data, b.t.Data
-	w.rows(func(k, n int, off []int) {
-		binaryRow(op.Kind, y.Data[k:k+n], ad[off[0]:], bd[off[1]:], sa, sb)
+	// Elementwise: the pieces give the same bits as one pass.
+	parallelChunks(len(y.Data), func(lo, hi int) {
+		w.span(lo, hi, func(k, n int, off []int) {
+			binaryRow(op.Kind, y.Data[k:k+n], ad[off[0]:], bd[off[1]:], sa, sb)
+		})
 	})
 	return y, nil
 }

@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -16,7 +17,7 @@ func init() {
 	for name, u := range unaryOps {
 		register(name, elementwiseKernel(u))
 	}
-	register("Pow", &Kernel{ForwardAlloc: powForward, Prepare: powPrepare, JVP: powJVP, VJP: powVJP})
+	register("Pow", &Kernel{ForwardAlloc: powForward, Prepare: powPrepare, JVP: powJVP, VJP: powVJP, ConcurrentVJP: true})
 	register("PRelu", &Kernel{Forward: preluForward, Prepare: pairPrepare, JVP: preluJVP, VJP: preluVJP})
 	register("Clip", &Kernel{Forward: clipForward, Prepare: clipPrepare, JVP: clipJVP, VJP: clipVJP})
 	for _, name := range []string{"Sum", "Mean", "Max", "Min"} {
@@ -252,6 +253,7 @@ func powForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 type powState struct {
 	w      walk
 	da, db []float64
+	dbOnce sync.Once // directions may pull back at once
 	// With one exponent e of 0, 1 or 2 (LayerNorm's square), da is not
 	// stored: its value at x is powDeriv(x, e), cheaper to recompute per
 	// direction than to write and read back.
@@ -309,7 +311,7 @@ func (st *powState) baseDeriv(a []float64, k, n, ao int, buf []float64) []float6
 }
 
 func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
-	if st.db == nil {
+	st.dbOnce.Do(func() {
 		st.db = make([]float64, len(y.Data))
 		sa := st.w.inner(0)
 		st.w.rows(func(k, n int, off []int) {
@@ -319,7 +321,7 @@ func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
 				}
 			}
 		})
-	}
+	})
 	return st.db
 }
 

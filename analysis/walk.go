@@ -121,6 +121,55 @@ func (w *walk) rows(f func(k, n int, off []int)) {
 	}
 }
 
+// span is rows restricted to the output elements lo .. hi-1: the first
+// and last rows may be partial (k, n and off then describe the part).
+// Disjoint spans cover disjoint output elements, so they may run at once.
+func (w *walk) span(lo, hi int, f func(k, n int, off []int)) {
+	hi = min(hi, w.n)
+	if lo >= hi {
+		return
+	}
+	r := len(w.dims)
+	last := w.dims[r-1]
+	row, i0 := lo/last, lo%last
+	// The coordinates of row, outer axes by the odometer's order.
+	off := append([]int(nil), w.base...)
+	var cnt []int
+	if r > 1 {
+		cnt = make([]int, r-1)
+	}
+	for ax, q := r-2, row; ax >= 0; ax-- {
+		cnt[ax] = q % w.dims[ax]
+		q /= w.dims[ax]
+		for j := range off {
+			off[j] += cnt[ax] * w.st[j][ax]
+		}
+	}
+	part := make([]int, len(off))
+	for k := lo; k < hi; {
+		n := min(last-i0, hi-k)
+		for j := range off {
+			part[j] = off[j] + i0*w.st[j][r-1]
+		}
+		f(k, n, part)
+		k += n
+		i0 = 0
+		for ax := r - 2; ax >= 0; ax-- {
+			cnt[ax]++
+			for j := range off {
+				off[j] += w.st[j][ax]
+			}
+			if cnt[ax] < w.dims[ax] {
+				break
+			}
+			for j := range off {
+				off[j] -= w.st[j][ax] * w.dims[ax]
+			}
+			cnt[ax] = 0
+		}
+	}
+}
+
 // gatherRow copies src[off+i*s] to dst[i].
 func gatherRow(dst, src []float64, off, s int) {
 	switch s {

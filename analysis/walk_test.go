@@ -38,10 +38,25 @@ func TestWalkMatchesPositionMaps(t *testing.T) {
 		{[]int{3, 0, 2}, []int{2}},
 	}
 	for _, c := range bcast {
-		got := walkPositions(bcastWalk(c.out, c.in), 0)
+		w := bcastWalk(c.out, c.in)
+		got := walkPositions(w, 0)
 		want := bcastPos(c.out, c.in)
 		if !slices.Equal(got, want) {
 			t.Errorf("broadcast %v to %v: walk %v, map %v", c.in, c.out, got, want)
+		}
+		// Spans cut anywhere, rows included, give the same positions.
+		for _, cut := range []int{1, 3, 7, 64, 100, 1000} {
+			sp := make([]int, w.n)
+			for lo := 0; lo < w.n; lo += cut {
+				w.span(lo, lo+cut, func(k, n int, off []int) {
+					for i := range n {
+						sp[k+i] = off[0] + i*w.inner(0)
+					}
+				})
+			}
+			if !slices.Equal(sp, want) {
+				t.Errorf("broadcast %v to %v in spans of %d: %v, map %v", c.in, c.out, cut, sp, want)
+			}
 		}
 	}
 	strided := []struct {
