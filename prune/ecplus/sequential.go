@@ -48,7 +48,10 @@ type ecp struct {
 	// op prevOp are final.
 	prev   []keptTrace
 	prevOp int
-	clean  cleanPrefix // upstreamCleanSeq's memory
+	// trimmed: traces were trimmed to what the next layer reads
+	// (trimTraces), so the refit cannot replay them.
+	trimmed bool
+	clean   cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
 }
@@ -374,13 +377,18 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	var gpBuf, z0Buf, gBuf []float64
 	size := 0
 	batch := 0
+	// The refit replays the last layer's traces, and needs all their
+	// values: when earlier ones were trimmed, that layer runs from the
+	// data.
+	last := li == len(e.st.Layers)-1
+	full := store && last && e.trimmed
 	err := e.data.Each(ecpBatch, func(b analysis.Batch) error {
 		n, err := batchLen(b)
 		if err != nil {
 			return err
 		}
 		var prev *keptTrace
-		if batch < len(e.prev) {
+		if batch < len(e.prev) && !full {
 			prev = &e.prev[batch]
 			if prev.start != b.Start || prev.n != n {
 				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
@@ -471,10 +479,83 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	if err != nil {
 		return err
 	}
-	if store {
+	switch {
+	case store && !last:
+		trimTraces(cur, op, e.firstOp(), kept)
+		e.trimmed = true
 		e.prev, e.prevOp = kept, op
+	case store:
+		e.prev, e.prevOp = kept, op
+	case full:
+		e.prev = nil // the trimmed traces would not serve the refit
 	}
 	return nil
+}
+
+// trimTraces drops from the kept traces the values that neither a run
+// from op on nor the refit's bases read: the values such a run writes
+// again and those read only by earlier ops. The refit (refitter.each)
+// turns these traces into bases that run from after the first layer
+// (first, its op) with that layer's output replaced, so that output and
+// what the ops after it read from before it stay. On an MLP that leaves
+// the layer's input and the first layer's output. It runs once the pass
+// is complete, as a pass that stops keeping halfway restores the
+// previous traces, which must then still hold what runs from their own
+// op need.
+func trimTraces(net *onnxio.Network, op, first int, kept []keptTrace) {
+	need := make([]bool, len(net.Values))
+	mark := func(id int) {
+		if id >= 0 && id < len(need) {
+			need[id] = true
+		}
+	}
+	for _, id := range net.Outputs {
+		mark(id)
+	}
+	for i := op; i < len(net.Ops); i++ {
+		for _, id := range net.Ops[i].In {
+			mark(id)
+		}
+	}
+	for i := op; i < len(net.Ops); i++ {
+		if id := net.Ops[i].Out; id >= 0 && id < len(need) {
+			need[id] = false
+		}
+	}
+	if first >= 0 && first < op {
+		written := make([]bool, len(net.Values)) // by ops after first
+		for i := first + 1; i < len(net.Ops); i++ {
+			for _, id := range net.Ops[i].In {
+				if id >= 0 && id < len(need) && !written[id] {
+					need[id] = true
+				}
+			}
+			if id := net.Ops[i].Out; id >= 0 && id < len(written) {
+				written[id] = true
+			}
+		}
+		mark(net.Ops[first].Out)
+	}
+	for k := range kept {
+		vs := kept[k].tr.Values
+		for id := range vs {
+			if id < len(need) && !need[id] {
+				vs[id] = nil
+			}
+		}
+		kept[k].size = valuesSize(vs)
+	}
+}
+
+// firstOp is the op of the layer evaluated first.
+func (e *ecp) firstOp() int {
+	first := -1
+	for _, ls := range e.st.Layers {
+		if first < 0 || ls.Op < first {
+			first = ls.Op
+		}
+	}
+	return first
 }
 
 // upstreamClean tells whether the layers processed before li are all as
