@@ -20,6 +20,7 @@ type resident struct {
 	ac32 []float32
 
 	ge, gr, acg, c []float64 // scratch of addResidualOn
+	acg32          []float32 // scratch of costsCompact
 }
 
 func newResident(rows, out, in int) *resident {
@@ -47,7 +48,7 @@ func (e *ecp) reuseResident(rows, out, in int) *resident {
 // again when next needed), before the reconstruction allocates its
 // systems.
 func (rd *resident) dropScratch() {
-	rd.ge, rd.gr, rd.acg, rd.c = nil, nil, nil, nil
+	rd.ge, rd.gr, rd.acg, rd.c, rd.acg32 = nil, nil, nil, nil, nil
 }
 
 // put stores a batch's rows from row r0 on; e nil is zero.
@@ -92,7 +93,27 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 	// the round is dense enough for it to beat one axpy per weight: a
 	// product costs out*in*n multiply-adds at full speed, the axpys
 	// len(removed)*n at memory speed.
-	if len(removed)*64 >= out*in {
+	if len(removed)*64 >= out*in && rd.f32 {
+		// In float32 a block of rows at a time: the product's weights
+		// take a block, not [Out, In] in float64.
+		bs := min(blockRows(in), out)
+		wr := grow(scratch, bs*in)
+		for i0 := 0; i0 < out; i0 += bs {
+			i1 := min(out, i0+bs)
+			wb := wr[:(i1-i0)*in]
+			clear(wb)
+			some := false
+			for i, r := range byRow[i0:i1] {
+				for _, c := range r {
+					wb[i*in+c.Pos%in] = w[c.Pos]
+					some = true
+				}
+			}
+			if some {
+				rd.gemm(false, i1-i0, n, in, -1, wb, rd.ac, rd.ac32, 1, rd.e[i0*n:i1*n])
+			}
+		}
+	} else if len(removed)*64 >= out*in {
 		wr := grow(scratch, out*in)
 		clear(wr)
 		for i, r := range byRow {

@@ -154,16 +154,34 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	}
 	res.passes++
 	e.prog.add(1)
+	// The compact form (compact.go): with probes, on a resident layer.
+	compact := rd != nil && sums.v32 != nil
 	if k > 0 {
 		// One [Out, In] buffer serves the in-layer EC ranking, each
 		// round's costs and the residual update's removed weights, in
-		// turn: on a 4096x4096 layer each is 128 MiB.
+		// turn: on a 4096x4096 layer each is 128 MiB. In the compact
+		// form the ranking and the costs are float32 (cost32) and the
+		// update takes a block of rows.
 		var costBuf []float64
-		ec := grow(&costBuf, out*in)
-		for q, w := range l.W {
-			ec[q] = w * w * sums.variance(q)
+		var cost32 []float32
+		var quota []int
+		if compact {
+			cost32 = make([]float32, out*in)
+			for q, w := range l.W {
+				cost32[q] = float32(w * w * float64(sums.v32[q]))
+			}
+			quota = rowQuotas32(cost32, out, in, k)
+		} else {
+			ec := grow(&costBuf, out*in)
+			for q, w := range l.W {
+				ec[q] = w * w * sums.variance(q)
+			}
+			quota = rowQuotas(ec, out, in, k)
 		}
-		quota := rowQuotas(ec, out, in, k)
+		// Where the compact form's next costs need sea: everywhere
+		// (seaAll) or on seaRows x seaCols.
+		seaAll := sums.seaPending
+		var seaRows, seaCols []int
 		rounds := e.eo.Rounds
 		var constCol []bool
 		if rd != nil {
@@ -177,7 +195,12 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 				e.prog.add(1) // round t-1 is done
 			}
 			removed = removed[:0]
-			cost := sums.costs(&costBuf, l.W, e.eo.C)
+			var cost []float64
+			if compact {
+				rd.costsCompact(sums, cost32, l.W, e.eo.C, seaAll, seaRows, seaCols)
+			} else {
+				cost = sums.costs(&costBuf, l.W, e.eo.C)
+			}
 			for i := 0; i < out; i++ {
 				take := roundTake(quota[i], t, rounds)
 				if take == 0 {
@@ -186,7 +209,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 				cs = cs[:0]
 				for j := 0; j < in; j++ {
 					if q := i*in + j; !res.pruned[q] {
-						cs = append(cs, prune.Scored{Score: cost[q], Pos: q})
+						if compact {
+							cs = append(cs, prune.Scored{Score: float64(cost32[q]), Pos: q})
+						} else {
+							cs = append(cs, prune.Scored{Score: cost[q], Pos: q})
+						}
 					}
 				}
 				prune.Smallest(cs, take)
@@ -233,6 +260,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 						}
 					}
 				}
+				if compact {
+					rd.residualSums(sums)
+					seaAll, seaRows, seaCols = false, rows, cols
+					continue
+				}
 				rd.addResidualOn(sums, !last, rows, cols)
 				continue
 			}
@@ -249,7 +281,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	// From here on only the residual sums are needed (the bias): the
 	// moments and covariances, three [Out, In] arrays, go before the
 	// reconstruction allocates its own.
-	sums.s1, sums.s2, sums.sea = nil, nil, nil
+	sums.s1, sums.s2, sums.sea, sums.v32, sums.m32 = nil, nil, nil, nil, nil
 	recon := ""
 	if k > 0 && rd != nil {
 		var changed bool
@@ -257,7 +289,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		changed, recon = e.reconstruct(rd, l.W, l.B, res.pruned, sums.shift, out, in, e.rowsPer[li])
 		if changed {
 			sums.resetResidual()
-			rd.addResidualOn(sums, false, nil, nil)
+			if compact {
+				rd.residualSums(sums)
+			} else {
+				rd.addResidualOn(sums, false, nil, nil)
+			}
 		}
 	} else if k > 0 && e.eo.Recon != ReconOff {
 		recon = "no reconstruction (the layer's samples do not fit in memory)"
@@ -288,9 +324,16 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident) (*ecpSums, error) {
 	ls := e.st.Layers[li]
 	out, in := ls.Layer.Out, ls.Layer.In
-	sums := newECPSums(out, in)
 	clean := e.upstreamCleanSeq(cur, li)
 	reuse := clean && e.collectMatches(li)
+	compact := rd != nil && rd.f32 && !reuse
+	var sums *ecpSums
+	if compact {
+		sums = newECPSumsSmall(out, in)
+		sums.seaPending = withSEA && !clean
+	} else {
+		sums = newECPSums(out, in)
+	}
 	var sumA, sumA2 []float64
 	if reuse {
 		sums.shift = ls.Shift
@@ -328,7 +371,9 @@ func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident)
 	if err != nil {
 		return nil, err
 	}
-	if rd != nil {
+	if compact {
+		rd.momentsCompact(sums, !clean)
+	} else if rd != nil {
 		rd.moments(sums, !reuse, !clean, withSEA && !clean)
 	}
 	if reuse {
@@ -481,7 +526,7 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	}
 	switch {
 	case store && !last:
-		trimTraces(cur, op, e.firstOp(), kept)
+		trimTraces(cur, op, kept)
 		e.trimmed = true
 		e.prev, e.prevOp = kept, op
 	case store:
@@ -492,17 +537,15 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	return nil
 }
 
-// trimTraces drops from the kept traces the values that neither a run
-// from op on nor the refit's bases read: the values such a run writes
-// again and those read only by earlier ops. The refit (refitter.each)
-// turns these traces into bases that run from after the first layer
-// (first, its op) with that layer's output replaced, so that output and
-// what the ops after it read from before it stay. On an MLP that leaves
-// the layer's input and the first layer's output. It runs once the pass
-// is complete, as a pass that stops keeping halfway restores the
+// trimTraces drops from the kept traces every value that a run from op
+// on does not read: the values such a run writes again and those read
+// only by earlier ops. On an MLP that leaves the layer's input, a third
+// or less of each trace. The refit, which replays all of a trace, gets
+// the last layer's, which are not trimmed (see layerPass). It runs once
+// the pass is complete, as a pass that stops keeping halfway restores the
 // previous traces, which must then still hold what runs from their own
 // op need.
-func trimTraces(net *onnxio.Network, op, first int, kept []keptTrace) {
+func trimTraces(net *onnxio.Network, op int, kept []keptTrace) {
 	need := make([]bool, len(net.Values))
 	mark := func(id int) {
 		if id >= 0 && id < len(need) {
@@ -522,20 +565,6 @@ func trimTraces(net *onnxio.Network, op, first int, kept []keptTrace) {
 			need[id] = false
 		}
 	}
-	if first >= 0 && first < op {
-		written := make([]bool, len(net.Values)) // by ops after first
-		for i := first + 1; i < len(net.Ops); i++ {
-			for _, id := range net.Ops[i].In {
-				if id >= 0 && id < len(need) && !written[id] {
-					need[id] = true
-				}
-			}
-			if id := net.Ops[i].Out; id >= 0 && id < len(written) {
-				written[id] = true
-			}
-		}
-		mark(net.Ops[first].Out)
-	}
 	for k := range kept {
 		vs := kept[k].tr.Values
 		for id := range vs {
@@ -545,17 +574,6 @@ func trimTraces(net *onnxio.Network, op, first int, kept []keptTrace) {
 		}
 		kept[k].size = valuesSize(vs)
 	}
-}
-
-// firstOp is the op of the layer evaluated first.
-func (e *ecp) firstOp() int {
-	first := -1
-	for _, ls := range e.st.Layers {
-		if first < 0 || ls.Op < first {
-			first = ls.Op
-		}
-	}
-	return first
 }
 
 // upstreamClean tells whether the layers processed before li are all as

@@ -1,0 +1,141 @@
+package ecplus
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/ecprune/ecprune/analysis"
+	"github.com/ecprune/ecprune/internal/tol"
+	"github.com/ecprune/ecprune/onnxio"
+	"github.com/ecprune/ecprune/prune"
+)
+
+// TestCompactSums: the compact form's variances, means and costs agree
+// with the float64 sums' (to float32 rounding), on every weight and on a
+// subset of rows and columns, with one block of rows or several; its
+// residual sums are the float64 ones exactly.
+func TestCompactSums(t *testing.T) {
+	for _, tc := range []struct {
+		li    int
+		block int
+	}{{0, 1 << 21}, {1, 1 << 21}, {1, 3 * 70}, {2, 5}} {
+		t.Run(fmt.Sprintf("layer %d block %d", tc.li, tc.block), func(t *testing.T) {
+			withLimits(t, 6, 1<<25, 5e7)
+			old := compactBlock
+			compactBlock = tc.block
+			t.Cleanup(func() { compactBlock = old })
+			rng := rand.New(rand.NewPCG(uint64(tc.li), 11))
+			net := mlp(rng, []int{4, 70, 5, 3}, onnxio.OpTanh, -1)
+			data := randData(rng, 19, 4)
+			e := setup(t, net, data, Options{Lambda: 1, C: 0.5, Rounds: 2}, analysis.TaskRegression)
+			cur := net.Clone()
+			if tc.li > 0 {
+				damage(cur, rng)
+			}
+			s, rd := layerSums(t, e, cur, tc.li)
+			rd.f32 = true
+			l := cur.Layers[tc.li]
+			out, in := l.Out, l.In
+			c := newECPSumsSmall(out, in)
+			c.shift = s.shift
+			rd.momentsCompact(c, true)
+			tol.CheckClose(t, "s0", c.s0, s.s0, 1e-12, 0)
+			tol.CheckClose(t, "se", c.se, s.se, 1e-12, 0)
+			tol.CheckClose(t, "e1", c.e1, s.e1, 1e-12, 0)
+			v, m := make([]float64, out*in), make([]float64, out*in)
+			wantV, wantM := make([]float64, out*in), make([]float64, out*in)
+			for q := range v {
+				v[q], m[q] = float64(c.v32[q]), float64(c.m32[q])
+				wantV[q] = s.variance(q)
+				if s0 := s.s0[q/in]; s0 != 0 {
+					wantM[q] = s.s1[q] / s0
+				}
+			}
+			tol.CheckClose(t, "variance", v, wantV, 1e-4, 1e-6)
+			tol.CheckClose(t, "mean", m, wantM, 1e-4, 1e-6)
+
+			w := slices.Clone(l.Weights64())
+			want := s.costs(new([]float64), w, 0.5)
+			cost := make([]float32, out*in)
+			rd.costsCompact(c, cost, w, 0.5, true, nil, nil)
+			got := make([]float64, len(cost))
+			for q, x := range cost {
+				got[q] = float64(x)
+			}
+			tol.CheckClose(t, "costs", got, want, 1e-4, 1e-6)
+
+			// On a subset: sea there, zero elsewhere.
+			var rows, cols []int
+			for i := 0; i < out; i += 2 {
+				rows = append(rows, i)
+			}
+			for j := 1; j < in; j += 2 {
+				cols = append(cols, j)
+			}
+			part := newECPSums(out, in)
+			copy(part.s0, s.s0)
+			copy(part.s1, s.s1)
+			copy(part.s2, s.s2)
+			rd.addResidualOn(part, true, rows, cols)
+			want = part.costs(new([]float64), w, 0.5)
+			rd.costsCompact(c, cost, w, 0.5, false, rows, cols)
+			for q, x := range cost {
+				got[q] = float64(x)
+			}
+			tol.CheckClose(t, "costs on a subset", got, want, 1e-4, 1e-6)
+
+			// The update of e by blocks of rows is the one-product update.
+			var removed []prune.Scored
+			for q := range w {
+				if rng.Float64() < 0.3 {
+					removed = append(removed, prune.Scored{Pos: q})
+				}
+			}
+			e0 := slices.Clone(rd.e)
+			rd.seal()
+			rd.update(removed, w, s.shift, in, nil, new([]float64))
+			gotE := slices.Clone(rd.e)
+			copy(rd.e, e0)
+			rd.f32 = false
+			rd.update(removed, w, s.shift, in, nil, new([]float64))
+			tol.CheckClose(t, "e", gotE, rd.e, 1e-5, 1e-7)
+		})
+	}
+}
+
+// TestRowQuotas32: the float32 ranking counts what rowQuotas counts on
+// the same scores, ties, signed zeros and NaNs included.
+func TestRowQuotas32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, tc := range []struct {
+		out, in, k int
+	}{{1, 1, 1}, {3, 7, 0}, {3, 7, 5}, {3, 7, 21}, {40, 33, 700}, {9, 100, 1}, {9, 100, 899}} {
+		t.Run(fmt.Sprintf("%dx%d k %d", tc.out, tc.in, tc.k), func(t *testing.T) {
+			s32 := make([]float32, tc.out*tc.in)
+			s64 := make([]float64, len(s32))
+			for q := range s32 {
+				switch rng.IntN(8) {
+				case 0:
+					s32[q] = 0
+				case 1:
+					s32[q] = float32(math.Copysign(0, -1))
+				case 2:
+					s32[q] = float32(math.NaN())
+				case 3:
+					s32[q] = 1.5 // ties
+				default:
+					s32[q] = float32(rng.NormFloat64())
+				}
+				s64[q] = float64(s32[q])
+			}
+			got := rowQuotas32(s32, tc.out, tc.in, tc.k)
+			want := rowQuotas(s64, tc.out, tc.in, tc.k)
+			if !slices.Equal(got, want) {
+				t.Fatalf("quotas %v, want %v", got, want)
+			}
+		})
+	}
+}
