@@ -55,13 +55,13 @@ func budgets(net *onnxio.Network, st *analysis.Stats, ec *analysis.Scores, opt p
 			return 0, nil, nil, fmt.Errorf("ec+: statistics of layer %q do not belong to this network", ls.Layer.Name)
 		}
 	}
-	budget, err := prune.Select(net, ec, opt)
+	budget, err := prune.SelectMasks(net, ec, opt)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("ec+: budgets: %w", err)
 	}
-	// Only the counts (and the tied layers' masks) are needed: the budget
-	// plan's other masks and weights (and the scores, if the caller lets
-	// them go) are garbage from here on.
+	// Only the counts (and the tied layers' masks) are needed, hence no
+	// weights (a float64 copy of the model); the other masks (and the
+	// scores, if the caller lets them go) are garbage from here on.
 	ks := make([]int, len(budget.Layers))
 	tied := map[int][]bool{}
 	for li, lp := range budget.Layers {

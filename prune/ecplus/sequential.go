@@ -88,7 +88,10 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Opti
 // no later layer reads.
 func (e *ecp) dropLayer(li int) {
 	if e.gCache != nil {
-		e.gCache[li], e.zCache[li] = nil, nil
+		e.gCache[li] = nil
+	}
+	if e.zCache != nil {
+		e.zCache[li] = nil
 	}
 }
 
@@ -445,11 +448,22 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		var z0, g, a, zc []float64
 		var tr0 *analysis.Trace
 		if e.gCache != nil {
-			if b.Start < 0 || (r0+rows)*out > e.zCache[li].len() {
+			if b.Start < 0 || (r0+rows)*out > e.gCache[li].len() {
 				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
 			}
-			z0 = e.zCache[li].slice(r0*out, (r0+rows)*out, &z0Buf)
 			g = e.gCache[li].slice(r0*out, (r0+rows)*out, &gBuf)
+			switch {
+			case e.zCache != nil:
+				z0 = e.zCache[li].slice(r0*out, (r0+rows)*out, &z0Buf)
+			case !inputOnly:
+				// g kept without z0 (see observeFirst): the original
+				// network's forward pass up to the layer.
+				tr0, err := analysis.Run(prefixNet(e.net, op), b.Inputs)
+				if err != nil {
+					return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
+				}
+				z0 = tr0.Values[e.net.Ops[op].Out].Data
+			}
 		} else {
 			if tr0, err = analysis.Run(e.net, b.Inputs); err != nil {
 				return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
