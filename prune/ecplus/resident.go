@@ -1,6 +1,8 @@
 package ecplus
 
 import (
+	"slices"
+
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
@@ -81,14 +83,29 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 	}
 	out := len(rd.e) / n
 	rowShift := make([]float64, out)
-	byRow := make([][]prune.Scored, out)
+	// The removals by row, in their order within a row: a stable
+	// counting sort of their indices (not of copies of them, which on a
+	// round of millions of removals take as much as the round's list).
+	start := make([]int, out+1)
 	for _, c := range removed {
 		i, j := c.Pos/in, c.Pos%in
 		rowShift[i] += w[c.Pos] * shift[j]
 		if constCol == nil || !constCol[j] {
-			byRow[i] = append(byRow[i], c)
+			start[i+1]++
 		}
 	}
+	for i := 0; i < out; i++ {
+		start[i+1] += start[i]
+	}
+	perm := make([]int32, start[out])
+	next := slices.Clone(start[:out])
+	for k, c := range removed {
+		if i, j := c.Pos/in, c.Pos%in; constCol == nil || !constCol[j] {
+			perm[next[i]] = int32(k)
+			next[i]++
+		}
+	}
+	byRow := func(i int) []int32 { return perm[start[i]:start[i+1]] }
 	// One product over all rows (rows without removals add zeros) when
 	// the round is dense enough for it to beat one axpy per weight: a
 	// product costs out*in*n multiply-adds at full speed, the axpys
@@ -103,9 +120,10 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 			wb := wr[:(i1-i0)*in]
 			clear(wb)
 			some := false
-			for i, r := range byRow[i0:i1] {
-				for _, c := range r {
-					wb[i*in+c.Pos%in] = w[c.Pos]
+			for i := i0; i < i1; i++ {
+				for _, k := range byRow(i) {
+					c := removed[k]
+					wb[(i-i0)*in+c.Pos%in] = w[c.Pos]
 					some = true
 				}
 			}
@@ -116,15 +134,17 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 	} else if len(removed)*64 >= out*in {
 		wr := grow(scratch, out*in)
 		clear(wr)
-		for i, r := range byRow {
-			for _, c := range r {
+		for i := 0; i < out; i++ {
+			for _, k := range byRow(i) {
+				c := removed[k]
 				wr[i*in+c.Pos%in] = w[c.Pos]
 			}
 		}
 		rd.gemm(false, out, n, in, -1, wr, rd.ac, rd.ac32, 1, rd.e)
 	} else {
-		for i, r := range byRow {
-			for _, c := range r {
+		for i := 0; i < out; i++ {
+			for _, k := range byRow(i) {
+				c := removed[k]
 				j := c.Pos % in
 				blas64.Axpy(-w[c.Pos], blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
 			}
