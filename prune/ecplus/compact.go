@@ -124,18 +124,27 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 	if n == 0 || len(rows) == 0 || len(cols) == 0 {
 		return
 	}
-	// The columns' inputs in float32, one contiguous run per feature.
-	ac32 := rd.ac32
-	if len(cols) < in {
+	// The columns' inputs in float32, one contiguous run per feature:
+	// gathered when they are few, else all columns are multiplied and
+	// the others ignored (a gathered copy would take up to the inputs'
+	// size again).
+	ac32, pick := rd.ac32, cols
+	if len(cols)*2 > in {
+		pick = nil
+	} else if len(cols) < in {
 		ac32 = growF32(rd.acg32, len(cols)*n)
 		rd.acg32 = ac32
 		for k, j := range cols {
 			copy(ac32[k*n:(k+1)*n], rd.ac32[j*n:(j+1)*n])
 		}
 	}
-	bs := min(blockRows(max(n, len(cols))), len(rows))
+	nc := len(cols)
+	if pick == nil {
+		nc = in
+	}
+	bs := min(blockRows(max(n, nc)), len(rows))
 	ge := grow(&rd.gr, bs*n)
-	sea := grow(&rd.c, bs*len(cols))
+	sea := grow(&rd.c, bs*nc)
 	for k0 := 0; k0 < len(rows); k0 += bs {
 		k1 := min(len(rows), k0+bs)
 		for k, i := range rows[k0:k1] {
@@ -145,7 +154,7 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 			}
 		}
 		m := k1 - k0
-		rd.gemm(true, m, len(cols), n, 1, ge[:m*n], nil, ac32, 0, sea[:m*len(cols)])
+		rd.gemm(true, m, nc, n, 1, ge[:m*n], nil, ac32, 0, sea[:m*nc])
 		for k, i := range rows[k0:k1] {
 			se := s.se[i]
 			if s.s0[i] == 0 {
@@ -154,7 +163,11 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 			v, mr, wr := s.v32[i*in:(i+1)*in], s.m32[i*in:(i+1)*in], w[i*in:(i+1)*in]
 			for kk, j := range cols {
 				wq := wr[j]
-				cv := sea[k*len(cols)+kk] - se*float64(mr[j])
+				at := k*nc + kk
+				if pick == nil {
+					at = k*nc + j
+				}
+				cv := sea[at] - se*float64(mr[j])
 				cost[i*in+j] = float32(wq*wq*float64(v[j]) - 2*c*wq*cv)
 			}
 		}

@@ -67,25 +67,31 @@ func TestCompactSums(t *testing.T) {
 			}
 			tol.CheckClose(t, "costs", got, want, 1e-4, 1e-6)
 
-			// On a subset: sea there, zero elsewhere.
-			var rows, cols []int
+			// On a subset: sea there, zero elsewhere. Few columns are
+			// gathered, most are not.
+			var rows, few, most []int
 			for i := 0; i < out; i += 2 {
 				rows = append(rows, i)
 			}
-			for j := 1; j < in; j += 2 {
-				cols = append(cols, j)
+			for j := 1; j < in; j++ {
+				if j%2 == 1 {
+					few = append(few, j)
+				}
+				most = append(most, j)
 			}
-			part := newECPSums(out, in)
-			copy(part.s0, s.s0)
-			copy(part.s1, s.s1)
-			copy(part.s2, s.s2)
-			rd.addResidualOn(part, true, rows, cols)
-			want = part.costs(new([]float64), w, 0.5)
-			rd.costsCompact(c, cost, w, 0.5, false, rows, cols)
-			for q, x := range cost {
-				got[q] = float64(x)
+			for _, cols := range [][]int{few, most} {
+				part := newECPSums(out, in)
+				copy(part.s0, s.s0)
+				copy(part.s1, s.s1)
+				copy(part.s2, s.s2)
+				rd.addResidualOn(part, true, rows, cols)
+				want = part.costs(new([]float64), w, 0.5)
+				rd.costsCompact(c, cost, w, 0.5, false, rows, cols)
+				for q, x := range cost {
+					got[q] = float64(x)
+				}
+				tol.CheckClose(t, fmt.Sprintf("costs on %d rows and %d columns", len(rows), len(cols)), got, want, 1e-4, 1e-6)
 			}
-			tol.CheckClose(t, "costs on a subset", got, want, 1e-4, 1e-6)
 
 			// The update of e by blocks of rows is the one-product update.
 			var removed []prune.Scored

@@ -191,7 +191,17 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 			constCol = rd.constant(in)
 			rd.seal()
 		}
-		var removed []prune.Scored
+		// The largest round's removals, allocated once: growing the list
+		// by appends would leave copies of up to its size behind.
+		most := 0
+		for t := 0; t < rounds; t++ {
+			n := 0
+			for _, qi := range quota {
+				n += roundTake(qi, t, rounds)
+			}
+			most = max(most, n)
+		}
+		removed := make([]prune.Scored, 0, most)
 		cs := make([]prune.Scored, 0, in)
 		for t := 0; t < rounds; t++ {
 			if t > 0 {
