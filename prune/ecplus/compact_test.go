@@ -145,3 +145,49 @@ func TestRowQuotas32(t *testing.T) {
 		})
 	}
 }
+
+// TestECPlusSharedWeights: the working copy shares the original's
+// float32 weights, which must come out of Prune as they went in, with
+// and without reconstruction, exact or with probes (compact sums).
+func TestECPlusSharedWeights(t *testing.T) {
+	for k, tc := range []struct {
+		name  string
+		stats analysis.StatsOptions
+		recon string
+	}{
+		{"exact", analysis.StatsOptions{}, ReconOff},
+		{"exact, reconstruction", analysis.StatsOptions{}, ReconOn},
+		{"probes, reconstruction", analysis.StatsOptions{Probes: 2}, ReconOn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withLimits(t, 10, 1<<25, 5e7)
+			rng := rand.New(rand.NewPCG(uint64(k), 21))
+			net := mlp(rng, []int{5, 7, 6, 4}, onnxio.OpTanh, -1)
+			var saved [][]float32
+			for _, l := range net.Layers {
+				w32 := make([]float32, len(l.W))
+				for q, v := range l.W {
+					w32[q] = float32(v)
+				}
+				l.W, l.W32 = nil, w32
+				saved = append(saved, slices.Clone(w32))
+			}
+			data := randData(rng, 31, 5)
+			st := collect(t, net, data, tc.stats)
+			sc := ecScores(t, st)
+			eo := Options{Lambda: 1, C: 0.5, Rounds: 3, RefitSteps: 1, Recon: tc.recon, ReconDamp: 0.01}
+			plan, err := Prune(net, data, st, sc, prune.Options{Sparsity: 0.7}, eo, analysis.TaskRegression, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for li, l := range net.Layers {
+				if !slices.Equal(l.W32, saved[li]) || l.W != nil {
+					t.Fatalf("layer %d: the original's weights changed", li)
+				}
+				if plan.Layers[li].Removed == 0 {
+					t.Fatalf("layer %d: nothing removed", li)
+				}
+			}
+		})
+	}
+}

@@ -84,6 +84,18 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Opti
 	return e, nil
 }
 
+// shareWeights points the float32 weights of cur, a clone of net, at
+// net's: ec+ never writes them in place (a layer it prunes gets weights
+// of its own, Own64 then back32), so that its working copy costs the
+// layers pruned so far, not a copy of the model.
+func shareWeights(cur, net *onnxio.Network) {
+	for i, l := range net.Layers {
+		if l.W32 != nil && i < len(cur.Layers) && len(cur.Layers[i].W32) == len(l.W32) {
+			cur.Layers[i].W32 = l.W32
+		}
+	}
+}
+
 // dropLayer lets go of the original network's g and z of layer li, which
 // no later layer reads.
 func (e *ecp) dropLayer(li int) {
