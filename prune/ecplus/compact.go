@@ -88,31 +88,20 @@ func (rd *resident) residualSums(s *ecpSums) {
 	s.rows += n
 }
 
-// costsCompact sets cost to ec+'s removal cost of every weight,
+// costsCompact calls row(i, cost) for every row i that need(i) asks for,
+// in order, with its weights' removal costs (valid during the call):
 // w^2 Var_g(a') - 2c w Cov_g(e, a') (0 for neurons that never reach the
-// output), with Cov_g(e, a') = sea - se m32: sea is computed, a block of
-// rows at a time, on the rows and columns given (all of them when all is
-// set) and taken as 0 elsewhere, as the non-compact rounds leave it.
-func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c float64, all bool, rows, cols []int) {
-	in, n := s.in, rd.rows
-	for i := 0; i < s.out; i++ {
-		row, wr := cost[i*in:(i+1)*in], w[i*in:(i+1)*in]
-		if s.s0[i] == 0 {
-			for j, wq := range wr {
-				row[j] = float32(wq*wq*0 - 2*c*wq*0)
-			}
-			continue
-		}
-		se := s.se[i]
-		v, m := s.v32[i*in:(i+1)*in], s.m32[i*in:(i+1)*in]
-		for j, wq := range wr {
-			row[j] = float32(wq*wq*float64(v[j]) - 2*c*wq*(0-se*float64(m[j])))
-		}
-	}
+// output), Cov_g(e, a') = sea - se m32, sea being computed on the rows
+// and columns given (all of them when all is set; rows in increasing
+// order), a block of rows at a time, and taken as 0 elsewhere, as the
+// non-compact rounds leave it. No [Out, In] array of costs is made: a
+// round picks by row.
+func (rd *resident) costsCompact(s *ecpSums, w []float64, c float64, all bool, rows, cols []int, need func(int) bool, row func(int, []float32)) {
+	out, in, n := s.out, s.in, rd.rows
 	if all {
 		rows, cols = nil, nil
 		if n > 0 {
-			rows, cols = make([]int, s.out), make([]int, in)
+			rows, cols = make([]int, out), make([]int, in)
 			for i := range rows {
 				rows[i] = i
 			}
@@ -121,9 +110,7 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 			}
 		}
 	}
-	if n == 0 || len(rows) == 0 || len(cols) == 0 {
-		return
-	}
+	withSEA := n > 0 && len(rows) > 0 && len(cols) > 0
 	// The columns' inputs in float32, one contiguous run per feature:
 	// gathered when they are few, else all columns are multiplied and
 	// the others ignored (a gathered copy would take up to the inputs'
@@ -131,7 +118,7 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 	ac32, pick := rd.ac32, cols
 	if len(cols)*2 > in {
 		pick = nil
-	} else if len(cols) < in {
+	} else if withSEA && len(cols) < in {
 		ac32 = growF32(rd.acg32, len(cols)*n)
 		rd.acg32 = ac32
 		for k, j := range cols {
@@ -142,34 +129,62 @@ func (rd *resident) costsCompact(s *ecpSums, cost []float32, w []float64, c floa
 	if pick == nil {
 		nc = in
 	}
-	bs := min(blockRows(max(n, nc)), len(rows))
-	ge := grow(&rd.gr, bs*n)
-	sea := grow(&rd.c, bs*nc)
-	for k0 := 0; k0 < len(rows); k0 += bs {
-		k1 := min(len(rows), k0+bs)
-		for k, i := range rows[k0:k1] {
-			gi, ei, gk := rd.g[i*n:(i+1)*n], rd.e[i*n:(i+1)*n], ge[k*n:(k+1)*n]
-			for r, v := range ei {
-				gk[r] = gi[r] * v
+	bs := min(blockRows(max(n, nc)), out)
+	var ge, sea []float64
+	if withSEA {
+		ge = grow(&rd.gr, bs*n)
+		sea = grow(&rd.c, bs*nc)
+	}
+	cost := make([]float32, in)
+	var sel []int
+	k := 0 // next of rows
+	for i0 := 0; i0 < out; i0 += bs {
+		i1 := min(out, i0+bs)
+		// sea of the block's rows that are asked for and have it.
+		sel = sel[:0]
+		for ; k < len(rows) && rows[k] < i1; k++ {
+			if i := rows[k]; withSEA && need(i) && s.s0[i] != 0 {
+				gi, ei, gk := rd.g[i*n:(i+1)*n], rd.e[i*n:(i+1)*n], ge[len(sel)*n:(len(sel)+1)*n]
+				for r, v := range ei {
+					gk[r] = gi[r] * v
+				}
+				sel = append(sel, i)
 			}
 		}
-		m := k1 - k0
-		rd.gemm(true, m, nc, n, 1, ge[:m*n], nil, ac32, 0, sea[:m*nc])
-		for k, i := range rows[k0:k1] {
-			se := s.se[i]
-			if s.s0[i] == 0 {
+		if withSEA && len(sel) > 0 {
+			rd.gemm(true, len(sel), nc, n, 1, ge[:len(sel)*n], nil, ac32, 0, sea[:len(sel)*nc])
+		}
+		p := 0 // next of sel
+		for i := i0; i < i1; i++ {
+			if !need(i) {
 				continue
 			}
-			v, mr, wr := s.v32[i*in:(i+1)*in], s.m32[i*in:(i+1)*in], w[i*in:(i+1)*in]
-			for kk, j := range cols {
-				wq := wr[j]
-				at := k*nc + kk
-				if pick == nil {
-					at = k*nc + j
+			wr := w[i*in : (i+1)*in]
+			if s.s0[i] == 0 {
+				for j, wq := range wr {
+					cost[j] = float32(wq*wq*0 - 2*c*wq*0)
 				}
-				cv := sea[at] - se*float64(mr[j])
-				cost[i*in+j] = float32(wq*wq*float64(v[j]) - 2*c*wq*cv)
+				row(i, cost)
+				continue
 			}
+			se := s.se[i]
+			v, m := s.v32[i*in:(i+1)*in], s.m32[i*in:(i+1)*in]
+			for j, wq := range wr {
+				cost[j] = float32(wq*wq*float64(v[j]) - 2*c*wq*(0-se*float64(m[j])))
+			}
+			if p < len(sel) && sel[p] == i {
+				sr := sea[p*nc : (p+1)*nc]
+				for kk, j := range cols {
+					at := kk
+					if pick == nil {
+						at = j
+					}
+					wq := wr[j]
+					cost[j] = float32(wq*wq*float64(v[j]) - 2*c*wq*(sr[at]-se*float64(m[j])))
+				}
+				p++
+			}
+			row(i, cost)
 		}
 	}
 }

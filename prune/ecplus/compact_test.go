@@ -59,13 +59,30 @@ func TestCompactSums(t *testing.T) {
 
 			w := slices.Clone(l.Weights64())
 			want := s.costs(new([]float64), w, 0.5)
-			cost := make([]float32, out*in)
-			rd.costsCompact(c, cost, w, 0.5, true, nil, nil)
-			got := make([]float64, len(cost))
-			for q, x := range cost {
-				got[q] = float64(x)
+			// costs gathers costsCompact's rows, all of them or every
+			// third.
+			costs := func(all bool, rows, cols []int, every int) []float64 {
+				got := make([]float64, out*in)
+				seen := 0
+				rd.costsCompact(c, w, 0.5, all, rows, cols, func(i int) bool { return i%every == 0 }, func(i int, cost []float32) {
+					if i%every != 0 || i < seen {
+						t.Fatalf("row %d out of order or not asked for", i)
+					}
+					seen = i
+					for j, x := range cost {
+						got[i*in+j] = float64(x)
+					}
+				})
+				return got
 			}
-			tol.CheckClose(t, "costs", got, want, 1e-4, 1e-6)
+			tol.CheckClose(t, "costs", costs(true, nil, nil, 1), want, 1e-4, 1e-6)
+			some := costs(true, nil, nil, 3)
+			for q := range want {
+				if q/in%3 != 0 {
+					want[q] = 0
+				}
+			}
+			tol.CheckClose(t, "costs of every third row", some, want, 1e-4, 1e-6)
 
 			// On a subset: sea there, zero elsewhere. Few columns are
 			// gathered, most are not.
@@ -86,10 +103,7 @@ func TestCompactSums(t *testing.T) {
 				copy(part.s2, s.s2)
 				rd.addResidualOn(part, true, rows, cols)
 				want = part.costs(new([]float64), w, 0.5)
-				rd.costsCompact(c, cost, w, 0.5, false, rows, cols)
-				for q, x := range cost {
-					got[q] = float64(x)
-				}
+				got := costs(false, rows, cols, 1)
 				tol.CheckClose(t, fmt.Sprintf("costs on %d rows and %d columns", len(rows), len(cols)), got, want, 1e-4, 1e-6)
 			}
 

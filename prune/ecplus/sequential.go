@@ -175,17 +175,17 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		// One [Out, In] buffer serves the in-layer EC ranking, each
 		// round's costs and the residual update's removed weights, in
 		// turn: on a 4096x4096 layer each is 128 MiB. In the compact
-		// form the ranking and the costs are float32 (cost32) and the
-		// update takes a block of rows.
+		// form the ranking is float32, the costs are made a row at a
+		// time as the rows are picked, and the update takes a block of
+		// rows.
 		var costBuf []float64
-		var cost32 []float32
 		var quota []int
 		if compact {
-			cost32 = make([]float32, out*in)
+			ec := make([]float32, out*in)
 			for q, w := range l.W {
-				cost32[q] = float32(w * w * float64(sums.v32[q]))
+				ec[q] = float32(w * w * float64(sums.v32[q]))
 			}
-			quota = rowQuotas32(cost32, out, in, k)
+			quota = rowQuotas32(ec, out, in, k)
 		} else {
 			ec := grow(&costBuf, out*in)
 			for q, w := range l.W {
@@ -220,25 +220,20 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 				e.prog.add(1) // round t-1 is done
 			}
 			removed = removed[:0]
-			var cost []float64
-			if compact {
-				rd.costsCompact(sums, cost32, l.W, e.eo.C, seaAll, seaRows, seaCols)
-			} else {
-				cost = sums.costs(&costBuf, l.W, e.eo.C)
-			}
-			for i := 0; i < out; i++ {
+			// pick takes row i's share of the round by the costs of its
+			// weights, r64 or (compact) r32.
+			pick := func(i int, r64 []float64, r32 []float32) {
 				take := roundTake(quota[i], t, rounds)
-				if take == 0 {
-					continue
-				}
 				cs = cs[:0]
 				for j := 0; j < in; j++ {
 					if q := i*in + j; !res.pruned[q] {
-						if compact {
-							cs = append(cs, prune.Scored{Score: float64(cost32[q]), Pos: q})
+						sc := 0.0
+						if r32 != nil {
+							sc = float64(r32[j])
 						} else {
-							cs = append(cs, prune.Scored{Score: cost[q], Pos: q})
+							sc = r64[j]
 						}
+						cs = append(cs, prune.Scored{Score: sc, Pos: q})
 					}
 				}
 				prune.Smallest(cs, take)
@@ -249,6 +244,18 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 						res.predicted += c.Score
 					}
 					removed = append(removed, c)
+				}
+			}
+			if compact {
+				rd.costsCompact(sums, l.W, e.eo.C, seaAll, seaRows, seaCols,
+					func(i int) bool { return roundTake(quota[i], t, rounds) > 0 },
+					func(i int, cost []float32) { pick(i, nil, cost) })
+			} else {
+				cost := sums.costs(&costBuf, l.W, e.eo.C)
+				for i := 0; i < out; i++ {
+					if roundTake(quota[i], t, rounds) > 0 {
+						pick(i, cost[i*in:(i+1)*in], nil)
+					}
 				}
 			}
 			if len(removed) == 0 {
