@@ -47,7 +47,7 @@ func JVPSum32(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor) ([]*T
 
 // VJP32 is VJP with the Dense products in float32, as JVPSum32.
 func VJP32(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
-	return vjp(net, tr, outCot, want, matmul32)
+	return vjp(net, tr, outCot, want, matmul32, false)
 }
 
 func jvpSum(net *onnxio.Network, tr *Trace, from []int, seeds []*Tensor, mm matmulFunc) ([]*Tensor, error) {
@@ -251,7 +251,8 @@ func diagDeriv(op *onnxio.Op, x, y *Tensor) ([]float64, error) {
 	return diagDerivInto(op, x, y, make([]float64, len(x.Data)))
 }
 
-// diagDerivInto is diagDeriv written into d (len(x.Data) zeros).
+// diagDerivInto is diagDeriv written into d (len(x.Data) elements, every
+// one of them written).
 func diagDerivInto(op *onnxio.Op, x, y *Tensor, d []float64) ([]float64, error) {
 	switch op.Kind {
 	case onnxio.OpPRelu:
@@ -274,7 +275,14 @@ func diagDerivInto(op *onnxio.Op, x, y *Tensor, d []float64) ([]float64, error) 
 			d[k] = a[(k/inner)%len(a)]
 		}
 	default:
-		unaryDeriv(op, x.Data, y.Data, d)
+		// Elementwise, so the pieces give the same bits as one loop.
+		least := 1 << 16
+		switch op.Kind {
+		case onnxio.OpTanh, onnxio.OpSigmoid, onnxio.OpElu, onnxio.OpSelu, onnxio.OpSoftplus, onnxio.OpGelu, onnxio.OpErf:
+			least = 1 << 12 // transcendental: tens of ns per element
+		}
+		xd, yd := x.Data, y.Data[:len(x.Data)]
+		parallelAbove(len(xd), least, func(lo, hi int) { unaryDeriv(op, xd[lo:hi], yd[lo:hi], d[lo:hi]) })
 	}
 	return d, nil
 }
@@ -398,12 +406,17 @@ func binaryJVP(kind onnxio.OpKind, a, b, y, ta, tb *Tensor, dy []float64) {
 // values and the outputs are visited; broadcasting sums cotangents back to
 // operand shapes. outCot is not modified.
 func VJP(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int) (map[int]*Tensor, error) {
-	return vjp(net, tr, outCot, want, matmul)
+	return vjp(net, tr, outCot, want, matmul, false)
 }
 
 // vjp is VJP with the Dense products done by mm (matmul, or matmul32 for
-// probe estimates).
-func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmulFunc) (map[int]*Tensor, error) {
+// probe estimates). squared says the caller uses the results only through
+// their squares: an Add may then hand its cotangent on to an operand as
+// that operand's accumulator, as an alias op does, instead of adding it
+// into zeros. The two differ only where an element is -0 (0 + -0 is +0);
+// no pull-back divides by a cotangent or compares one, so a signed zero
+// changes no nonzero value downstream, and its square is +0 either way.
+func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmulFunc, squared bool) (map[int]*Tensor, error) {
 	if len(tr.Values) != len(net.Values) {
 		return nil, fmt.Errorf("VJP: trace has %d values, network %d", len(tr.Values), len(net.Values))
 	}
@@ -458,7 +471,7 @@ func vjp(net *onnxio.Network, tr *Trace, outCot []*Tensor, want []int, mm matmul
 		if g == nil {
 			continue
 		}
-		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], g, p, mm, ar); err != nil {
+		if err := vjpOp(net, op, tr.Values, cot, rel, wanted[op.Out], squared, g, p, mm, ar); err != nil {
 			return nil, opErr(i, op, fmt.Errorf("VJP: %w", err))
 		}
 		if !wanted[op.Out] {
@@ -503,8 +516,8 @@ func addTo(dst, src []float64) {
 // vjpOp accumulates the op's pull-back of g into the cotangents of its
 // relevant inputs, allocated from ar (nil: the Go heap). keepG says g is
 // returned to the caller, so it must not become (aliased as) an input's
-// accumulator.
-func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG bool, g *Tensor, p int, mm matmulFunc, ar *arena) error {
+// accumulator; squared is vjp's.
+func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, keepG, squared bool, g *Tensor, p int, mm matmulFunc, ar *arena) error {
 	y := vals[op.Out]
 	acc := func(id int) []float64 {
 		if cot[id] == nil {
@@ -520,42 +533,18 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		if err != nil {
 			return err
 		}
-		ga, gb, ca, cb := binaryFactorsFor(op.Kind, a.t, b.t, y, a.id >= 0 && rel[a.id], b.id >= 0 && rel[b.id])
-		n := len(y.Data)
-		for _, s := range []struct {
-			o operand
-			g []float64
-			c float64
-		}{{a, ga, ca}, {b, gb, cb}} {
-			if s.o.id < 0 || !rel[s.o.id] {
-				continue
-			}
-			dst := acc(s.o.id)
-			idx := bcastIndex(y.Shape, s.o.t.Shape)
-			m := s.o.t.Len()
-			eachDirection(p, n, func(q int) {
-				src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
-				switch {
-				case idx == nil && s.g == nil:
-					for k, v := range src {
-						d[k] += s.c * v
-					}
-				case idx == nil:
-					for k, v := range src {
-						d[k] += s.g[k] * v
-					}
-				case s.g == nil:
-					for k, v := range src {
-						d[idx[k]] += s.c * v
-					}
-				default:
-					for k, v := range src {
-						d[idx[k]] += s.g[k] * v
-					}
+		if squared && op.Kind == onnxio.OpAdd && !keepG && a.id != b.id {
+			// Hand g on to one operand of the output's layout that has
+			// no cotangent yet (see vjp's squared).
+			for _, o := range []*operand{&a, &b} {
+				if o.id >= 0 && rel[o.id] && cot[o.id] == nil && o.t.Len() == y.Len() {
+					cot[o.id] = &Tensor{Shape: withP(p, o.t.Shape), Data: g.Data}
+					o.id = -1 // done
+					break
 				}
-			})
+			}
 		}
-		return nil
+		return binaryVJP(op.Kind, a, b, y, g, p, rel, acc, ar)
 	}
 	in := op.In[0]
 	if !rel[in] {
@@ -581,9 +570,12 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		if err != nil {
 			return err
 		}
-		softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data, acc(in), outer, d, inner)
+		dst, n := acc(in), len(y.Data)
+		eachDirection(p, n, func(q int) {
+			softmaxVJP(op.Kind == onnxio.OpLogSoftmax, y.Data, g.Data[q*n:(q+1)*n], dst[q*n:(q+1)*n], outer, d, inner)
+		})
 	default:
-		d, err := diagDerivInto(op, x, y, ar.zerosOrFresh(len(x.Data)))
+		d, err := diagDerivInto(op, x, y, ar.rawOrFresh(len(x.Data)))
 		if err != nil {
 			return err
 		}
@@ -598,6 +590,147 @@ func vjpOp(net *onnxio.Network, op *onnxio.Op, vals, cot []*Tensor, rel []bool, 
 		})
 	}
 	return nil
+}
+
+// binaryVJP is vjpOp for Add, Sub, Mul and Div: each operand that needs
+// a cotangent gets, per direction, the sum over the output elements it is
+// broadcast to of its partial derivative there times g. The partial
+// derivative is a constant (Add, Sub; Div by one element), the other
+// operand (Mul), or for Div the reciprocal of b (by a) or -y/b (by b),
+// computed once for all directions. Operands and factors are read through
+// walks, never through a position per output element.
+func binaryVJP(kind onnxio.OpKind, a, b operand, y, g *Tensor, p int, rel []bool, acc func(int) []float64, ar *arena) error {
+	needA, needB := a.id >= 0 && rel[a.id], b.id >= 0 && rel[b.id]
+	n := len(y.Data)
+	// side is the pull-back into one operand: factor f (nil: constant c)
+	// of shape fShape.
+	type side struct {
+		o      operand
+		f      []float64
+		fShape []int
+		c      float64
+	}
+	var sides []side
+	var scratch [][]float64
+	defer func() {
+		for _, s := range scratch {
+			ar.release(s)
+		}
+	}()
+	switch kind {
+	case onnxio.OpAdd, onnxio.OpSub:
+		cb := 1.0
+		if kind == onnxio.OpSub {
+			cb = -1
+		}
+		sides = []side{{o: a, c: 1}, {o: b, c: cb}}
+	case onnxio.OpMul:
+		sides = []side{{o: a, f: b.t.Data, fShape: b.t.Shape}, {o: b, f: a.t.Data, fShape: a.t.Shape}}
+	case onnxio.OpDiv:
+		// d(a/b) = da/b - (a/b) db/b.
+		sa := side{o: a}
+		switch {
+		case !needA:
+		case len(b.t.Data) == 1:
+			sa.c = 1 / b.t.Data[0]
+		default:
+			r := ar.rawOrFresh(len(b.t.Data))
+			scratch = append(scratch, r)
+			for j, v := range b.t.Data {
+				r[j] = 1 / v
+			}
+			sa.f, sa.fShape = r, b.t.Shape
+		}
+		sb := side{o: b}
+		if needB {
+			f := ar.rawOrFresh(n)
+			scratch = append(scratch, f)
+			w := bcastWalk(y.Shape, b.t.Shape)
+			s := w.inner(0)
+			w.rows(func(k, m int, off []int) {
+				yr, fr := y.Data[k:k+m], f[k:k+m]
+				if s == 0 {
+					d := b.t.Data[off[0]]
+					for i, v := range yr {
+						fr[i] = -v / d
+					}
+					return
+				}
+				br := b.t.Data[off[0] : off[0]+m]
+				for i, v := range yr {
+					fr[i] = -v / br[i]
+				}
+			})
+			sb.f, sb.fShape = f, y.Shape
+		}
+		sides = []side{sa, sb}
+	default:
+		return fmt.Errorf("op kind %v is not a binary op", kind)
+	}
+	for _, s := range sides {
+		if s.o.id < 0 || !rel[s.o.id] {
+			continue
+		}
+		if s.f != nil && len(s.f) == 1 {
+			s.f, s.c = nil, s.f[0]
+		}
+		dst := acc(s.o.id)
+		m := s.o.t.Len()
+		fShape := s.fShape
+		if s.f == nil {
+			fShape = nil // a constant: read nowhere
+		}
+		w := bcastWalk(y.Shape, s.o.t.Shape, fShape)
+		sd, sf := w.inner(0), w.inner(1)
+		eachDirection(p, n, func(q int) {
+			src, d := g.Data[q*n:(q+1)*n], dst[q*m:(q+1)*m]
+			w.rows(func(k, l int, off []int) {
+				pullRow(d, src[k:k+l], off[0], sd, s.f, off[1], sf, s.c)
+			})
+		})
+	}
+	return nil
+}
+
+// pullRow adds f[fo+i·sf]·g[i] (c·g[i] when f is nil) to d[do+i·sd],
+// strides 0 or 1, in order of i.
+func pullRow(d, g []float64, do, sd int, f []float64, fo, sf int, c float64) {
+	n := len(g)
+	switch {
+	case sd == 1 && f == nil:
+		d := d[do : do+n]
+		for i, v := range g {
+			d[i] += c * v
+		}
+	case sd == 1 && sf == 1:
+		d, f := d[do:do+n], f[fo:fo+n]
+		for i, v := range g {
+			d[i] += f[i] * v
+		}
+	case sd == 1:
+		d, fv := d[do:do+n], f[fo]
+		for i, v := range g {
+			d[i] += fv * v
+		}
+	case f == nil:
+		acc := d[do]
+		for _, v := range g {
+			acc += c * v
+		}
+		d[do] = acc
+	case sf == 1:
+		acc, f := d[do], f[fo:fo+n]
+		for i, v := range g {
+			acc += f[i] * v
+		}
+		d[do] = acc
+	default:
+		acc, fv := d[do], f[fo]
+		for _, v := range g {
+			acc += fv * v
+		}
+		d[do] = acc
+	}
 }
 
 // eachDirection calls f(q) for the p tangent directions q, on GOMAXPROCS

@@ -46,7 +46,13 @@ type arena struct {
 const mapMin = 1 << 20
 
 // zeros returns a zeroed slice of n elements.
-func (a *arena) zeros(n int) []float64 {
+func (a *arena) zeros(n int) []float64 { return a.get(n, true) }
+
+// raw returns a slice of n elements with arbitrary contents, for a caller
+// that writes every element before reading any.
+func (a *arena) raw(n int) []float64 { return a.get(n, false) }
+
+func (a *arena) get(n int, zero bool) []float64 {
 	if n == 0 {
 		return []float64{}
 	}
@@ -65,7 +71,9 @@ func (a *arena) zeros(n int) []float64 {
 		} else {
 			a.free[c] = stack[:last]
 		}
-		clear(b[:n])
+		if zero {
+			clear(b[:n])
+		}
 	} else if m, ok := mapHugeAbove(n); ok {
 		b = m
 		a.mapped = append(a.mapped, m[:cap(m)])
@@ -171,6 +179,25 @@ func (a *arena) alloc() allocFunc {
 		return freshAlloc
 	}
 	return a.tensor
+}
+
+// rawAlloc is alloc for outputs whose every element the caller writes
+// before reading any: a recycled buffer is not cleared.
+func (a *arena) rawAlloc() allocFunc {
+	if a == nil {
+		return freshAlloc
+	}
+	return func(shape []int) *Tensor {
+		return &Tensor{Shape: append([]int(nil), shape...), Data: a.raw(ShapeSize(shape))}
+	}
+}
+
+// rawOrFresh is a.raw, or make without an arena.
+func (a *arena) rawOrFresh(n int) []float64 {
+	if a == nil {
+		return make([]float64, n)
+	}
+	return a.raw(n)
 }
 
 // zerosOrFresh is a.zeros, or make without an arena.

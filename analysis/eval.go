@@ -204,7 +204,7 @@ func LayerOp(net *onnxio.Network, l *onnxio.Layer) int {
 }
 
 func evalOps(net *onnxio.Network, tr *Trace, start int) error {
-	alloc := tr.arena.alloc()
+	alloc, raw := tr.arena.alloc(), tr.arena.rawAlloc()
 	for i := start; i < len(net.Ops); i++ {
 		op := &net.Ops[i]
 		if op.Out < 0 || op.Out >= len(tr.Values) {
@@ -224,7 +224,7 @@ func evalOps(net *onnxio.Network, tr *Trace, start int) error {
 				out, err = denseForwardW(op, x, tr.w32(op.Layer), alloc)
 			}
 		} else {
-			out, err = forwardOpAlloc(net, op, tr.Values, alloc)
+			out, err = forwardOpAlloc(net, op, tr.Values, alloc, raw)
 		}
 		if err != nil {
 			return opErr(i, op, err)
@@ -269,12 +269,13 @@ func opsetOf(net *onnxio.Network, op *onnxio.Op) int64 {
 }
 
 func forwardOp(net *onnxio.Network, op *onnxio.Op, vals []*Tensor) (*Tensor, error) {
-	return forwardOpAlloc(net, op, vals, freshAlloc)
+	return forwardOpAlloc(net, op, vals, freshAlloc, freshAlloc)
 }
 
 // forwardOpAlloc is forwardOp with the output allocated by alloc (where
-// the op makes a new tensor rather than a view of its input).
-func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
+// the op makes a new tensor rather than a view of its input), or by raw
+// (contents undefined) where the op writes every element.
+func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc, raw allocFunc) (*Tensor, error) {
 	if err := checkKind(op); err != nil {
 		return nil, err
 	}
@@ -282,7 +283,7 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		return nodeForward(op, vals, alloc)
 	}
 	if family(op.Kind) == famBinary {
-		return binaryForward(op, vals, alloc)
+		return binaryForward(op, vals, raw)
 	}
 	x, err := opInput(op, vals, 0)
 	if err != nil {
@@ -302,7 +303,7 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		if !onnxio.IsFloatType(op.CastTo) {
 			return nil, fmt.Errorf("cast to %s: only float types are supported", onnxio.TypeName(op.CastTo))
 		}
-		y := alloc(shape)
+		y := raw(shape)
 		for i, v := range x.Data {
 			y.Data[i] = onnxio.RoundTo(op.CastTo, v)
 		}
@@ -312,11 +313,11 @@ func forwardOpAlloc(net *onnxio.Network, op *onnxio.Op, vals []*Tensor, alloc al
 		if err != nil {
 			return nil, err
 		}
-		y := alloc(x.Shape)
+		y := raw(x.Shape)
 		softmaxForward(op.Kind == onnxio.OpLogSoftmax, x.Data, y.Data, outer, d, inner)
 		return y, nil
 	}
-	y := alloc(x.Shape)
+	y := raw(x.Shape)
 	switch op.Kind {
 	case onnxio.OpPRelu:
 		slope, idx, err := preluSlope(op, x.Shape)
@@ -460,6 +461,8 @@ func binaryOperands(op *onnxio.Op, vals []*Tensor) (a, b operand, err error) {
 	return v, k, nil
 }
 
+// binaryForward writes every element of its output, which alloc may
+// therefore leave uncleared.
 func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, error) {
 	a, b, err := binaryOperands(op, vals)
 	if err != nil {
@@ -469,26 +472,97 @@ func binaryForward(op *onnxio.Op, vals []*Tensor, alloc allocFunc) (*Tensor, err
 	if err != nil {
 		return nil, err
 	}
-	ia, ib := bcastIndex(shape, a.t.Shape), bcastIndex(shape, b.t.Shape)
 	y := alloc(shape)
+	w := bcastWalk(shape, a.t.Shape, b.t.Shape)
+	sa, sb := w.inner(0), w.inner(1)
 	ad, bd := a.t.Data, b.t.Data
-	switch op.Kind {
-	case onnxio.OpAdd:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] + bd[bcAt(ib, k)]
+	// Elementwise: the pieces give the same bits as one pass.
+	parallelChunks(len(y.Data), func(lo, hi int) {
+		w.span(lo, hi, func(k, n int, off []int) {
+			binaryRow(op.Kind, y.Data[k:k+n], ad[off[0]:], bd[off[1]:], sa, sb)
+		})
+	})
+	return y, nil
+}
+
+// binaryRow sets y[i] = a[i·sa] op b[i·sb] for strides sa, sb of 0 or 1.
+func binaryRow(kind onnxio.OpKind, y, a, b []float64, sa, sb int) {
+	n := len(y)
+	switch {
+	case sa == 1 && sb == 1:
+		a, b = a[:n], b[:n]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = a[i] + b[i]
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = a[i] - b[i]
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = a[i] * b[i]
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = a[i] / b[i]
+			}
 		}
-	case onnxio.OpSub:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] - bd[bcAt(ib, k)]
+	case sa == 1:
+		a, c := a[:n], b[0]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = a[i] + c
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = a[i] - c
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = a[i] * c
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = a[i] / c
+			}
 		}
-	case onnxio.OpMul:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] * bd[bcAt(ib, k)]
+	case sb == 1:
+		c, b := a[0], b[:n]
+		switch kind {
+		case onnxio.OpAdd:
+			for i := range y {
+				y[i] = c + b[i]
+			}
+		case onnxio.OpSub:
+			for i := range y {
+				y[i] = c - b[i]
+			}
+		case onnxio.OpMul:
+			for i := range y {
+				y[i] = c * b[i]
+			}
+		case onnxio.OpDiv:
+			for i := range y {
+				y[i] = c / b[i]
+			}
 		}
-	case onnxio.OpDiv:
-		for k := range y.Data {
-			y.Data[k] = ad[bcAt(ia, k)] / bd[bcAt(ib, k)]
+	default:
+		var v float64
+		switch kind {
+		case onnxio.OpAdd:
+			v = a[0] + b[0]
+		case onnxio.OpSub:
+			v = a[0] - b[0]
+		case onnxio.OpMul:
+			v = a[0] * b[0]
+		case onnxio.OpDiv:
+			v = a[0] / b[0]
+		}
+		for i := range y {
+			y[i] = v
 		}
 	}
-	return y, nil
 }

@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/ecprune/ecprune/onnxio"
 )
@@ -16,7 +17,7 @@ func init() {
 	for name, u := range unaryOps {
 		register(name, elementwiseKernel(u))
 	}
-	register("Pow", &Kernel{Forward: powForward, Prepare: powPrepare, JVP: powJVP, VJP: powVJP})
+	register("Pow", &Kernel{ForwardAlloc: powForward, Prepare: powPrepare, JVP: powJVP, VJP: powVJP, ConcurrentVJP: true})
 	register("PRelu", &Kernel{Forward: preluForward, Prepare: pairPrepare, JVP: preluJVP, VJP: preluVJP})
 	register("Clip", &Kernel{Forward: clipForward, Prepare: clipPrepare, JVP: clipJVP, VJP: clipVJP})
 	for _, name := range []string{"Sum", "Mean", "Max", "Min"} {
@@ -213,26 +214,31 @@ func broadcastPair(a, b *Tensor) (*binaryGeom, error) {
 	return &binaryGeom{shape: s, ia: bcastIndex(s, a.Shape), ib: bcastIndex(s, b.Shape)}, nil
 }
 
-func powForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+func powForward(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 	a, b, err := need2(in)
 	if err != nil {
 		return nil, err
 	}
-	g, err := broadcastPair(a, b)
+	shape, err := BroadcastShape(a.Shape, b.Shape)
 	if err != nil {
 		return nil, err
 	}
-	y := NewTensor(g.shape, nil)
-	if b.Len() == 1 {
-		e := b.Data[0]
-		for k := range y.Data {
-			y.Data[k] = powOf(a.Data[bcAt(g.ia, k)], e)
+	y := alloc(shape)
+	w := bcastWalk(shape, a.Shape, b.Shape)
+	sa, sb := w.inner(0), w.inner(1)
+	w.rows(func(k, n int, off []int) {
+		yr := y.Data[k : k+n]
+		if sb == 0 {
+			e := b.Data[off[1]]
+			for i := range yr {
+				yr[i] = powOf(a.Data[off[0]+i*sa], e)
+			}
+			return
 		}
-	} else {
-		for k := range y.Data {
-			y.Data[k] = powOf(a.Data[bcAt(g.ia, k)], b.Data[bcAt(g.ib, k)])
+		for i := range yr {
+			yr[i] = powOf(a.Data[off[0]+i*sa], b.Data[off[1]+i])
 		}
-	}
+	})
 	if !isFloatType(op.OutType) {
 		for k, v := range y.Data {
 			y.Data[k] = math.Trunc(v) // an integer power of integers
@@ -243,44 +249,79 @@ func powForward(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
 
 // powState holds the partial derivatives at every output element: da wrt
 // the base, db wrt the exponent (computed on first use: the exponent is
-// almost always a constant).
+// almost always a constant), and the walk reading base and exponent.
 type powState struct {
-	*binaryGeom
+	w      walk
 	da, db []float64
+	dbOnce sync.Once // directions may pull back at once
+	// With one exponent e of 0, 1 or 2 (LayerNorm's square), da is not
+	// stored: its value at x is powDeriv(x, e), cheaper to recompute per
+	// direction than to write and read back.
+	e     float64
+	small bool
+}
+
+// powDeriv is the derivative of x^e with respect to x.
+func powDeriv(x, e float64) float64 {
+	switch e {
+	case 0:
+		return 0 // x^0 is 1 even at x = 0
+	case 1:
+		return 1
+	case 2:
+		return 2 * x
+	}
+	return e * powOf(x, e-1)
 }
 
 func powPrepare(_ *onnxio.Op, in []*Tensor, y *Tensor) (any, error) {
 	a, b := in[0], in[1]
-	g, err := broadcastPair(a, b)
+	shape, err := BroadcastShape(a.Shape, b.Shape)
 	if err != nil {
 		return nil, err
 	}
-	st := &powState{binaryGeom: g, da: make([]float64, len(y.Data))}
-	for k := range st.da {
-		x, e := a.Data[bcAt(g.ia, k)], b.Data[bcAt(g.ib, k)]
-		switch e {
-		case 0:
-			st.da[k] = 0 // x^0 is 1 even at x = 0
-		case 1:
-			st.da[k] = 1
-		case 2:
-			st.da[k] = 2 * x
-		default:
-			st.da[k] = e * powOf(x, e-1)
-		}
+	st := &powState{w: bcastWalk(shape, a.Shape, b.Shape)}
+	if b.Len() == 1 && (b.Data[0] == 0 || b.Data[0] == 1 || b.Data[0] == 2) {
+		st.e, st.small = b.Data[0], true
+		return st, nil
 	}
+	st.da = make([]float64, len(y.Data))
+	sa, sb := st.w.inner(0), st.w.inner(1)
+	st.w.rows(func(k, n int, off []int) {
+		da := st.da[k : k+n]
+		for i := range da {
+			da[i] = powDeriv(a.Data[off[0]+i*sa], b.Data[off[1]+i*sb])
+		}
+	})
 	return st, nil
 }
 
-func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
-	if st.db == nil {
-		st.db = make([]float64, len(y.Data))
-		for k, v := range y.Data {
-			if v != 0 { // d/de 0^e = 0 for e > 0, where log would give -Inf
-				st.db[k] = v * math.Log(in[0].Data[bcAt(st.ia, k)])
-			}
-		}
+// baseDeriv is da over the output row at k (n elements, the base's
+// first at a[ao]), recomputed into buf when it is not stored.
+func (st *powState) baseDeriv(a []float64, k, n, ao int, buf []float64) []float64 {
+	if !st.small {
+		return st.da[k : k+n]
 	}
+	sa := st.w.inner(0)
+	buf = buf[:n]
+	for i := range buf {
+		buf[i] = powDeriv(a[ao+i*sa], st.e)
+	}
+	return buf
+}
+
+func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
+	st.dbOnce.Do(func() {
+		st.db = make([]float64, len(y.Data))
+		sa := st.w.inner(0)
+		st.w.rows(func(k, n int, off []int) {
+			for i, v := range y.Data[k : k+n] {
+				if v != 0 { // d/de 0^e = 0 for e > 0, where log would give -Inf
+					st.db[k+i] = v * math.Log(in[0].Data[off[0]+i*sa])
+				}
+			}
+		})
+	})
 	return st.db
 }
 
@@ -288,15 +329,28 @@ func powJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, tin []*Tensor) (*Tenso
 	st := s.(*powState)
 	out := NewTensor(y.Shape, nil)
 	if t := tin[0]; t != nil {
-		for k := range out.Data {
-			out.Data[k] = st.da[k] * t.Data[bcAt(st.ia, k)]
-		}
+		sa := st.w.inner(0)
+		var buf [512]float64
+		st.w.rows(func(k, n int, off []int) {
+			for i0 := 0; i0 < n; i0 += len(buf) {
+				// In pieces, so that a recomputed da stays in cache.
+				m := min(len(buf), n-i0)
+				ao := off[0] + i0*sa
+				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
+				for i := range m {
+					out.Data[k+i0+i] = da[i] * t.Data[ao+i*sa]
+				}
+			}
+		})
 	}
 	if t := tin[1]; t != nil {
 		db := st.expDeriv(in, y)
-		for k := range out.Data {
-			out.Data[k] += db[k] * t.Data[bcAt(st.ib, k)]
-		}
+		sb := st.w.inner(1)
+		st.w.rows(func(k, n int, off []int) {
+			for i := range n {
+				out.Data[k+i] += db[k+i] * t.Data[off[1]+i*sb]
+			}
+		})
 	}
 	return out, nil
 }
@@ -304,15 +358,24 @@ func powJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, tin []*Tensor) (*Tenso
 func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tensor) error {
 	st := s.(*powState)
 	if d := gin[0]; d != nil {
-		for k, v := range g.Data {
-			d.Data[bcAt(st.ia, k)] += st.da[k] * v
-		}
+		sa := st.w.inner(0)
+		var buf [512]float64
+		st.w.rows(func(k, n int, off []int) {
+			for i0 := 0; i0 < n; i0 += len(buf) {
+				// In pieces, so that a recomputed da stays in cache.
+				m := min(len(buf), n-i0)
+				ao := off[0] + i0*sa
+				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
+				pullRow(d.Data, g.Data[k+i0:k+i0+m], ao, sa, da, 0, 1, 0)
+			}
+		})
 	}
 	if d := gin[1]; d != nil {
 		db := st.expDeriv(in, y)
-		for k, v := range g.Data {
-			d.Data[bcAt(st.ib, k)] += db[k] * v
-		}
+		sb := st.w.inner(1)
+		st.w.rows(func(k, n int, off []int) {
+			pullRow(d.Data, g.Data[k:k+n], off[1], sb, db, k, 1, 0)
+		})
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func init() {
 func aliasKernel(shapeOf func(op *onnxio.Op, in []*Tensor) ([]int, error), check func(*onnxio.Op) error) *Kernel {
 	return &Kernel{
 		Check: check,
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			x, err := need(in, 0)
 			if err != nil {
 				return nil, err
@@ -54,7 +54,9 @@ func aliasKernel(shapeOf func(op *onnxio.Op, in []*Tensor) ([]int, error), check
 			if ShapeSize(s) != x.Len() {
 				return nil, fmt.Errorf("shape %s for %d values of shape %s", plain.Shape(s), x.Len(), plain.Shape(x.Shape))
 			}
-			return NewTensor(s, slices.Clone(x.Data)), nil
+			y := alloc(s)
+			copy(y.Data, x.Data)
+			return y, nil
 		},
 		JVP: func(_ *onnxio.Op, _ []*Tensor, out *Tensor, _ any, tin []*Tensor) (*Tensor, error) {
 			if tin[0] == nil {
@@ -297,7 +299,7 @@ func transposeMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		seen[p] = true
 		shape[i], st[i] = x.Shape[p], xs[p]
 	}
-	return &gatherMap{Shape: shape, Pos: stridedPos(shape, 0, st)}, nil
+	return stridedMap(shape, 0, st), nil
 }
 
 func concatMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
@@ -332,17 +334,15 @@ func concatMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 		shape[axis] += t.Shape[axis]
 	}
-	outer := ShapeSize(shape[:axis])
-	n := ShapeSize(shape)
-	m := &gatherMap{Shape: shape, Src: make([]int, 0, n), Pos: make([]int, 0, n)}
-	for o := range outer {
-		for k, t := range in {
-			blk := ShapeSize(t.Shape[axis:])
-			for j := range blk {
-				m.Src = append(m.Src, k)
-				m.Pos = append(m.Pos, o*blk+j)
-			}
-		}
+	// Input k fills, in every outer block, the run of its own block's
+	// length after those of the inputs before it.
+	outer, total := ShapeSize(shape[:axis]), ShapeSize(shape[axis:])
+	m := &gatherMap{Shape: shape}
+	start := 0
+	for k, t := range in {
+		blk := ShapeSize(t.Shape[axis:])
+		m.pieces = append(m.pieces, piece{src: k, w: newWalk([]int{outer, blk}, []int{start, 0}, []int{total, 1}, []int{blk, 1})})
+		start += blk
 	}
 	return m, nil
 }
@@ -407,7 +407,7 @@ func splitMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	xs := strides(x.Shape)
 	shape := slices.Clone(x.Shape)
 	shape[axis] = sizes[op.OutIndex]
-	return &gatherMap{Shape: shape, Pos: stridedPos(shape, start*xs[axis], xs)}, nil
+	return stridedMap(shape, start*xs[axis], xs), nil
 }
 
 // sliceMap: starts, ends, axes and steps are inputs from opset 10,
@@ -475,7 +475,7 @@ func sliceMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 			base += s * xs[a]
 		}
 	}
-	return &gatherMap{Shape: shape, Pos: stridedPos(shape, base, st)}, nil
+	return stridedMap(shape, base, st), nil
 }
 
 // sliceBound makes a negative start or end count from the end, without
@@ -504,6 +504,9 @@ func gatherOpMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	d := x.Shape[axis]
 	outer, inner := ShapeSize(x.Shape[:axis]), ShapeSize(x.Shape[axis+1:])
 	shape := append(append(slices.Clone(x.Shape[:axis]), idx.Shape...), x.Shape[axis+1:]...)
+	if m, ok := gatherRange(x, idx, axis, shape); ok {
+		return m, nil
+	}
 	pos := make([]int, 0, ShapeSize(shape))
 	for o := range outer {
 		for _, f := range idx.Data {
@@ -521,6 +524,37 @@ func gatherOpMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 		}
 	}
 	return &gatherMap{Shape: shape, Pos: pos}, nil
+}
+
+// gatherRange is the gather map of a Gather whose indices (a scalar or a
+// vector) are consecutive, a strided view of the data (a ViT picks its
+// query, key and value out of one tensor so); ok is false otherwise.
+func gatherRange(x, idx *Tensor, axis int, shape []int) (m *gatherMap, ok bool) {
+	if idx.Rank() > 1 || idx.Len() == 0 {
+		return nil, false
+	}
+	d := x.Shape[axis]
+	j0 := 0
+	for i, f := range idx.Data {
+		j := int(f)
+		if j < 0 {
+			j += d
+		}
+		if j < 0 || j >= d {
+			return nil, false // the caller's loop says which
+		}
+		if i == 0 {
+			j0 = j
+		} else if j != j0+i {
+			return nil, false
+		}
+	}
+	xs := strides(x.Shape)
+	st := slices.Clone(xs)
+	if idx.Rank() == 0 {
+		st = slices.Delete(st, axis, axis+1)
+	}
+	return stridedMap(shape, j0*xs[axis], st), true
 }
 
 func gatherElementsMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
@@ -578,7 +612,7 @@ func expandMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gatherMap{Shape: shape, Pos: bcastPos(shape, x.Shape)}, nil
+	return stridedMap(shape, 0, bcastStrides(shape, x.Shape)), nil
 }
 
 func tileMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
@@ -724,7 +758,7 @@ func cumSumKernel() *Kernel {
 		return out, nil
 	}
 	return &Kernel{
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			x, err := need(in, 0)
 			if err != nil {
 				return nil, err

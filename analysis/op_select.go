@@ -18,13 +18,13 @@ import (
 
 func init() {
 	topk := gatherKernel(topKMap, checkTopK)
-	values := topk.Forward
-	topk.Forward = func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+	values := topk.ForwardAlloc
+	topk.ForwardAlloc = func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 		if op.OutIndex == 1 {
 			_, idx, err := topKSelect(op, in)
 			return idx, err
 		}
-		return values(op, in)
+		return values(op, in, alloc)
 	}
 	register("TopK", topk)
 	register("IsNaN", &Kernel{Forward: func(_ *onnxio.Op, in []*Tensor) (*Tensor, error) {

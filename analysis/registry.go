@@ -380,6 +380,25 @@ type gatherMap struct {
 	Fill  float64
 	// One is set when every element comes from input One (Src is nil).
 	One int
+	// pieces, when set, replace Src and Pos: each copies a strided block
+	// of one input to a strided block of the output (a transpose, a
+	// strided slice, a broadcast, the inputs of a Concat), walked row by
+	// row instead of looked up per element. Every output element is
+	// written by at most one piece; elements of no piece get Fill.
+	pieces []piece
+}
+
+// A piece is a strided copy from input src: its walk reads the output
+// position as operand 0 and the input position as operand 1.
+type piece struct {
+	src int
+	w   walk
+}
+
+// stridedMap is the gather map of a strided view of input 0: output
+// coordinates idx read element base + Σ idx[i]·st[i].
+func stridedMap(shape []int, base int, st []int) *gatherMap {
+	return &gatherMap{Shape: shape, pieces: []piece{{w: newWalk(shape, []int{0, base}, strides(shape), st)}}}
 }
 
 // gatherKernel builds a kernel from a function computing an op's gather
@@ -388,12 +407,14 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 	return &Kernel{
 		Check:         check,
 		ConcurrentVJP: true,
-		Forward: func(op *onnxio.Op, in []*Tensor) (*Tensor, error) {
+		ForwardAlloc: func(op *onnxio.Op, in []*Tensor, alloc allocFunc) (*Tensor, error) {
 			m, err := mapOf(op, in)
 			if err != nil {
 				return nil, err
 			}
-			return m.apply(in, m.Fill), nil
+			out := alloc(m.Shape)
+			m.applyInto(out.Data, in, m.Fill)
+			return out, nil
 		},
 		Prepare: func(op *onnxio.Op, in []*Tensor, _ *Tensor) (any, error) { return mapOf(op, in) },
 		JVP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, tin []*Tensor) (*Tensor, error) {
@@ -401,6 +422,14 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 		},
 		VJP: func(_ *onnxio.Op, _ []*Tensor, _ *Tensor, st any, g *Tensor, gin []*Tensor) error {
 			m := st.(*gatherMap)
+			if m.pieces != nil {
+				for _, pc := range m.pieces {
+					if d := gin[pc.src]; d != nil {
+						pc.scatterAdd(d.Data, g.Data)
+					}
+				}
+				return nil
+			}
 			if m.Src == nil && m.One >= 0 {
 				// One source (Transpose, Slice, Expand, Gather): no
 				// per-element source lookup.
@@ -429,19 +458,81 @@ func gatherKernel(mapOf func(op *onnxio.Op, in []*Tensor) (*gatherMap, error), c
 // as zeros); unmapped elements get fill.
 func (m *gatherMap) apply(src []*Tensor, fill float64) *Tensor {
 	out := NewTensor(m.Shape, nil)
-	for k := range out.Data {
+	m.applyInto(out.Data, src, fill)
+	return out
+}
+
+// applyInto is apply writing into out (zeros, of the map's size).
+func (m *gatherMap) applyInto(out []float64, src []*Tensor, fill float64) {
+	if m.pieces != nil {
+		covered := 0
+		for _, pc := range m.pieces {
+			covered += pc.w.n
+			if x := src[pc.src]; x != nil {
+				pc.gather(out, x.Data)
+			}
+		}
+		if covered < len(out) && fill != 0 {
+			// Only a map whose pieces leave gaps reads its fill: mark
+			// the gaps by a pass over the pieces.
+			hit := make([]bool, len(out))
+			for _, pc := range m.pieces {
+				so := pc.w.inner(0)
+				pc.w.rows(func(_, n int, off []int) {
+					for i := range n {
+						hit[off[0]+i*so] = true
+					}
+				})
+			}
+			for k, h := range hit {
+				if !h {
+					out[k] = fill
+				}
+			}
+		}
+		return
+	}
+	for k := range out {
 		s := m.One
 		if m.Src != nil {
 			s = m.Src[k]
 		}
 		switch {
 		case s < 0:
-			out.Data[k] = fill
+			out[k] = fill
 		case src[s] != nil:
-			out.Data[k] = src[s].Data[m.Pos[k]]
+			out[k] = src[s].Data[m.Pos[k]]
 		}
 	}
-	return out
+}
+
+// gather copies the piece's input elements from x into out.
+func (pc *piece) gather(out, x []float64) {
+	so, si := pc.w.inner(0), pc.w.inner(1)
+	pc.w.rows(func(_, n int, off []int) {
+		if so == 1 {
+			gatherRow(out[off[0]:off[0]+n], x, off[1], si)
+			return
+		}
+		for i := range n {
+			out[off[0]+i*so] = x[off[1]+i*si]
+		}
+	})
+}
+
+// scatterAdd adds the piece's output elements of g into its input
+// positions in d, in the order of the walk.
+func (pc *piece) scatterAdd(d, g []float64) {
+	so, si := pc.w.inner(0), pc.w.inner(1)
+	pc.w.rows(func(_, n int, off []int) {
+		if so == 1 {
+			scatterAddRow(d, g[off[0]:off[0]+n], off[1], si)
+			return
+		}
+		for i := range n {
+			d[off[1]+i*si] += g[off[0]+i*so]
+		}
+	})
 }
 
 // sameShape reports whether tensors' shapes match (for kernel checks).

@@ -198,7 +198,7 @@ func GBatch(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, start, 
 	if st.rng == nil {
 		st.rng = rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15))
 	}
-	g, err := gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng, false)
+	g, err := gValues(net, tr, st, opt, n, outputSize(tr.Outputs(), n), st.rng, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func collect(net *onnxio.Network, data Data, opt StatsOptions, reuse bool) (*Sta
 				g[i] = make([]float64, d.Len())
 				addSquares(g[i], d, 1)
 			}
-		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng, true); err != nil {
+		} else if g, err = gValues(net, tr, st, opt, n, k, st.rng, true, ar); err != nil {
 			return fmt.Errorf("samples %d..%d: %w", b.Start, b.Start+n-1, err)
 		}
 		fillLocal(net, st, g)
@@ -479,12 +479,14 @@ func shiftedInto[T float32 | float64](ac, ac2 []T, a, shift []float64) {
 
 // gValues computes g_i(row) = ||J_i(row)||^2 for every prunable layer, one
 // []float64 [rows, Out] per layer, then, with gathers, for the output of
-// every embedding use of a tied weight (st.Gathers).
-func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k int, rng *rand.Rand, gathers bool) ([][]float64, error) {
+// every embedding use of a tied weight (st.Gathers). The g slices come
+// from gArena (nil: the Go heap), for a caller that drops them with the
+// batch.
+func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k int, rng *rand.Rand, gathers bool, gArena *arena) ([][]float64, error) {
 	want := st.targets(net, gathers)
 	g := make([][]float64, len(want))
 	for i, id := range want {
-		g[i] = make([]float64, tr.Values[id].Len())
+		g[i] = gArena.zerosOrFresh(tr.Values[id].Len())
 	}
 	// Local layers get g = 1 from fillLocal: no derivatives for them.
 	global, wantGlobal := globalLayers(st, st.local(net), want)
@@ -598,7 +600,7 @@ func gValues(net *onnxio.Network, tr *Trace, st *Stats, opt StatsOptions, n, k i
 			if probes > 0 {
 				mm = matmul32 // the estimate's noise dwarfs float32 rounding
 			}
-			res, err := vjp(net, tr, cot, wantGlobal, mm)
+			res, err := vjp(net, tr, cot, wantGlobal, mm, true)
 			if err != nil {
 				return nil, err
 			}
@@ -649,10 +651,14 @@ func addSquares32(dst []float64, v []float32, scale float64) {
 func addSquares(dst []float64, v *Tensor, scale float64) {
 	per := len(dst)
 	parallelChunks(per, func(lo, hi int) {
-		d := dst[lo:hi]
-		for p := 0; p < v.Len()/per; p++ {
-			for q, x := range v.Data[p*per+lo : p*per+hi] {
-				d[q] += scale * x * x
+		// In blocks of dst that stay in cache over the directions.
+		for b0 := lo; b0 < hi; b0 += 1024 {
+			b1 := min(hi, b0+1024)
+			d := dst[b0:b1]
+			for p := 0; p < v.Len()/per; p++ {
+				for q, x := range v.Data[p*per+b0 : p*per+b1] {
+					d[q] += scale * x * x
+				}
 			}
 		}
 	})

@@ -27,15 +27,9 @@ type staged struct{ target, temp string }
 
 // Write stages path's content.
 func (s *Stage) Write(path string, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := s.create(path)
 	if err != nil {
-		return fmt.Errorf("cannot write in %s: %w", dir, unwrapPath(err))
-	}
-	if !s.add(path, f.Name()) {
-		f.Close()
-		os.Remove(f.Name())
-		return errors.New("interrupted")
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -67,12 +61,17 @@ func (s *Stage) WriteFile(path string, data []byte) error {
 }
 
 // MkdirAll creates a folder now (the staged files need it) and remembers
-// the folders it made, for Abort.
+// the folders it made, for Abort. It holds the lock while it creates them
+// so that an Abort from a signal cannot fall between making a folder and
+// recording it.
 func (s *Stage) MkdirAll(dir string) error {
-	made, err := mkdirs(dir)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aborted {
+		return errors.New("interrupted")
+	}
+	made, err := mkdirs(dir)
 	s.dirs = append(s.dirs, made...)
-	s.mu.Unlock()
 	return err
 }
 
@@ -88,22 +87,30 @@ func (s *Stage) Temp(path string) (string, bool) {
 	return "", false
 }
 
-func (s *Stage) add(target, temp string) bool {
+// create makes path's temporary file and records it, under the lock: an
+// Abort (from a signal) then either comes first and the file is never
+// made, or comes after and removes it, before it removes the folders.
+func (s *Stage) create(path string) (*os.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.aborted {
-		return false
+		return nil, errors.New("interrupted")
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return nil, fmt.Errorf("cannot write in %s: %w", dir, unwrapPath(err))
 	}
 	// A second write to the same target replaces the first.
-	for i, f := range s.files {
-		if f.target == target {
-			os.Remove(f.temp)
+	for i, g := range s.files {
+		if g.target == path {
+			os.Remove(g.temp)
 			s.files = append(s.files[:i], s.files[i+1:]...)
 			break
 		}
 	}
-	s.files = append(s.files, staged{target, temp})
-	return true
+	s.files = append(s.files, staged{path, f.Name()})
+	return f, nil
 }
 
 func (s *Stage) drop(target string) {

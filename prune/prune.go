@@ -120,7 +120,15 @@ func Count(s float64, p int) int {
 // Select picks the weights to remove from scores and builds the new
 // weights and biases. sc is not modified.
 func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
-	return selectPlan(net, sc, opt, false)
+	return selectPlan(net, sc, opt, selCopy)
+}
+
+// SelectMasks is Select without the new weights and biases: the plan's
+// masks, counts and predictions only (LayerPlan W, B and BiasShift nil),
+// for a caller that needs to know what goes, not the pruned model (ec+'s
+// budgets), and would otherwise hold a float64 copy of every weight.
+func SelectMasks(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
+	return selectPlan(net, sc, opt, selMasks)
 }
 
 // SelectConsuming is Select for a caller that has no further use for sc:
@@ -129,8 +137,16 @@ func Select(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error
 // of the weights, and sc's Score and Delta slices are set to nil. The plan
 // is the same as Select's, bit for bit; sc is spent.
 func SelectConsuming(net *onnxio.Network, sc *analysis.Scores, opt Options) (*Plan, error) {
-	return selectPlan(net, sc, opt, true)
+	return selectPlan(net, sc, opt, selConsume)
 }
+
+// What selectPlan builds besides the masks: the new weights in a copy
+// (Select), in the scores' storage (SelectConsuming), or nothing.
+const (
+	selCopy = iota
+	selConsume
+	selMasks
+)
 
 // selUnit is what selection ranks as one tensor: a layer, or a tie group
 // (every dense use of a shared weight) whose score is the sum of its uses'
@@ -185,7 +201,7 @@ func selectionUnits(sc *analysis.Scores, plan *Plan) []*selUnit {
 	return units
 }
 
-func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume bool) (*Plan, error) {
+func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, mode int) (*Plan, error) {
 	if err := opt.Validate(net); err != nil {
 		return nil, err
 	}
@@ -295,6 +311,20 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 	for li, ls := range sc.Layers {
 		lp := plan.Layers[li]
 		l := ls.Layer
+		if mode == selMasks {
+			for q, p := range lp.Pruned {
+				if p {
+					lp.Removed++
+					if !math.IsNaN(ls.Score[q]) {
+						lp.Predicted += ls.Score[q]
+					}
+				}
+			}
+			if l.Tie == nil {
+				plan.Removed += lp.Removed
+			}
+			continue
+		}
 		if l.B != nil {
 			lp.B = append([]float64(nil), l.B...)
 		}
@@ -314,7 +344,7 @@ func selectPlan(net *onnxio.Network, sc *analysis.Scores, opt Options, consume b
 				lp.BiasShift[q/l.In] += ls.Delta[q]
 			}
 		}
-		if consume {
+		if mode == selConsume {
 			// The scores are summed: their storage takes the weights.
 			lp.W = ls.Score
 			ls.Score, ls.Delta = nil, nil

@@ -130,7 +130,7 @@ func TestOrderKey(t *testing.T) {
 
 // TestSelectConsumingSamePlan: SelectConsuming gives Select's plan bit for
 // bit, with awkward scores (ties, NaN, both zeros), for every scope, and
-// spends the scores.
+// spends the scores; SelectMasks gives its masks and counts.
 func TestSelectConsumingSamePlan(t *testing.T) {
 	shapes := [][2]int{{7, 5}, {3, 7}, {11, 3}, {1, 11}}
 	opts := []Options{
@@ -193,6 +193,21 @@ func TestSelectConsumingSamePlan(t *testing.T) {
 			for _, ls := range sc.Layers {
 				if ls.Score == nil || ls.Delta == nil {
 					t.Fatal("Select spent its scores")
+				}
+			}
+			// SelectMasks: the same selection, no weights, scores kept.
+			masks, err := SelectMasks(net, sc, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if masks.Removed != want.Removed || masks.Total != want.Total {
+				t.Fatalf("opt %d: masks only: removed %d of %d, want %d of %d", oi, masks.Removed, masks.Total, want.Removed, want.Total)
+			}
+			for li, w := range want.Layers {
+				g := masks.Layers[li]
+				if !slices.Equal(g.Pruned, w.Pruned) || g.Removed != w.Removed ||
+					math.Float64bits(g.Predicted) != math.Float64bits(w.Predicted) || g.W != nil || sc.Layers[li].Score == nil {
+					t.Fatalf("opt %d layer %d: masks only: selection differs", oi, li)
 				}
 			}
 		}

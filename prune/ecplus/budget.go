@@ -20,10 +20,15 @@ var (
 	// g (resident mode), the refit's targets and traces.
 	ecpMemLimit = 1 << 25
 	// ecpPerParam raises that bound to this many float64 values per
-	// prunable weight: a model of tens of millions of weights already
-	// holds them as float64, and its caches must fit for ec+ to cost a
-	// few analyses rather than one per layer (tests set it to 0).
-	ecpPerParam = 2
+	// prunable weight, twice the model file: on a model of tens of
+	// millions of weights the original network's g (with probes, in
+	// float32) and a layer's per-sample data must fit for ec+ to cost a
+	// few analyses rather than one per layer, and a bound of more would
+	// let the refit's traces (its bases, their traces, the curvature
+	// samples, one bound each) take several times the model, for
+	// evaluations that the first layer's product, the part they spare,
+	// hardly dominates (tests set it to 0).
+	ecpPerParam = 1
 	// ecpJacLimit is the recipe's N*K*B bound above which the refit is
 	// solved matrix-free instead of assembling the Gauss-Newton matrix.
 	ecpJacLimit = 5e7
@@ -55,13 +60,13 @@ func budgets(net *onnxio.Network, st *analysis.Stats, ec *analysis.Scores, opt p
 			return 0, nil, nil, fmt.Errorf("ec+: statistics of layer %q do not belong to this network", ls.Layer.Name)
 		}
 	}
-	budget, err := prune.Select(net, ec, opt)
+	budget, err := prune.SelectMasks(net, ec, opt)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("ec+: budgets: %w", err)
 	}
-	// Only the counts (and the tied layers' masks) are needed: the budget
-	// plan's other masks and weights (and the scores, if the caller lets
-	// them go) are garbage from here on.
+	// Only the counts (and the tied layers' masks) are needed, hence no
+	// weights (a float64 copy of the model); the other masks (and the
+	// scores, if the caller lets them go) are garbage from here on.
 	ks := make([]int, len(budget.Layers))
 	tied := map[int][]bool{}
 	for li, lp := range budget.Layers {

@@ -172,6 +172,7 @@ func Prune(net *onnxio.Network, data analysis.Data, st *analysis.Stats, ec *anal
 	// float32 layer without reconstruction is still float32), so that
 	// the copy costs the model's size, not twice that.
 	cur := net.Clone()
+	shareWeights(cur, net)
 	plan := &prune.Plan{Total: total}
 	e.prog.start(PhaseSelection, selectionSteps(ks, eo.Rounds))
 	gathersDone := map[*onnxio.Tie]bool{}

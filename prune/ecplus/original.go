@@ -56,14 +56,26 @@ func (e *ecp) observeFirst(tr *analysis.Trace, n int) {
 		total += e.data.Len() * e.rowsPer[li] * ls.Layer.Out
 	}
 	// z0 stays float64: the residuals z' - z0 are small differences.
+	// With probes (the mode of large models) z0 is not kept at all but
+	// recomputed by each pass, a forward product per layer: the caches
+	// are filled during the statistics pass, next to its [Out, In] sums,
+	// and g alone is a third of g and z0.
 	f32 := e.gopt.Probes > 0
-	if total*(8+valueBytes(f32)) <= e.limit {
+	zBytes := 8
+	if f32 {
+		zBytes = 0
+	}
+	if total*(zBytes+valueBytes(f32)) <= e.limit {
 		e.gCache = make([]*vstore, len(layers))
-		e.zCache = make([]*vstore, len(layers))
+		if !f32 {
+			e.zCache = make([]*vstore, len(layers))
+		}
 		for li, ls := range layers {
 			size := e.data.Len() * e.rowsPer[li] * ls.Layer.Out
 			e.gCache[li] = newVStore(size, f32)
-			e.zCache[li] = newVStore(size, false)
+			if e.zCache != nil {
+				e.zCache[li] = newVStore(size, false)
+			}
 		}
 	} else {
 		e.logf("ec+: g and z of the original network (%d values) are recomputed on every pass", 2*total)
@@ -89,6 +101,8 @@ func (e *ecp) observe(start, n int, tr *analysis.Trace, g [][]float64) error {
 		}
 		if e.gCache != nil {
 			e.gCache[li].append(g[li])
+		}
+		if e.zCache != nil {
 			e.zCache[li].append(z)
 		}
 	}

@@ -1,6 +1,8 @@
 package ecplus
 
 import (
+	"slices"
+
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
@@ -20,6 +22,7 @@ type resident struct {
 	ac32 []float32
 
 	ge, gr, acg, c []float64 // scratch of addResidualOn
+	acg32          []float32 // scratch of costsCompact
 }
 
 func newResident(rows, out, in int) *resident {
@@ -47,7 +50,7 @@ func (e *ecp) reuseResident(rows, out, in int) *resident {
 // again when next needed), before the reconstruction allocates its
 // systems.
 func (rd *resident) dropScratch() {
-	rd.ge, rd.gr, rd.acg, rd.c = nil, nil, nil, nil
+	rd.ge, rd.gr, rd.acg, rd.c, rd.acg32 = nil, nil, nil, nil, nil
 }
 
 // put stores a batch's rows from row r0 on; e nil is zero.
@@ -80,30 +83,68 @@ func (rd *resident) update(removed []prune.Scored, w, shift []float64, in int, c
 	}
 	out := len(rd.e) / n
 	rowShift := make([]float64, out)
-	byRow := make([][]prune.Scored, out)
+	// The removals by row, in their order within a row: a stable
+	// counting sort of their indices (not of copies of them, which on a
+	// round of millions of removals take as much as the round's list).
+	start := make([]int, out+1)
 	for _, c := range removed {
 		i, j := c.Pos/in, c.Pos%in
 		rowShift[i] += w[c.Pos] * shift[j]
 		if constCol == nil || !constCol[j] {
-			byRow[i] = append(byRow[i], c)
+			start[i+1]++
 		}
 	}
+	for i := 0; i < out; i++ {
+		start[i+1] += start[i]
+	}
+	perm := make([]int32, start[out])
+	next := slices.Clone(start[:out])
+	for k, c := range removed {
+		if i, j := c.Pos/in, c.Pos%in; constCol == nil || !constCol[j] {
+			perm[next[i]] = int32(k)
+			next[i]++
+		}
+	}
+	byRow := func(i int) []int32 { return perm[start[i]:start[i+1]] }
 	// One product over all rows (rows without removals add zeros) when
 	// the round is dense enough for it to beat one axpy per weight: a
 	// product costs out*in*n multiply-adds at full speed, the axpys
 	// len(removed)*n at memory speed.
-	if len(removed)*64 >= out*in {
+	if len(removed)*64 >= out*in && rd.f32 {
+		// In float32 a block of rows at a time: the product's weights
+		// take a block, not [Out, In] in float64.
+		bs := min(blockRows(in), out)
+		wr := grow(scratch, bs*in)
+		for i0 := 0; i0 < out; i0 += bs {
+			i1 := min(out, i0+bs)
+			wb := wr[:(i1-i0)*in]
+			clear(wb)
+			some := false
+			for i := i0; i < i1; i++ {
+				for _, k := range byRow(i) {
+					c := removed[k]
+					wb[(i-i0)*in+c.Pos%in] = w[c.Pos]
+					some = true
+				}
+			}
+			if some {
+				rd.gemm(false, i1-i0, n, in, -1, wb, rd.ac, rd.ac32, 1, rd.e[i0*n:i1*n])
+			}
+		}
+	} else if len(removed)*64 >= out*in {
 		wr := grow(scratch, out*in)
 		clear(wr)
-		for i, r := range byRow {
-			for _, c := range r {
+		for i := 0; i < out; i++ {
+			for _, k := range byRow(i) {
+				c := removed[k]
 				wr[i*in+c.Pos%in] = w[c.Pos]
 			}
 		}
 		rd.gemm(false, out, n, in, -1, wr, rd.ac, rd.ac32, 1, rd.e)
 	} else {
-		for i, r := range byRow {
-			for _, c := range r {
+		for i := 0; i < out; i++ {
+			for _, k := range byRow(i) {
+				c := removed[k]
 				j := c.Pos % in
 				blas64.Axpy(-w[c.Pos], blas64.Vector{N: n, Inc: 1, Data: rd.ac[j*n : (j+1)*n]}, blas64.Vector{N: n, Inc: 1, Data: rd.e[i*n : (i+1)*n]})
 			}

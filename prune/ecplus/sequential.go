@@ -48,7 +48,10 @@ type ecp struct {
 	// op prevOp are final.
 	prev   []keptTrace
 	prevOp int
-	clean  cleanPrefix // upstreamCleanSeq's memory
+	// trimmed: traces were trimmed to what the next layer reads
+	// (trimTraces), so the refit cannot replay them.
+	trimmed bool
+	clean   cleanPrefix // upstreamCleanSeq's memory
 
 	rd *resident // buffers reused from layer to layer
 }
@@ -81,11 +84,26 @@ func newECP(net *onnxio.Network, data analysis.Data, st *analysis.Stats, eo Opti
 	return e, nil
 }
 
+// shareWeights points the float32 weights of cur, a clone of net, at
+// net's: ec+ never writes them in place (a layer it prunes gets weights
+// of its own, Own64 then back32), so that its working copy costs the
+// layers pruned so far, not a copy of the model.
+func shareWeights(cur, net *onnxio.Network) {
+	for i, l := range net.Layers {
+		if l.W32 != nil && i < len(cur.Layers) && len(cur.Layers[i].W32) == len(l.W32) {
+			cur.Layers[i].W32 = l.W32
+		}
+	}
+}
+
 // dropLayer lets go of the original network's g and z of layer li, which
 // no later layer reads.
 func (e *ecp) dropLayer(li int) {
 	if e.gCache != nil {
-		e.gCache[li], e.zCache[li] = nil, nil
+		e.gCache[li] = nil
+	}
+	if e.zCache != nil {
+		e.zCache[li] = nil
 	}
 }
 
@@ -151,39 +169,71 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	}
 	res.passes++
 	e.prog.add(1)
+	// The compact form (compact.go): with probes, on a resident layer.
+	compact := rd != nil && sums.v32 != nil
 	if k > 0 {
 		// One [Out, In] buffer serves the in-layer EC ranking, each
 		// round's costs and the residual update's removed weights, in
-		// turn: on a 4096x4096 layer each is 128 MiB.
+		// turn: on a 4096x4096 layer each is 128 MiB. In the compact
+		// form the ranking is float32, the costs are made a row at a
+		// time as the rows are picked, and the update takes a block of
+		// rows.
 		var costBuf []float64
-		ec := grow(&costBuf, out*in)
-		for q, w := range l.W {
-			ec[q] = w * w * sums.variance(q)
+		var quota []int
+		if compact {
+			ec := make([]float32, out*in)
+			for q, w := range l.W {
+				ec[q] = float32(w * w * float64(sums.v32[q]))
+			}
+			quota = rowQuotas32(ec, out, in, k)
+		} else {
+			ec := grow(&costBuf, out*in)
+			for q, w := range l.W {
+				ec[q] = w * w * sums.variance(q)
+			}
+			quota = rowQuotas(ec, out, in, k)
 		}
-		quota := rowQuotas(ec, out, in, k)
+		// Where the compact form's next costs need sea: everywhere
+		// (seaAll) or on seaRows x seaCols.
+		seaAll := sums.seaPending
+		var seaRows, seaCols []int
 		rounds := e.eo.Rounds
 		var constCol []bool
 		if rd != nil {
 			constCol = rd.constant(in)
 			rd.seal()
 		}
-		var removed []prune.Scored
+		// The largest round's removals, allocated once: growing the list
+		// by appends would leave copies of up to its size behind.
+		most := 0
+		for t := 0; t < rounds; t++ {
+			n := 0
+			for _, qi := range quota {
+				n += roundTake(qi, t, rounds)
+			}
+			most = max(most, n)
+		}
+		removed := make([]prune.Scored, 0, most)
 		cs := make([]prune.Scored, 0, in)
 		for t := 0; t < rounds; t++ {
 			if t > 0 {
 				e.prog.add(1) // round t-1 is done
 			}
 			removed = removed[:0]
-			cost := sums.costs(&costBuf, l.W, e.eo.C)
-			for i := 0; i < out; i++ {
+			// pick takes row i's share of the round by the costs of its
+			// weights, r64 or (compact) r32.
+			pick := func(i int, r64 []float64, r32 []float32) {
 				take := roundTake(quota[i], t, rounds)
-				if take == 0 {
-					continue
-				}
 				cs = cs[:0]
 				for j := 0; j < in; j++ {
 					if q := i*in + j; !res.pruned[q] {
-						cs = append(cs, prune.Scored{Score: cost[q], Pos: q})
+						sc := 0.0
+						if r32 != nil {
+							sc = float64(r32[j])
+						} else {
+							sc = r64[j]
+						}
+						cs = append(cs, prune.Scored{Score: sc, Pos: q})
 					}
 				}
 				prune.Smallest(cs, take)
@@ -194,6 +244,18 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 						res.predicted += c.Score
 					}
 					removed = append(removed, c)
+				}
+			}
+			if compact {
+				rd.costsCompact(sums, l.W, e.eo.C, seaAll, seaRows, seaCols,
+					func(i int) bool { return roundTake(quota[i], t, rounds) > 0 },
+					func(i int, cost []float32) { pick(i, nil, cost) })
+			} else {
+				cost := sums.costs(&costBuf, l.W, e.eo.C)
+				for i := 0; i < out; i++ {
+					if roundTake(quota[i], t, rounds) > 0 {
+						pick(i, cost[i*in:(i+1)*in], nil)
+					}
 				}
 			}
 			if len(removed) == 0 {
@@ -230,6 +292,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 						}
 					}
 				}
+				if compact {
+					rd.residualSums(sums)
+					seaAll, seaRows, seaCols = false, rows, cols
+					continue
+				}
 				rd.addResidualOn(sums, !last, rows, cols)
 				continue
 			}
@@ -246,7 +313,7 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 	// From here on only the residual sums are needed (the bias): the
 	// moments and covariances, three [Out, In] arrays, go before the
 	// reconstruction allocates its own.
-	sums.s1, sums.s2, sums.sea = nil, nil, nil
+	sums.s1, sums.s2, sums.sea, sums.v32, sums.m32 = nil, nil, nil, nil, nil
 	recon := ""
 	if k > 0 && rd != nil {
 		var changed bool
@@ -254,7 +321,11 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 		changed, recon = e.reconstruct(rd, l.W, l.B, res.pruned, sums.shift, out, in, e.rowsPer[li])
 		if changed {
 			sums.resetResidual()
-			rd.addResidualOn(sums, false, nil, nil)
+			if compact {
+				rd.residualSums(sums)
+			} else {
+				rd.addResidualOn(sums, false, nil, nil)
+			}
 		}
 	} else if k > 0 && e.eo.Recon != ReconOff {
 		recon = "no reconstruction (the layer's samples do not fit in memory)"
@@ -285,9 +356,16 @@ func (e *ecp) pruneLayer(cur *onnxio.Network, li, k int) (*ecpLayerResult, error
 func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident) (*ecpSums, error) {
 	ls := e.st.Layers[li]
 	out, in := ls.Layer.Out, ls.Layer.In
-	sums := newECPSums(out, in)
 	clean := e.upstreamCleanSeq(cur, li)
 	reuse := clean && e.collectMatches(li)
+	compact := rd != nil && rd.f32 && !reuse
+	var sums *ecpSums
+	if compact {
+		sums = newECPSumsSmall(out, in)
+		sums.seaPending = withSEA && !clean
+	} else {
+		sums = newECPSums(out, in)
+	}
 	var sumA, sumA2 []float64
 	if reuse {
 		sums.shift = ls.Shift
@@ -325,7 +403,9 @@ func (e *ecp) firstPass(cur *onnxio.Network, li int, withSEA bool, rd *resident)
 	if err != nil {
 		return nil, err
 	}
-	if rd != nil {
+	if compact {
+		rd.momentsCompact(sums, !clean)
+	} else if rd != nil {
 		rd.moments(sums, !reuse, !clean, withSEA && !clean)
 	}
 	if reuse {
@@ -374,13 +454,18 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	var gpBuf, z0Buf, gBuf []float64
 	size := 0
 	batch := 0
+	// The refit replays the last layer's traces, and needs all their
+	// values: when earlier ones were trimmed, that layer runs from the
+	// data.
+	last := li == len(e.st.Layers)-1
+	full := store && last && e.trimmed
 	err := e.data.Each(ecpBatch, func(b analysis.Batch) error {
 		n, err := batchLen(b)
 		if err != nil {
 			return err
 		}
 		var prev *keptTrace
-		if batch < len(e.prev) {
+		if batch < len(e.prev) && !full {
 			prev = &e.prev[batch]
 			if prev.start != b.Start || prev.n != n {
 				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
@@ -392,11 +477,22 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 		var z0, g, a, zc []float64
 		var tr0 *analysis.Trace
 		if e.gCache != nil {
-			if b.Start < 0 || (r0+rows)*out > e.zCache[li].len() {
+			if b.Start < 0 || (r0+rows)*out > e.gCache[li].len() {
 				return fmt.Errorf("samples %d..%d: the calibration data changed between passes", b.Start, b.Start+n-1)
 			}
-			z0 = e.zCache[li].slice(r0*out, (r0+rows)*out, &z0Buf)
 			g = e.gCache[li].slice(r0*out, (r0+rows)*out, &gBuf)
+			switch {
+			case e.zCache != nil:
+				z0 = e.zCache[li].slice(r0*out, (r0+rows)*out, &z0Buf)
+			case !inputOnly:
+				// g kept without z0 (see observeFirst): the original
+				// network's forward pass up to the layer.
+				tr0, err := analysis.Run(prefixNet(e.net, op), b.Inputs)
+				if err != nil {
+					return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
+				}
+				z0 = tr0.Values[e.net.Ops[op].Out].Data
+			}
 		} else {
 			if tr0, err = analysis.Run(e.net, b.Inputs); err != nil {
 				return fmt.Errorf("samples %d..%d: original network: %w", b.Start, b.Start+n-1, err)
@@ -471,10 +567,56 @@ func (e *ecp) layerPass(cur *onnxio.Network, li int, inputOnly, store bool, f fu
 	if err != nil {
 		return err
 	}
-	if store {
+	switch {
+	case store && !last:
+		trimTraces(cur, op, kept)
+		e.trimmed = true
 		e.prev, e.prevOp = kept, op
+	case store:
+		e.prev, e.prevOp = kept, op
+	case full:
+		e.prev = nil // the trimmed traces would not serve the refit
 	}
 	return nil
+}
+
+// trimTraces drops from the kept traces every value that a run from op
+// on does not read: the values such a run writes again and those read
+// only by earlier ops. On an MLP that leaves the layer's input, a third
+// or less of each trace. The refit, which replays all of a trace, gets
+// the last layer's, which are not trimmed (see layerPass). It runs once
+// the pass is complete, as a pass that stops keeping halfway restores the
+// previous traces, which must then still hold what runs from their own
+// op need.
+func trimTraces(net *onnxio.Network, op int, kept []keptTrace) {
+	need := make([]bool, len(net.Values))
+	mark := func(id int) {
+		if id >= 0 && id < len(need) {
+			need[id] = true
+		}
+	}
+	for _, id := range net.Outputs {
+		mark(id)
+	}
+	for i := op; i < len(net.Ops); i++ {
+		for _, id := range net.Ops[i].In {
+			mark(id)
+		}
+	}
+	for i := op; i < len(net.Ops); i++ {
+		if id := net.Ops[i].Out; id >= 0 && id < len(need) {
+			need[id] = false
+		}
+	}
+	for k := range kept {
+		vs := kept[k].tr.Values
+		for id := range vs {
+			if id < len(need) && !need[id] {
+				vs[id] = nil
+			}
+		}
+		kept[k].size = valuesSize(vs)
+	}
 }
 
 // upstreamClean tells whether the layers processed before li are all as

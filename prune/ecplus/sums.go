@@ -19,19 +19,32 @@ type ecpSums struct {
 	sea     []float64 // Out x In: sum g e (a-shift)
 	e1      []float64 // Out: sum e, unweighted (bias when sum g = 0)
 	rows    int
+	// The compact form (compact.go) keeps instead of s1, s2 and sea the
+	// variance and s1/s0, [Out, In] in float32.
+	v32, m32 []float32
+	// seaPending: the compact form's first costs need sea on every
+	// weight (the first pass had a residual).
+	seaPending bool
 
 	acBuf, ac2Buf, geBuf, eBuf []float64 // per-batch scratch
 }
 
 func newECPSums(out, in int) *ecpSums {
-	return &ecpSums{out: out, in: in, s0: make([]float64, out), s1: make([]float64, out*in), s2: make([]float64, out*in),
-		se: make([]float64, out), sea: make([]float64, out*in), e1: make([]float64, out)}
+	s := newECPSumsSmall(out, in)
+	s.s1, s.s2, s.sea = make([]float64, out*in), make([]float64, out*in), make([]float64, out*in)
+	return s
+}
+
+// newECPSumsSmall is newECPSums without the [Out, In] sums (the compact
+// form, or only the bias).
+func newECPSumsSmall(out, in int) *ecpSums {
+	return &ecpSums{out: out, in: in, s0: make([]float64, out), se: make([]float64, out), e1: make([]float64, out)}
 }
 
 // resetResidual clears the residual sums before a new pass over e.
 func (s *ecpSums) resetResidual() {
 	clear(s.se)
-	clear(s.sea)
+	clear(s.sea) // nil in the compact form
 	clear(s.e1)
 	s.rows = 0
 }

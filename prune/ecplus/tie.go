@@ -39,7 +39,7 @@ func (e *ecp) pruneTied(cur *onnxio.Network, li int, mask []bool, gathersDone ma
 		cur.PruneTieGathers(t, stored)
 		e.prev = nil // the kept traces hold the unpruned lookups
 	}
-	sums := newECPSums(out, l.In)
+	sums := newECPSumsSmall(out, l.In) // the bias only
 	err := e.layerPass(cur, li, false, true, func(_, zc, z0, g []float64, rows, _ int) error {
 		for r := 0; r < rows; r++ {
 			for i, v := range g[r*out : (r+1)*out] {
