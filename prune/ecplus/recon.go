@@ -48,10 +48,19 @@ const reconHoldout = 5
 var reconExactFlops = 5e8
 
 // Conjugate gradients: at most reconCGIter iterations, stopping when every
-// row's residual is below reconCGTol of its right-hand side.
+// row's residual is below reconCGTol of its right-hand side, with the
+// reconCGDeflate largest eigen-directions of the scaled Gram matrix
+// deflated in the preconditioner (solve.MaskedOptions.CGDeflate): on the
+// 784-1024-1024-10 MLP at 50% ten such iterations leave lower residuals
+// (0.1 and 0.01 on its two wide layers) than twenty with Jacobi alone
+// (0.1 and 0.03), for half the products with the Gram matrix. The
+// systems are not solved to convergence: the iterations act as a
+// regularisation too, and more of them (14) fitted the calibration
+// samples closer without lowering the test loss.
 var (
-	reconCGIter = 20
-	reconCGTol  = 1e-3
+	reconCGIter    = 10
+	reconCGTol     = 1e-3
+	reconCGDeflate = 16
 )
 
 // reconstruct refits the kept weights and the bias of layer l (w, b, with
@@ -312,7 +321,7 @@ func weightedErr(rd *resident, in int, rows, cols []int, x []float64) float64 {
 }
 
 func maskedOptions() solve.MaskedOptions {
-	return solve.MaskedOptions{ExactFlops: reconExactFlops, CGIter: reconCGIter, CGTol: reconCGTol, CGBlockBytes: reconCGBlockBytes}
+	return solve.MaskedOptions{ExactFlops: reconExactFlops, CGIter: reconCGIter, CGTol: reconCGTol, CGDeflate: reconCGDeflate, CGBlockBytes: reconCGBlockBytes}
 }
 
 // reconCGBlockBytes bounds the conjugate gradients' vectors

@@ -23,10 +23,16 @@ type MaskedOptions struct {
 	// in place of that of the rows given: a subset of a layer's rows is
 	// then solved the way the whole layer is (MaskedFlops of all rows).
 	Flops  float64
-	CGIter int     // MaskedCG's iterations at most
-	CGTol  float64 // MaskedCG stops when every row of a block has its residual below CGTol of its right-hand side
-	// CGBlockBytes bounds the conjugate gradients' five [in+1, rows]
-	// vectors: the rows go through MaskedCG in blocks of as many as fit
+	CGIter int // MaskedCG's iterations at most
+	// CGDeflate, if > 0, adds to MaskedCG's Jacobi preconditioner the
+	// deflation of that many of the scaled Gram matrix's largest
+	// eigen-directions (see deflation): far fewer iterations for the
+	// same residual on correlated inputs.
+	CGDeflate int
+	CGTol     float64 // MaskedCG stops when every row of a block has its residual below CGTol of its right-hand side
+	// CGBlockBytes bounds the conjugate gradients' four [in+1, rows]
+	// vectors and the mask and deflation factors (counted as a fifth
+	// vector): the rows go through MaskedCG in blocks of as many as fit
 	// (0: all rows at once). Rows are independent systems, so blocks
 	// only change the result when a block converges before the others.
 	CGBlockBytes int
@@ -185,7 +191,7 @@ func cholSolve(a, b []float64, k int) bool {
 // of its right-hand side. x is [out, in+1], 0 at pruned positions. gram
 // is changed during the solve and restored before it returns.
 func MaskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64) string {
-	it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, iter, tol, nil)
+	it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, iter, tol, nil, nil)
 	return cgReport(it, worst)
 }
 
@@ -194,7 +200,7 @@ func cgReport(it int, worst float64) string {
 }
 
 // maskedCGBlocks is MaskedCG on blocks of rows that keep its vectors
-// within o.CGBlockBytes: on a 4096-wide layer all rows at once take five
+// within o.CGBlockBytes: on a 4096-wide layer all rows at once take four
 // 128 MiB vectors. A block's right-hand sides are gathered from c's
 // columns; its rows of pruned and x are contiguous already.
 func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, o MaskedOptions) string {
@@ -203,9 +209,17 @@ func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float6
 	if o.CGBlockBytes > 0 {
 		block = min(out, max(1, o.CGBlockBytes/(5*8*m)))
 	}
+	// The deflation's basis depends on the Gram matrix alone: one for
+	// all blocks.
+	var basis *deflBasis
+	if o.CGDeflate > 0 {
+		restore := damp(gram, in, lambda)
+		basis = newDeflBasis(gram, m, o.CGDeflate)
+		restore()
+	}
 	if block == out {
-		it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol, o.Scratch)
-		return cgReport(it, worst)
+		it, worst := maskedCG(gram, c, out, in, pruned, lambda, x, o.CGIter, o.CGTol, o.Scratch, basis)
+		return cgReport(it, worst) + deflReport(basis)
 	}
 	cb := make([]float64, m*block)
 	iters, worst := 0, 0.0
@@ -215,34 +229,48 @@ func maskedCGBlocks(gram, c []float64, out, in int, pruned []bool, lambda float6
 		for j := 0; j < m; j++ {
 			copy(cb[j*nb:(j+1)*nb], c[j*out+i0:j*out+i0+nb])
 		}
-		it, w := maskedCG(gram, cb, nb, in, pruned[i0*in:(i0+nb)*in], lambda, x[i0*m:(i0+nb)*m], o.CGIter, o.CGTol, o.Scratch)
+		it, w := maskedCG(gram, cb, nb, in, pruned[i0*in:(i0+nb)*in], lambda, x[i0*m:(i0+nb)*m], o.CGIter, o.CGTol, o.Scratch, basis)
 		iters, worst = max(iters, it), math.Max(worst, w)
 	}
-	return cgReport(iters, worst) + fmt.Sprintf(" (blocks of %d rows)", block)
+	return cgReport(iters, worst) + deflReport(basis) + fmt.Sprintf(" (blocks of %d rows)", block)
+}
+
+func deflReport(b *deflBasis) string {
+	if b == nil {
+		return ""
+	}
+	return fmt.Sprintf(", %d directions deflated", b.r)
+}
+
+// damp adds lambda to the diagonal of gram ([in+1, in+1]) but the
+// intercept's, and returns the function that restores it exactly (a
+// damped copy would be the largest allocation of a wide layer's solve).
+func damp(gram []float64, in int, lambda float64) (restore func()) {
+	m := in + 1
+	diag := make([]float64, in)
+	for j := range diag {
+		diag[j] = gram[j*m+j]
+		gram[j*m+j] += lambda
+	}
+	return func() {
+		for j, v := range diag {
+			gram[j*m+j] = v
+		}
+	}
 }
 
 // maskedCG is MaskedCG, returning the iterations run and the worst
-// relative residual; its vectors come from scr (nil: fresh). The rows are
+// relative residual; its vectors come from scr (nil: fresh), and it is
+// preconditioned by the deflation of basis (nil: Jacobi). The rows are
 // independent systems, so the element-wise work of an iteration is split
 // by rows (columns here) over GOMAXPROCS goroutines, and each per-row sum
 // runs over j in order, as a single pass would: the result does not
 // depend on the split.
-func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64, scr *CGScratch) (int, float64) {
+func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x []float64, iter int, tol float64, scr *CGScratch, basis *deflBasis) (int, float64) {
 	m := in + 1
-	// The damping goes on gram's diagonal for the solve, and the diagonal
-	// is restored from a copy afterwards: a damped copy of the matrix
-	// would be the largest allocation of a wide layer's solve.
+	// The damping goes on gram's diagonal for the solve only.
 	a := gram
-	diag := make([]float64, in)
-	for j := range diag {
-		diag[j] = a[j*m+j]
-		a[j*m+j] += lambda
-	}
-	defer func() {
-		for j, v := range diag {
-			gram[j*m+j] = v
-		}
-	}()
+	defer damp(gram, in, lambda)()
 	// keep is the mask of [in+1, out]: true where the row (a column here)
 	// keeps the weight. A pruned position is multiplied by 0 rather than
 	// set to 0, and a kept one left as it is, so that every value (signed
@@ -259,8 +287,16 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 			inv[j] = 1 / d
 		}
 	}
-	v := scr.floats(5, m*out)
-	xs, r, z, p, ap := v[0], v[1], v[2], v[3], v[4]
+	// The preconditioned residual z shares A p's storage: A p is spent
+	// once r is updated, and z once p is, before the next product. One
+	// vector less of fresh memory (page faults) per solve.
+	v := scr.floats(4, m*out)
+	xs, r, p, ap := v[0], v[1], v[2], v[3]
+	z := ap
+	var pre *deflation
+	if basis != nil {
+		pre = basis.rows(keep, out, ap) // ap is free until the first product
+	}
 	rz := make([]float64, out)
 	rzNext := make([]float64, out)
 	bn := make([]float64, out)
@@ -272,10 +308,21 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 				if r[q] = -c[q]; !keep[q] {
 					r[q] *= 0
 				}
-				z[q] = r[q] * inv[j]
+				bn[q-j*out] += r[q] * r[q]
+				if pre == nil {
+					z[q] = r[q] * inv[j]
+				}
+			}
+		}
+	})
+	if pre != nil {
+		pre.apply(r, z, keep)
+	}
+	cols(m, out, func(i0, i1 int) {
+		for j := 0; j < m; j++ {
+			for q := j*out + i0; q < j*out+i1; q++ {
 				p[q] = z[q]
 				rz[q-j*out] += r[q] * z[q]
-				bn[q-j*out] += r[q] * r[q]
 			}
 		}
 	})
@@ -314,12 +361,25 @@ func maskedCG(gram, c []float64, out, in int, pruned []bool, lambda float64, x [
 					al := pap[i]
 					xs[row+i] += al * p[row+i]
 					r[row+i] -= al * ap[row+i]
-					z[row+i] = r[row+i] * inv[j]
 					rr[i] += r[row+i] * r[row+i]
-					rzNext[i] += r[row+i] * z[row+i]
+					if pre == nil {
+						z[row+i] = r[row+i] * inv[j]
+						rzNext[i] += r[row+i] * z[row+i]
+					}
 				}
 			}
 		})
+		if pre != nil {
+			pre.apply(r, z, keep)
+			cols(m, out, func(i0, i1 int) {
+				for j := 0; j < m; j++ {
+					row := j * out
+					for i := i0; i < i1; i++ {
+						rzNext[i] += r[row+i] * z[row+i]
+					}
+				}
+			})
+		}
 		done := true
 		for i := range rr {
 			if rr[i] > tol*tol*bn[i] {
