@@ -105,19 +105,25 @@ func (w *walk) rows(f func(k, n int, off []int)) {
 	}
 	for k := 0; k < w.n; k += last {
 		f(k, last, off)
-		for ax := r - 2; ax >= 0; ax-- {
-			cnt[ax]++
-			for j := range off {
-				off[j] += w.st[j][ax]
-			}
-			if cnt[ax] < w.dims[ax] {
-				break
-			}
-			for j := range off {
-				off[j] -= w.st[j][ax] * w.dims[ax]
-			}
-			cnt[ax] = 0
+		w.step(cnt, off)
+	}
+}
+
+// step moves the odometer cnt of the outer axes, and the operands'
+// offsets off, to the next row.
+func (w *walk) step(cnt, off []int) {
+	for ax := len(w.dims) - 2; ax >= 0; ax-- {
+		cnt[ax]++
+		for j := range off {
+			off[j] += w.st[j][ax]
 		}
+		if cnt[ax] < w.dims[ax] {
+			return
+		}
+		for j := range off {
+			off[j] -= w.st[j][ax] * w.dims[ax]
+		}
+		cnt[ax] = 0
 	}
 }
 
@@ -154,19 +160,7 @@ func (w *walk) span(lo, hi int, f func(k, n int, off []int)) {
 		f(k, n, part)
 		k += n
 		i0 = 0
-		for ax := r - 2; ax >= 0; ax-- {
-			cnt[ax]++
-			for j := range off {
-				off[j] += w.st[j][ax]
-			}
-			if cnt[ax] < w.dims[ax] {
-				break
-			}
-			for j := range off {
-				off[j] -= w.st[j][ax] * w.dims[ax]
-			}
-			cnt[ax] = 0
-		}
+		w.step(cnt, off)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -44,7 +45,7 @@ func TestStageCommitAndAbort(t *testing.T) {
 					t.Error("a folder made after Abort")
 				}
 			}
-			if got := tree(t, base); !equalStrings(got, tc.want) {
+			if got := tree(t, base); !slices.Equal(got, tc.want) {
 				t.Errorf("left %v, want %v", got, tc.want)
 			}
 		})
@@ -99,16 +100,4 @@ func tree(t *testing.T, base string) []string {
 		t.Fatal(err)
 	}
 	return got
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
