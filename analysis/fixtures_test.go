@@ -61,7 +61,13 @@ func fixtures(t *testing.T) []fixture {
 
 func load(t *testing.T, f fixture) *onnxio.Network {
 	t.Helper()
-	m, err := onnxio.Load(f.path)
+	return loadPath(t, f.path)
+}
+
+// loadPath loads and extracts a model file, failing the test on an error.
+func loadPath(t *testing.T, path string) *onnxio.Network {
+	t.Helper()
+	m, err := onnxio.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -325,21 +325,29 @@ func (st *powState) expDeriv(in []*Tensor, y *Tensor) []float64 {
 	return st.db
 }
 
+// baseDerivs calls f with the derivative da by the base for consecutive
+// pieces of the output (from element k, whose base element is at ao), in
+// pieces small enough for a recomputed da to stay in cache.
+func (st *powState) baseDerivs(a []float64, f func(k, ao int, da []float64)) {
+	sa := st.w.inner(0)
+	var buf [512]float64
+	st.w.rows(func(k, n int, off []int) {
+		for i0 := 0; i0 < n; i0 += len(buf) {
+			m := min(len(buf), n-i0)
+			ao := off[0] + i0*sa
+			f(k+i0, ao, st.baseDeriv(a, k+i0, m, ao, buf[:]))
+		}
+	})
+}
+
 func powJVP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, tin []*Tensor) (*Tensor, error) {
 	st := s.(*powState)
 	out := NewTensor(y.Shape, nil)
 	if t := tin[0]; t != nil {
 		sa := st.w.inner(0)
-		var buf [512]float64
-		st.w.rows(func(k, n int, off []int) {
-			for i0 := 0; i0 < n; i0 += len(buf) {
-				// In pieces, so that a recomputed da stays in cache.
-				m := min(len(buf), n-i0)
-				ao := off[0] + i0*sa
-				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
-				for i := range m {
-					out.Data[k+i0+i] = da[i] * t.Data[ao+i*sa]
-				}
+		st.baseDerivs(in[0].Data, func(k, ao int, da []float64) {
+			for i := range da {
+				out.Data[k+i] = da[i] * t.Data[ao+i*sa]
 			}
 		})
 	}
@@ -359,15 +367,8 @@ func powVJP(_ *onnxio.Op, in []*Tensor, y *Tensor, s any, g *Tensor, gin []*Tens
 	st := s.(*powState)
 	if d := gin[0]; d != nil {
 		sa := st.w.inner(0)
-		var buf [512]float64
-		st.w.rows(func(k, n int, off []int) {
-			for i0 := 0; i0 < n; i0 += len(buf) {
-				// In pieces, so that a recomputed da stays in cache.
-				m := min(len(buf), n-i0)
-				ao := off[0] + i0*sa
-				da := st.baseDeriv(in[0].Data, k+i0, m, ao, buf[:])
-				pullRow(d.Data, g.Data[k+i0:k+i0+m], ao, sa, da, 0, 1, 0)
-			}
+		st.baseDerivs(in[0].Data, func(k, ao int, da []float64) {
+			pullRow(d.Data, g.Data[k:k+len(da)], ao, sa, da, 0, 1, 0)
 		})
 	}
 	if d := gin[1]; d != nil {

@@ -795,17 +795,24 @@ func checkScatter(op *onnxio.Op) error {
 	return nil
 }
 
+// copyMap is the gather map of a copy of input 0 of the given shape, which
+// a scatter then overwrites in part.
+func copyMap(shape []int) *gatherMap {
+	n := ShapeSize(shape)
+	m := &gatherMap{Shape: slices.Clone(shape), Src: make([]int, n), Pos: make([]int, n)}
+	for p := range n {
+		m.Pos[p] = p
+	}
+	return m
+}
+
 // scatterNDMap: the output is the data (input 0) with the slices that the
 // index tuples (input 1, [..., k]) address replaced by the updates (input
 // 2); a later tuple wins over an earlier one with the same address, as
 // in a sequential loop. Torch exports in-place slice assignment so
 // (Swin's shifted-window mask).
 func scatterNDMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, idx, err := need2(in)
-	if err != nil {
-		return nil, err
-	}
-	u, err := need(in, 2)
+	x, idx, u, err := need3(in)
 	if err != nil {
 		return nil, err
 	}
@@ -821,11 +828,7 @@ func scatterNDMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	if want := append(slices.Clone(idx.Shape[:idx.Rank()-1]), x.Shape[k:]...); !slices.Equal(u.Shape, want) {
 		return nil, fmt.Errorf("updates of shape %s, want %s", plain.Shape(u.Shape), plain.Shape(want))
 	}
-	n := x.Len()
-	m := &gatherMap{Shape: slices.Clone(x.Shape), Src: make([]int, n), Pos: make([]int, n)}
-	for p := range n {
-		m.Pos[p] = p
-	}
+	m := copyMap(x.Shape)
 	xs := strides(x.Shape)
 	for j := range tuples {
 		base := 0
@@ -852,11 +855,7 @@ func scatterNDMap(_ *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 // position with the axis coordinate replaced by the index set to the
 // update at that position (input 2, the indices' shape).
 func scatterElementsMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
-	x, idx, err := need2(in)
-	if err != nil {
-		return nil, err
-	}
-	u, err := need(in, 2)
+	x, idx, u, err := need3(in)
 	if err != nil {
 		return nil, err
 	}
@@ -868,11 +867,7 @@ func scatterElementsMap(op *onnxio.Op, in []*Tensor) (*gatherMap, error) {
 	if idx.Rank() != r || !slices.Equal(u.Shape, idx.Shape) {
 		return nil, fmt.Errorf("indices of shape %s and updates of shape %s for data of shape %s", plain.Shape(idx.Shape), plain.Shape(u.Shape), plain.Shape(x.Shape))
 	}
-	n := x.Len()
-	m := &gatherMap{Shape: slices.Clone(x.Shape), Src: make([]int, n), Pos: make([]int, n)}
-	for p := range n {
-		m.Pos[p] = p
-	}
+	m := copyMap(x.Shape)
 	xs := strides(x.Shape)
 	base := stridedPos(idx.Shape, 0, xs)
 	is := strides(idx.Shape)

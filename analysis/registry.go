@@ -337,6 +337,16 @@ func need2(in []*Tensor) (a, b *Tensor, err error) {
 	return a, b, err
 }
 
+// need3 returns the first three inputs (a scatter's data, indices and
+// updates), or an error when one is absent.
+func need3(in []*Tensor) (a, b, c *Tensor, err error) {
+	if a, b, err = need2(in); err != nil {
+		return nil, nil, nil, err
+	}
+	c, err = need(in, 2)
+	return a, b, c, err
+}
+
 // intsOf reads an integer tensor (shapes, axes, indices) as ints.
 func intsOf(t *Tensor) []int {
 	v := make([]int, len(t.Data))

@@ -35,14 +35,7 @@ func headModel(t *testing.T, name string) (*onnxio.Network, []int) {
 		}
 		path = f.path
 	}
-	m, err := onnxio.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net, err := onnxio.Extract(m, onnxio.ExtractOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	net := loadPath(t, path)
 	var shape []int
 	for _, d := range net.Inputs[0].Shape[1:] {
 		shape = append(shape, int(d))

@@ -62,6 +62,15 @@ func (x *extractor) symNode(i int, n *pb.NodeProto) (bool, error) {
 		v, err := x.intsOf(c)
 		return v, err == nil
 	}
+	// axes of a Squeeze or Unsqueeze: an attribute before opset 13, an
+	// input from then on (nil when that input is not a constant).
+	axesOf := func() []int64 {
+		if len(n.Input) > 1 {
+			a, _ := ints(n.Input[1])
+			return a
+		}
+		return AttrInts(n, "axes")
+	}
 	switch op {
 	case "Shape":
 		if len(n.Input) != 1 || x.consts[n.Input[0]] != nil {
@@ -94,10 +103,7 @@ func (x *extractor) symNode(i int, n *pb.NodeProto) (bool, error) {
 		if s == nil {
 			return false, nil
 		}
-		axes := AttrInts(n, "axes")
-		if len(n.Input) > 1 {
-			axes, _ = ints(n.Input[1])
-		}
+		axes := axesOf()
 		if !s.scalar || len(axes) != 1 || axes[0] != 0 {
 			return true, nil // not symbolic: evaluated at run time
 		}
@@ -144,10 +150,7 @@ func (x *extractor) symNode(i int, n *pb.NodeProto) (bool, error) {
 		if s == nil {
 			return false, nil
 		}
-		axes := AttrInts(n, "axes")
-		if len(n.Input) > 1 {
-			axes, _ = ints(n.Input[1])
-		}
+		axes := axesOf()
 		if s.shapeOf == "" && !s.scalar && len(s.dims) == 1 && (axes == nil || (len(axes) == 1 && (axes[0] == 0 || axes[0] == -1))) {
 			x.sym[out] = &symVal{dims: s.dims, scalar: true}
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"math"
 	"path/filepath"
 	"testing"
@@ -20,17 +19,7 @@ func TestPruneNeuronsViT(t *testing.T) {
 	dir := t.TempDir()
 	prune := func(method string, extra ...string) unitPruneReport {
 		t.Helper()
-		args := append([]string{"prune", vit, "-o", filepath.Join(dir, method+".onnx"), "--calib", data("mnist_calib_x.npy"),
-			"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", "0.5", "--method", method, "--json", "-q"}, extra...)
-		code, stdout, stderr := runCLI(t, args...)
-		if code != 0 {
-			t.Fatalf("%s: exit %d: %s", method, code, stderr)
-		}
-		var r unitPruneReport
-		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return pruneUnits(t, vit, filepath.Join(dir, method+".onnx"), method, "0.5", extra...)
 	}
 	a := prune("ec+", "--scope", "layer")
 	if a.Removable != 384 || a.Removed != 192 {
@@ -85,17 +74,7 @@ func TestPruneNeuronsGlobalHeads(t *testing.T) {
 	dir := t.TempDir()
 	prune := func(model, method, sparsity string, extra ...string) unitPruneReport {
 		t.Helper()
-		args := append([]string{"prune", model, "-o", filepath.Join(dir, method+sparsity+".onnx"), "--calib", data("mnist_calib_x.npy"),
-			"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", sparsity, "--method", method, "--json", "-q"}, extra...)
-		code, stdout, stderr := runCLI(t, args...)
-		if code != 0 {
-			t.Fatalf("%s: exit %d: %s", method, code, stderr)
-		}
-		var r unitPruneReport
-		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return pruneUnits(t, model, filepath.Join(dir, method+sparsity+".onnx"), method, sparsity, extra...)
 	}
 	for _, c := range []struct {
 		sparsity string

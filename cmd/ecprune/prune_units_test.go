@@ -15,17 +15,7 @@ func TestPruneNeurons(t *testing.T) {
 	dir := t.TempDir()
 	prune := func(method, out string, extra ...string) unitPruneReport {
 		t.Helper()
-		args := append([]string{"prune", model("mnist_mlp_gemm.onnx"), "-o", out, "--calib", data("mnist_calib_x.npy"),
-			"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", "0.3", "--method", method, "--json", "-q"}, extra...)
-		code, stdout, stderr := runCLI(t, args...)
-		if code != 0 {
-			t.Fatalf("%s: exit %d: %s", method, code, stderr)
-		}
-		var r unitPruneReport
-		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return pruneUnits(t, model("mnist_mlp_gemm.onnx"), out, method, "0.3", extra...)
 	}
 	a := prune("ec+", filepath.Join(dir, "a.onnx"))
 	b := prune("ec+", filepath.Join(dir, "b.onnx"))
@@ -61,4 +51,21 @@ func TestPruneNeurons(t *testing.T) {
 			t.Errorf("%v: exit %d (%s), want %d", bad, code, stderr, exitBad)
 		}
 	}
+}
+
+// pruneUnits runs `prune --granularity neuron` on the MNIST calibration
+// split with its labels and returns the JSON report.
+func pruneUnits(t *testing.T, model, out, method, sparsity string, extra ...string) unitPruneReport {
+	t.Helper()
+	args := append([]string{"prune", model, "-o", out, "--calib", data("mnist_calib_x.npy"),
+		"--labels", data("mnist_calib_y.npy"), "--granularity", "neuron", "--sparsity", sparsity, "--method", method, "--json", "-q"}, extra...)
+	code, stdout, stderr := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("%s: exit %d: %s", method, code, stderr)
+	}
+	var r unitPruneReport
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
